@@ -1,6 +1,36 @@
-"""Operators shared by every pipeline: pooling, box geometry, box utilities."""
+"""Operators shared by every pipeline: pyramid pooling, image-to-cell
+geometry, box utilities."""
 
+from sppnet.ops.boxes import (
+    BoxCoder,
+    batched_nms,
+    box_area,
+    box_iou,
+    check_boxes,
+    clip_boxes,
+    nms,
+    remove_small_boxes,
+)
+from sppnet.ops.geometry import CELL_RULES, FeatureGeometry, boxes_to_cells, boxes_to_rois, feature_geometry
 from sppnet.ops.roi_spp import roi_spp, spp_output_size
 from sppnet.ops.spp import SpatialPyramidPooling, spatial_pyramid_pool
 
-__all__ = ["roi_spp", "spp_output_size", "spatial_pyramid_pool", "SpatialPyramidPooling"]
+__all__ = [
+    "BoxCoder",
+    "CELL_RULES",
+    "FeatureGeometry",
+    "SpatialPyramidPooling",
+    "batched_nms",
+    "box_area",
+    "box_iou",
+    "boxes_to_cells",
+    "boxes_to_rois",
+    "check_boxes",
+    "clip_boxes",
+    "feature_geometry",
+    "nms",
+    "remove_small_boxes",
+    "roi_spp",
+    "spatial_pyramid_pool",
+    "spp_output_size",
+]

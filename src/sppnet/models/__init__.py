@@ -1,0 +1,1 @@
+"""Networks: conv trunks (backbones), classifiers and detectors."""

@@ -1,0 +1,271 @@
+"""Box utilities: validation, clipping and the box-regression coder.
+
+Shapes and names::
+
+    N      boxes (proposals, RoIs, ground truths), one row each
+    K      classes with their own deltas (per-class regression)
+    boxes  Tensor[N, 4]      float, (x1, y1, x2, y2)
+    deltas Tensor[N, 4]      (dx, dy, dw, dh), or Tensor[N, 4 * K] per class
+
+Box convention (DESIGN "Conventions"): xyxy, 0-based continuous pixel
+coordinates, width = x2 - x1 and height = y2 - y1 (no +1 anywhere). An image of
+height H and width W spans [0, W] x [0, H].
+
+Everything torchvision already does is re-exported from ``torchvision.ops``
+(``box_iou``, ``box_area``, ``nms``, ``batched_nms``, ``clip_boxes_to_image``,
+``remove_small_boxes``); they use the same convention. This module adds input
+checking, a (height, width) clipping wrapper and :class:`BoxCoder`, the
+R-CNN / SPP-net / Fast R-CNN regression parameterisation (SPEC sections 4, 6)::
+
+    cx = x1 + w / 2,  cy = y1 + h / 2,  w = x2 - x1,  h = y2 - y1
+    dx = (gx - px) / pw    dy = (gy - py) / ph
+    dw = log(gw / pw)      dh = log(gh / ph)
+    delta = (d - means) / stds      (Fast R-CNN: stds = (0.1, 0.1, 0.2, 0.2))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.ops import (
+    batched_nms,
+    box_area,
+    box_iou,
+    clip_boxes_to_image,
+    nms,
+    remove_small_boxes,
+)
+
+__all__ = [
+    "BoxCoder",
+    "batched_nms",
+    "box_area",
+    "box_iou",
+    "check_boxes",
+    "clip_boxes",
+    "clip_boxes_to_image",
+    "nms",
+    "remove_small_boxes",
+]
+
+
+def check_boxes(boxes: Tensor, name: str = "boxes") -> Tensor:
+    """Check that ``boxes`` is a valid ``Tensor[N, 4]`` of xyxy float boxes.
+
+    Args:
+        boxes: ``Tensor[N, 4]``, floating point, (x1, y1, x2, y2) with
+            ``x1 <= x2`` and ``y1 <= y2``; N may be 0.
+        name: what to call the argument in error messages.
+
+    Returns:
+        ``boxes`` itself, unchanged.
+
+    Raises:
+        TypeError: ``boxes`` is not a tensor or not floating point.
+        ValueError: wrong shape, a non-finite value, or x2 < x1 / y2 < y1; the
+            message names ``name`` and the first offending row.
+    """
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 4), got {type(boxes).__name__}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"{name} must have a floating point dtype, got {boxes.dtype}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) (x1, y1, x2, y2), got {tuple(boxes.shape)}")
+    if boxes.numel() == 0:
+        return boxes
+    bad = ~torch.isfinite(boxes).all(dim=1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{name} row {row} has a NaN or infinite coordinate: {boxes[row].tolist()}")
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} row {row} has x2 < x1 or y2 < y1 (expected xyxy boxes): {boxes[row].tolist()}"
+        )
+    return boxes
+
+
+def _check_positive_size(boxes: Tensor, name: str) -> None:
+    if boxes.numel() == 0:
+        return
+    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} row {row} has zero width or height (x2 - x1 and y2 - y1 must be > 0): "
+            f"{boxes[row].tolist()}"
+        )
+
+
+def clip_boxes(boxes: Tensor, image_size: Sequence[float]) -> Tensor:
+    """Clip boxes to an image of ``image_size = (height, width)``.
+
+    x coordinates are clamped to [0, width] and y to [0, height] (continuous
+    coordinates: the image spans [0, W] x [0, H]). Thin wrapper over
+    ``torchvision.ops.clip_boxes_to_image``.
+
+    Args:
+        boxes: ``Tensor[..., 4]`` xyxy (so ``Tensor[N, 4]`` boxes or
+            ``Tensor[N, 4 * K]`` per-class boxes).
+        image_size: (height, width), positive.
+
+    Returns:
+        Clipped boxes, same shape, dtype and device as ``boxes``.
+    """
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
+    if boxes.dim() == 0 or boxes.shape[-1] % 4 != 0:
+        raise ValueError(f"boxes must have a last dimension divisible by 4, got shape {tuple(boxes.shape)}")
+    try:
+        height, width = (float(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+    if not (height > 0 and width > 0 and math.isfinite(height) and math.isfinite(width)):
+        raise ValueError(f"image_size must be a positive (height, width), got {image_size!r}")
+    return clip_boxes_to_image(boxes, (height, width))
+
+
+def _check_four(values: Sequence[float], name: str) -> tuple[float, float, float, float]:
+    try:
+        out = tuple(float(v) for v in values)
+    except TypeError:
+        raise ValueError(f"BoxCoder.{name} must be 4 numbers, got {values!r}") from None
+    if len(out) != 4 or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"BoxCoder.{name} must be 4 finite numbers, got {values!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class BoxCoder:
+    """Encode boxes as regression deltas relative to proposals, and back.
+
+    Centres and sizes use width = x2 - x1 (no +1)::
+
+        dx = (gx - px) / pw,  dy = (gy - py) / ph,  dw = log(gw / pw),  dh = log(gh / ph)
+        delta = (d - means) / stds
+
+    Args:
+        means: per-coordinate mean subtracted from (dx, dy, dw, dh).
+        stds: per-coordinate std the deltas are divided by; Fast R-CNN uses
+            (0.1, 0.1, 0.2, 0.2) (SPEC section 6). Must be positive.
+        clip_log_scale: ``dw`` and ``dh`` are clamped to at most this before
+            ``exp`` in :meth:`decode` (default log(1000 / 16), as torchvision).
+
+    Equivalent to ``torchvision.models.detection._utils.BoxCoder`` with
+    ``weights = 1 / stds`` when ``means`` are zero.
+    """
+
+    means: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    stds: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    clip_log_scale: float = math.log(1000.0 / 16)
+
+    def __post_init__(self) -> None:
+        means = _check_four(self.means, "means")
+        stds = _check_four(self.stds, "stds")
+        if not all(s > 0 for s in stds):
+            raise ValueError(f"BoxCoder.stds must all be > 0, got {self.stds!r}")
+        clip = float(self.clip_log_scale)
+        if math.isnan(clip):
+            raise ValueError("BoxCoder.clip_log_scale must not be NaN")
+        object.__setattr__(self, "means", means)
+        object.__setattr__(self, "stds", stds)
+        object.__setattr__(self, "clip_log_scale", clip)
+
+    def encode(self, proposals: Tensor, targets: Tensor) -> Tensor:
+        """Regression targets that move each proposal onto its target box.
+
+        Args:
+            proposals: ``Tensor[N, 4]`` xyxy float, width and height > 0.
+            targets: ``Tensor[N, 4]`` xyxy float (matched ground truths),
+                width and height > 0.
+
+        Returns:
+            ``Tensor[N, 4]`` normalised deltas (dx, dy, dw, dh), in the
+            promoted dtype of the inputs, on their device; (0, 4) when N = 0.
+
+        Raises:
+            TypeError / ValueError: invalid boxes (see :func:`check_boxes`),
+                mismatched N, or a box with zero width or height (row named).
+        """
+        check_boxes(proposals, "proposals")
+        check_boxes(targets, "targets")
+        if proposals.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"proposals and targets must have the same number of rows, "
+                f"got {proposals.shape[0]} and {targets.shape[0]}"
+            )
+        _check_positive_size(proposals, "proposals")
+        _check_positive_size(targets, "targets")
+        dtype = torch.promote_types(proposals.dtype, targets.dtype)
+        proposals = proposals.to(dtype)
+        targets = targets.to(dtype)
+
+        pw = proposals[:, 2] - proposals[:, 0]
+        ph = proposals[:, 3] - proposals[:, 1]
+        px = proposals[:, 0] + 0.5 * pw
+        py = proposals[:, 1] + 0.5 * ph
+        gw = targets[:, 2] - targets[:, 0]
+        gh = targets[:, 3] - targets[:, 1]
+        gx = targets[:, 0] + 0.5 * gw
+        gy = targets[:, 1] + 0.5 * gh
+
+        deltas = torch.stack(
+            ((gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)), dim=1
+        )
+        means = deltas.new_tensor(self.means)
+        stds = deltas.new_tensor(self.stds)
+        return (deltas - means) / stds
+
+    def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        """Apply (normalised) deltas to boxes: the inverse of :meth:`encode`.
+
+        Args:
+            deltas: ``Tensor[N, 4]`` or per-class ``Tensor[N, 4 * K]``
+                (class k in columns 4k .. 4k + 3), floating point.
+            boxes: ``Tensor[N, 4]`` xyxy reference boxes (proposals); cast to
+                the dtype of ``deltas``.
+
+        Returns:
+            ``Tensor[N, 4]`` or ``Tensor[N, 4 * K]`` xyxy boxes, same shape,
+            dtype and device as ``deltas``. Not clipped to the image (see
+            :func:`clip_boxes`); dw and dh are clamped at ``clip_log_scale``.
+        """
+        if not isinstance(deltas, Tensor):
+            raise TypeError(f"deltas must be a torch.Tensor, got {type(deltas).__name__}")
+        if not deltas.is_floating_point():
+            raise TypeError(f"deltas must have a floating point dtype, got {deltas.dtype}")
+        if deltas.dim() != 2 or deltas.shape[1] == 0 or deltas.shape[1] % 4 != 0:
+            raise ValueError(f"deltas must have shape (N, 4 * K) with K >= 1, got {tuple(deltas.shape)}")
+        if not isinstance(boxes, Tensor):
+            raise TypeError(f"boxes must be a torch.Tensor of shape (N, 4), got {type(boxes).__name__}")
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (N, 4) (x1, y1, x2, y2), got {tuple(boxes.shape)}")
+        if boxes.shape[0] != deltas.shape[0]:
+            raise ValueError(
+                f"deltas and boxes must have the same number of rows, "
+                f"got {deltas.shape[0]} and {boxes.shape[0]}"
+            )
+        boxes = boxes.to(deltas.dtype)
+        n = deltas.shape[0]
+        d = deltas.reshape(n, deltas.shape[1] // 4, 4)
+        d = d * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)
+
+        widths = (boxes[:, 2] - boxes[:, 0])[:, None]
+        heights = (boxes[:, 3] - boxes[:, 1])[:, None]
+        ctr_x = boxes[:, 0][:, None] + 0.5 * widths
+        ctr_y = boxes[:, 1][:, None] + 0.5 * heights
+
+        dw = d[..., 2].clamp(max=self.clip_log_scale)
+        dh = d[..., 3].clamp(max=self.clip_log_scale)
+        pred_x = d[..., 0] * widths + ctr_x
+        pred_y = d[..., 1] * heights + ctr_y
+        half_w = 0.5 * torch.exp(dw) * widths
+        half_h = 0.5 * torch.exp(dh) * heights
+
+        out = torch.stack((pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=2)
+        return out.reshape(deltas.shape)

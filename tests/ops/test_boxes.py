@@ -1,0 +1,271 @@
+"""Tests for sppnet.ops.boxes against hand-worked values and torchvision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
+
+from sppnet.ops import boxes as B
+from sppnet.ops.boxes import BoxCoder, check_boxes, clip_boxes
+
+FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def t(rows, dtype=torch.float64, device="cpu"):
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- encode
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_encode_hand_worked(device):
+    # proposal (0,0,10,20): w=10, h=20, centre (5,10)
+    # gt (5,5,15,25):       w=10, h=20, centre (10,15)
+    # dx = 5/10 = 0.5, dy = 5/20 = 0.25, dw = log 1 = 0, dh = 0
+    p, g = t([[0, 0, 10, 20]], device=device), t([[5, 5, 15, 25]], device=device)
+    d = BoxCoder().encode(p, g)
+    assert d.shape == (1, 4) and d.dtype == torch.float64 and d.device.type == device
+    torch.testing.assert_close(d.cpu(), t([[0.5, 0.25, 0.0, 0.0]]))
+    d = BoxCoder(stds=FAST_RCNN_STDS).encode(p, g)
+    torch.testing.assert_close(d.cpu(), t([[5.0, 2.5, 0.0, 0.0]]))
+
+
+def test_encode_hand_worked_scale_and_means():
+    # proposal (10,10,30,20): w=20, h=10, centre (20,15)
+    # gt (0,5,40,45): w=40, h=40, centre (20,25)
+    # dx = 0, dy = 10/10 = 1, dw = log 2, dh = log 4
+    p, g = t([[10, 10, 30, 20]]), t([[0, 5, 40, 45]])
+    d = BoxCoder().encode(p, g)
+    torch.testing.assert_close(d, t([[0.0, 1.0, math.log(2), math.log(4)]]))
+    coder = BoxCoder(means=(0.0, 0.5, 0.1, 0.2), stds=(0.1, 0.1, 0.2, 0.2))
+    expected = [(0.0 - 0.0) / 0.1, (1.0 - 0.5) / 0.1, (math.log(2) - 0.1) / 0.2, (math.log(4) - 0.2) / 0.2]
+    torch.testing.assert_close(coder.encode(p, g), t([expected]))
+
+
+def test_encode_float32_in_float32_out():
+    d = BoxCoder().encode(t([[0, 0, 10, 20]], torch.float32), t([[5, 5, 15, 25]], torch.float32))
+    assert d.dtype == torch.float32
+
+
+def _hand_reference(proposals, gts, stds):
+    """Direct per-row computation, independent of BoxCoder."""
+    rows = []
+    for (px1, py1, px2, py2), (gx1, gy1, gx2, gy2) in zip(proposals.tolist(), gts.tolist()):
+        pw, ph, gw, gh = px2 - px1, py2 - py1, gx2 - gx1, gy2 - gy1
+        pcx, pcy, gcx, gcy = px1 + pw / 2, py1 + ph / 2, gx1 + gw / 2, gy1 + gh / 2
+        d = ((gcx - pcx) / pw, (gcy - pcy) / ph, math.log(gw / pw), math.log(gh / ph))
+        rows.append([v / s for v, s in zip(d, stds)])
+    return t(rows)
+
+
+def test_encode_matches_torchvision_and_hand():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=g, dtype=torch.float64) * 300
+    wh = torch.rand(50, 2, generator=g, dtype=torch.float64) * 100 + 1
+    proposals = torch.cat([xy, xy + wh], 1)
+    xy2 = xy + torch.randn(50, 2, generator=g, dtype=torch.float64) * 10
+    wh2 = wh * (torch.rand(50, 2, generator=g, dtype=torch.float64) + 0.5)
+    gts = torch.cat([xy2, xy2 + wh2], 1)
+
+    ours = BoxCoder(stds=FAST_RCNN_STDS).encode(proposals, gts)
+    tv = TVBoxCoder(weights=tuple(1 / s for s in FAST_RCNN_STDS))
+    # torchvision: encode_single(reference_boxes=ground truth, proposals)
+    torch.testing.assert_close(ours, tv.encode_single(gts, proposals))
+    torch.testing.assert_close(ours, _hand_reference(proposals, gts, FAST_RCNN_STDS))
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+def test_decode_hand_worked():
+    # inverse of test_encode_hand_worked_scale_and_means
+    out = BoxCoder().decode(t([[0.0, 1.0, math.log(2), math.log(4)]]), t([[10, 10, 30, 20]]))
+    torch.testing.assert_close(out, t([[0, 5, 40, 45]]))
+    out = BoxCoder(stds=FAST_RCNN_STDS).decode(t([[5.0, 2.5, 0.0, 0.0]]), t([[0, 0, 10, 20]]))
+    torch.testing.assert_close(out, t([[5, 5, 15, 25]]))
+
+
+def test_decode_matches_torchvision_per_class():
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(20, 2, generator=g, dtype=torch.float64) * 300
+    wh = torch.rand(20, 2, generator=g, dtype=torch.float64) * 100 + 1
+    boxes = torch.cat([xy, xy + wh], 1)
+    deltas = torch.randn(20, 4 * 3, generator=g, dtype=torch.float64)
+    ours = BoxCoder(stds=FAST_RCNN_STDS).decode(deltas, boxes)
+    tv = TVBoxCoder(weights=tuple(1 / s for s in FAST_RCNN_STDS)).decode_single(deltas, boxes)
+    assert ours.shape == (20, 12)
+    torch.testing.assert_close(ours, tv)
+    # each class block decodes as if alone
+    for k in range(3):
+        alone = BoxCoder(stds=FAST_RCNN_STDS).decode(deltas[:, 4 * k : 4 * k + 4], boxes)
+        torch.testing.assert_close(ours[:, 4 * k : 4 * k + 4], alone)
+
+
+def test_decode_per_class_hand_worked():
+    boxes = t([[0, 0, 10, 20]])
+    deltas = t([[0.0, 0.0, 0.0, 0.0, 0.5, 0.25, 0.0, 0.0]])
+    out = BoxCoder().decode(deltas, boxes)
+    torch.testing.assert_close(out, t([[0, 0, 10, 20, 5, 5, 15, 25]]))
+
+
+def test_decode_clamps_large_log_scale():
+    clip = math.log(1000 / 16)
+    boxes = t([[0, 0, 10, 10]])
+    out = BoxCoder().decode(t([[0.0, 0.0, 50.0, 1e6]]), boxes)
+    assert torch.isfinite(out).all()
+    w, h = 10 * math.exp(clip), 10 * math.exp(clip)  # 625 each
+    torch.testing.assert_close(out, t([[5 - w / 2, 5 - h / 2, 5 + w / 2, 5 + h / 2]]))
+    # custom clip, applied after un-normalising by std
+    coder = BoxCoder(stds=FAST_RCNN_STDS, clip_log_scale=math.log(2))
+    out = coder.decode(t([[0.0, 0.0, 100.0, 0.0]]), boxes)
+    torch.testing.assert_close(out, t([[-5, 0, 15, 10]]))
+
+
+def test_decode_casts_boxes_to_delta_dtype():
+    out = BoxCoder().decode(t([[0.5, 0.25, 0, 0]], torch.float32), t([[0, 0, 10, 20]], torch.float64))
+    assert out.dtype == torch.float32
+
+
+_coord = st.floats(-500, 500, allow_nan=False, allow_infinity=False)
+_size = st.floats(1.0, 50.0, allow_nan=False, allow_infinity=False)
+_box = st.tuples(_coord, _coord, _size, _size).map(lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_box, _box), min_size=1, max_size=8),
+    use_stds=st.booleans(),
+)
+def test_round_trip(pairs, use_stds):
+    proposals = t([p for p, _ in pairs])
+    gts = t([g for _, g in pairs])
+    coder = BoxCoder(means=(0.01, -0.02, 0.03, 0.0), stds=FAST_RCNN_STDS) if use_stds else BoxCoder()
+    deltas = coder.encode(proposals, gts)
+    torch.testing.assert_close(coder.decode(deltas, proposals), gts, atol=1e-6, rtol=0)
+    again = coder.encode(proposals, coder.decode(deltas, proposals))
+    torch.testing.assert_close(again, deltas, atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- empty
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_inputs(device):
+    e = torch.empty(0, 4, device=device)
+    coder = BoxCoder(stds=FAST_RCNN_STDS)
+    assert coder.encode(e, e).shape == (0, 4)
+    out = coder.decode(e, e)
+    assert out.shape == (0, 4) and out.device.type == device
+    assert coder.decode(torch.empty(0, 12, device=device), e).shape == (0, 12)
+    assert check_boxes(e) is e
+    assert clip_boxes(e, (10, 20)).shape == (0, 4)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_check_boxes_returns_input():
+    b = t([[0, 0, 1, 1], [2, 2, 2, 3]])
+    assert check_boxes(b) is b
+
+
+@pytest.mark.parametrize(
+    ("value", "exc", "words"),
+    [
+        ([[0, 0, 1, 1]], TypeError, "torch.Tensor"),
+        (torch.tensor([[0, 0, 1, 1]]), TypeError, "floating point"),
+        (torch.zeros(3, 5), ValueError, "shape (N, 4)"),
+        (torch.zeros(4), ValueError, "shape (N, 4)"),
+        (torch.tensor([[0.0, 0, 1, 1], [0, float("nan"), 1, 1]]), ValueError, "row 1 has a NaN or infinite"),
+        (torch.tensor([[0.0, 0, float("inf"), 1]]), ValueError, "row 0 has a NaN or infinite"),
+        (torch.tensor([[0.0, 0, 1, 1], [0, 0, 1, 1], [5.0, 0, 4, 1]]), ValueError, "row 2 has x2 < x1"),
+        (torch.tensor([[0.0, 3, 1, 2]]), ValueError, "y2 < y1"),
+    ],
+)
+def test_check_boxes_errors(value, exc, words):
+    with pytest.raises(exc, match="my_boxes") as info:
+        check_boxes(value, "my_boxes")
+    assert words in str(info.value)
+
+
+def test_encode_rejects_degenerate_proposals():
+    p = t([[0, 0, 10, 10], [3, 3, 3, 8]])
+    with pytest.raises(ValueError, match=r"proposals row 1 has zero width or height"):
+        BoxCoder().encode(p, t([[0, 0, 1, 1], [0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match=r"targets row 0 has zero width or height"):
+        BoxCoder().encode(t([[0, 0, 1, 1]]), t([[0, 0, 1, 0]]))
+    with pytest.raises(ValueError, match=r"proposals row 0 has x2 < x1"):
+        BoxCoder().encode(t([[2, 0, 1, 1]]), t([[0, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="same number of rows"):
+        BoxCoder().encode(t([[0, 0, 1, 1]]), t([[0, 0, 1, 1], [0, 0, 1, 1]]))
+
+
+def test_decode_rejects_bad_shapes():
+    coder = BoxCoder()
+    with pytest.raises(ValueError, match=r"deltas must have shape \(N, 4 \* K\)"):
+        coder.decode(torch.zeros(2, 6), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="same number of rows"):
+        coder.decode(torch.zeros(2, 4), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"boxes must have shape \(N, 4\)"):
+        coder.decode(torch.zeros(2, 4), torch.zeros(2, 8))
+    with pytest.raises(TypeError, match="floating point"):
+        coder.decode(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
+
+
+def test_box_coder_config_validation():
+    with pytest.raises(ValueError, match="stds must all be > 0"):
+        BoxCoder(stds=(0.1, 0.1, 0.0, 0.2))
+    with pytest.raises(ValueError, match="means must be 4"):
+        BoxCoder(means=(0.0, 0.0))
+    coder = BoxCoder(stds=[0.1, 0.1, 0.2, 0.2])
+    assert coder.stds == FAST_RCNN_STDS
+    with pytest.raises(AttributeError):
+        coder.stds = (1.0, 1.0, 1.0, 1.0)  # frozen
+
+
+# ----------------------------------------------------------------------------- clip / torchvision wrappers
+
+
+def test_clip_boxes_height_width_order():
+    b = t([[-5, -5, 50, 50], [10, 10, 20, 20]])
+    out = clip_boxes(b, (30, 40))  # height 30, width 40
+    torch.testing.assert_close(out, t([[0, 0, 40, 30], [10, 10, 20, 20]]))
+    per_class = clip_boxes(torch.cat([b, b], 1), (30, 40))
+    torch.testing.assert_close(per_class, torch.cat([out, out], 1))
+    with pytest.raises(ValueError, match="image_size"):
+        clip_boxes(b, (30,))
+    with pytest.raises(ValueError, match="image_size"):
+        clip_boxes(b, (0, 40))
+
+
+def test_torchvision_reexports_are_torchvision():
+    ops = torchvision.ops
+    for name in ("box_iou", "nms", "batched_nms", "clip_boxes_to_image", "remove_small_boxes", "box_area"):
+        assert getattr(B, name) is getattr(ops, name)
+        assert name in B.__all__
+    for name in ("BoxCoder", "check_boxes", "clip_boxes"):
+        assert name in B.__all__
+
+
+def test_iou_nms_match_torchvision_and_hand():
+    a = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 15], [20, 20, 30, 30]])
+    iou = B.box_iou(a, a)
+    torch.testing.assert_close(iou, torchvision.ops.box_iou(a, a))
+    # overlap 5x5=25, union 100+100-25=175 (width = x2 - x1, no +1)
+    assert iou[0, 1].item() == pytest.approx(25 / 175)
+    torch.testing.assert_close(B.box_area(a), torch.tensor([100.0, 100.0, 100.0]))
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert B.nms(a, scores, 0.1).tolist() == [0, 2]
+    assert B.nms(a, scores, 0.2).tolist() == [0, 1, 2]
+    idx = torch.tensor([0, 1, 0])
+    expected = torchvision.ops.batched_nms(a, scores, idx, 0.1)
+    torch.testing.assert_close(B.batched_nms(a, scores, idx, 0.1), expected)
+    assert B.remove_small_boxes(t([[0, 0, 1, 5], [0, 0, 5, 5]]), 2.0).tolist() == [1]
