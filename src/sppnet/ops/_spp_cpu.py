@@ -77,6 +77,15 @@ def _merge_bin_argmax(src, src_where, best, where):
         best[c] = v if take else m
         where[c] = a if take else w
 
+
+@numba.njit(inline="always")
+def _transpose(src, first_bin, bins, dst, offset):
+    """dst[offset + c * bins + b] = src[first_bin + b, c] for all b, c."""
+    for b in range(bins):
+        for c in range(src.shape[1]):
+            dst[offset + c * bins + b] = src[first_bin + b, c]
+
+
 @numba.njit(parallel=True, cache=True)
 def spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, out, argmax, store_argmax):
     """Pool every RoI at every level.
@@ -140,19 +149,14 @@ def spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, ou
                                     _merge_bin_argmax(vals[sub], cells[sub], vals[b], cells[b])
                                 else:
                                     _merge_bin(vals[sub], vals[b])
-        # Scatter to the documented layout: per level, the (C, n, n) block.
+        # Transpose each level's (bins, C) scratch into the documented (C, n, n) block.
         for level in range(num_levels):
             nn = levels[level] * levels[level]
             boff = bin_offsets[level]
             ooff = out_offsets[level]
-            for b in range(nn):
-                for c in range(channels):
-                    out[k, ooff + c * nn + b] = vals[boff + b, c]
+            _transpose(vals, boff, nn, out[k], ooff)
             if store_argmax:
-                for b in range(nn):
-                    for c in range(channels):
-                        argmax[k, ooff + c * nn + b] = cells[boff + b, c]
-
+                _transpose(cells, boff, nn, argmax[k], ooff)
 
 @numba.njit(parallel=True, cache=True)
 def spp_backward(grad_out, argmax, batch_index, channel_of_column, grad_partial):

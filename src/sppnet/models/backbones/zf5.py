@@ -45,6 +45,12 @@ class ZF5(nn.Module):
             nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(inplace=True),
         )
         self.out_channels = c5
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d):
+                # He initialisation: trains from scratch in minutes where the
+                # paper's N(0, 0.01) needs days and pretrained neighbours.
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         self.geometry: FeatureGeometry = feature_geometry(self.features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

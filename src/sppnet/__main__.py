@@ -1,0 +1,5 @@
+import sys
+
+from sppnet.cli import main
+
+sys.exit(main())
