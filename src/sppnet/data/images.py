@@ -1,0 +1,73 @@
+"""Reading images: one function, every fault turned into a clear error.
+
+``load_image(path)`` returns an ``np.ndarray[H, W, 3]`` uint8 RGB array, with
+EXIF orientation applied (so boxes drawn on the displayed image line up),
+grayscale and palette images expanded to RGB, alpha dropped, and 16-bit
+images scaled to 8 bits. Unreadable, truncated or oversized files raise
+``ImageError`` (a ``ValueError``) naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageError", "load_image", "image_size", "MAX_PIXELS"]
+
+# Larger images are refused before they are decoded (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message names the file."""
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError) as error:
+        raise ImageError(f"{path}: not a readable image ({error})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"{path}: image has no pixels ({width} x {height})")
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width} x {height} pixels is more than the limit of {max_pixels} (decompression bomb?)")
+    return image
+
+
+def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) as displayed (after EXIF rotation), read from the header only."""
+    path = Path(path)
+    with _open(path, max_pixels) as image:
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(0x0112, 1)
+        except Exception:  # a broken EXIF block is not worth refusing the image for
+            orientation = 1
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``path`` into ``np.ndarray[H, W, 3]`` uint8 RGB."""
+    path = Path(path)
+    with _open(path, max_pixels) as image:
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(f"{path}: cannot decode image ({error})") from None
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image, dtype=np.uint32)
+            peak = 65535 if image.mode.startswith("I;16") else max(int(array.max()), 1)
+            gray = (array.astype(np.float64) * (255.0 / peak)).round().clip(0, 255).astype(np.uint8)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image, dtype=np.uint8).copy()

@@ -1,0 +1,268 @@
+"""Pascal VOC devkit layout, read and written.
+
+    ROOT/Annotations/<id>.xml      one XML file per image
+    ROOT/JPEGImages/<id>.jpg       the images
+    ROOT/ImageSets/Main/<split>.txt   image ids of a split, one per line
+
+VOC boxes are 1-based inclusive pixels (xmin..xmax). They become the package's
+0-based continuous boxes once, here: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax,
+y2 = ymax (and back when writing). Everything that cannot be used is reported
+in ``DetectionDataset.skipped`` with its file: a missing or malformed XML file
+or image skips the image; an unknown class, an inverted or empty box skips the
+object; a box reaching outside the image is clipped to it, and that is
+reported too. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+
+from sppnet.data.images import ImageError, image_size
+from sppnet.data.records import BACKGROUND, VOC_CLASSES, DetectionDataset, ImageRecord, Skipped
+
+__all__ = ["read_voc", "write_voc_annotation", "write_voc_split", "resolve_classes"]
+
+
+class _BadFile(ValueError):
+    pass
+
+
+def resolve_classes(classes: str | Sequence[str] | None, found: Sequence[str] = ()) -> tuple[str, ...]:
+    """The dataset's class tuple with the background first: ``"voc"`` for the
+    20 VOC classes, a sequence of names, or ``None`` for the sorted names
+    ``found`` in the data."""
+    if classes is None:
+        names = sorted(set(found))
+    elif isinstance(classes, str):
+        if classes.lower() != "voc":
+            raise ValueError(f"unknown class preset {classes!r}; use 'voc' or give the class names")
+        names = list(VOC_CLASSES)
+    else:
+        names = [str(name).strip() for name in classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"class names must be unique, repeated: {duplicates}")
+    if BACKGROUND in names or "" in names:
+        raise ValueError(f"{BACKGROUND!r} and empty names cannot be object classes")
+    if not names:
+        raise ValueError("no object classes: the data has no objects and no class list was given")
+    return (BACKGROUND, *names)
+
+
+def _safe_child(root: Path, *parts: str) -> Path:
+    """root/parts, refusing ids that would leave the dataset root."""
+    path = root.joinpath(*parts)
+    if ".." in Path(*parts).parts or Path(parts[-1]).is_absolute():
+        raise _BadFile(f"image id {parts[-1]!r} points outside the dataset root")
+    return path
+
+
+def _read_split(root: Path, split: str) -> list[str]:
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"split file not found: {split_file}")
+    ids = []
+    for line in split_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        tokens = line.split()
+        if tokens:
+            ids.append(tokens[0])
+    if not ids:
+        raise ValueError(f"split {split!r} is empty: {split_file} lists no image ids")
+    return ids
+
+
+def _text(node: ET.Element, tag: str, default: str | None = None) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        if default is None:
+            raise _BadFile(f"missing <{tag}>")
+        return default
+    return child.text.strip()
+
+
+def _number(node: ET.Element, tag: str) -> float:
+    text = _text(node, tag)
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadFile(f"<{tag}> is not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _BadFile(f"<{tag}> is not finite: {text!r}")
+    return value
+
+
+def _flag(node: ET.Element, tag: str) -> bool:
+    text = _text(node, tag, "0")
+    try:
+        return bool(int(float(text)))
+    except ValueError:
+        raise _BadFile(f"<{tag}> is not 0 or 1: {text!r}") from None
+
+
+def _parse_objects(xml_root: ET.Element, xml_path: Path, width: int, height: int, classes, skipped, found):
+    rows, labels, difficult, truncated = [], [], [], []
+    for index, obj in enumerate(xml_root.findall("object")):
+        where = f"object {index}"
+        try:
+            name = _text(obj, "name")
+            box = obj.find("bndbox")
+            if box is None:
+                raise _BadFile("missing <bndbox>")
+            xmin, ymin, xmax, ymax = (_number(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            hard, cut = _flag(obj, "difficult"), _flag(obj, "truncated")
+        except _BadFile as error:
+            skipped.append(Skipped(xml_path, f"{where}: {error}; object skipped"))
+            continue
+        found.add(name)
+        if classes is not None and name not in classes:
+            skipped.append(Skipped(xml_path, f"{where}: unknown class {name!r}; object skipped"))
+            continue
+        x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
+        if x2 <= x1 or y2 <= y1:
+            skipped.append(Skipped(xml_path, f"{where} ({name}): inverted or empty box "
+                                             f"xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g}; object skipped"))
+            continue
+        cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+        if cx2 <= cx1 or cy2 <= cy1:
+            skipped.append(Skipped(xml_path, f"{where} ({name}): box lies outside the {width} x {height} image; object skipped"))
+            continue
+        if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+            skipped.append(Skipped(xml_path, f"{where} ({name}): box reaches outside the {width} x {height} image; clipped to it"))
+        rows.append([cx1, cy1, cx2, cy2])
+        labels.append(name)
+        difficult.append(hard)
+        truncated.append(cut)
+    return rows, labels, difficult, truncated
+
+
+def read_voc(
+    root: str | Path,
+    split: str,
+    classes: str | Sequence[str] | None = None,
+    check_images: bool = True,
+) -> DetectionDataset:
+    """Read split ``split`` of a VOC-layout dataset.
+
+    Args:
+        root: the folder holding Annotations/, JPEGImages/, ImageSets/Main/.
+        split: a file name in ImageSets/Main without ``.txt``.
+        classes: ``"voc"`` (the 20 VOC classes), a sequence of names, or None
+            for the sorted names found in this split's annotations.
+        check_images: read each image's header (size, readability) and skip
+            images that cannot be opened; the XML size is used otherwise.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root not found: {root}")
+    ids = _read_split(root, split)
+    fixed = None if classes is None else resolve_classes(classes)
+    skipped: list[Skipped] = []
+    found: set[str] = set()
+    parsed = []
+    for image_id in ids:
+        try:
+            xml_path = _safe_child(root, "Annotations", f"{image_id}.xml")
+        except _BadFile as error:
+            skipped.append(Skipped(root / "ImageSets" / "Main" / f"{split}.txt", f"{error}; image skipped"))
+            continue
+        try:
+            if not xml_path.is_file():
+                raise _BadFile("annotation file not found")
+            try:
+                xml_root = SafeET.parse(xml_path).getroot()
+            except (ET.ParseError, DefusedXmlException) as error:
+                raise _BadFile(f"malformed XML ({error})") from None
+            filename = _text(xml_root, "filename", f"{image_id}.jpg")
+            image_path = _safe_child(root, "JPEGImages", Path(filename).name)
+            if not image_path.is_file():
+                image_path = _safe_child(root, "JPEGImages", f"{image_id}.jpg")
+            if not image_path.is_file():
+                raise _BadFile(f"image not found: {image_path}")
+            size = xml_root.find("size")
+            width = int(_number(size, "width")) if size is not None and size.find("width") is not None else 0
+            height = int(_number(size, "height")) if size is not None and size.find("height") is not None else 0
+            if check_images:
+                try:
+                    height, width = image_size(image_path)
+                except ImageError as error:
+                    raise _BadFile(str(error)) from None
+            if width < 1 or height < 1:
+                raise _BadFile(f"no valid <size> and the image was not read (width={width}, height={height})")
+        except _BadFile as error:
+            skipped.append(Skipped(xml_path, f"{error}; image skipped"))
+            continue
+        objects = _parse_objects(xml_root, xml_path, width, height, fixed, skipped, found)
+        parsed.append((image_id, image_path, width, height, objects))
+    class_names = fixed if fixed is not None else resolve_classes(None, found)
+    index = {name: i for i, name in enumerate(class_names)}
+    images = []
+    for image_id, image_path, width, height, (rows, names, difficult, truncated) in parsed:
+        images.append(ImageRecord(
+            image_id=image_id,
+            image_path=image_path,
+            width=width,
+            height=height,
+            boxes=torch.tensor(rows, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.tensor([index[n] for n in names], dtype=torch.int64),
+            difficult=torch.tensor(difficult, dtype=torch.bool),
+            truncated=torch.tensor(truncated, dtype=torch.bool),
+        ))
+    if not images:
+        details = "; ".join(str(s) for s in skipped[:3])
+        raise ValueError(f"split {split!r} of {root} has no usable images ({len(skipped)} problems: {details})")
+    return DetectionDataset(root=root, split=split, classes=class_names, images=images, skipped=skipped)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_voc_annotation(root: str | Path, record: ImageRecord, classes: Sequence[str], poses: Sequence[str] | None = None) -> Path:
+    """Write ``ROOT/Annotations/<id>.xml`` for ``record`` (boxes converted to
+    VOC's 1-based inclusive pixels, rounded). Returns the path."""
+    root = Path(root)
+    annotation = ET.Element("annotation")
+    ET.SubElement(annotation, "folder").text = root.name
+    ET.SubElement(annotation, "filename").text = record.image_path.name
+    size = ET.SubElement(annotation, "size")
+    ET.SubElement(size, "width").text = str(record.width)
+    ET.SubElement(size, "height").text = str(record.height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(annotation, "segmented").text = "0"
+    for i in range(record.num_objects):
+        x1, y1, x2, y2 = record.boxes[i].tolist()
+        obj = ET.SubElement(annotation, "object")
+        ET.SubElement(obj, "name").text = classes[int(record.labels[i])]
+        ET.SubElement(obj, "pose").text = poses[i] if poses else "Unspecified"
+        ET.SubElement(obj, "truncated").text = str(int(record.truncated[i]))
+        ET.SubElement(obj, "difficult").text = str(int(record.difficult[i]))
+        box = ET.SubElement(obj, "bndbox")
+        for tag, value in (("xmin", round(x1) + 1), ("ymin", round(y1) + 1), ("xmax", round(x2)), ("ymax", round(y2))):
+            ET.SubElement(box, tag).text = str(value)
+    ET.indent(annotation)
+    path = root / "Annotations" / f"{record.image_id}.xml"
+    _atomic_write_text(path, ET.tostring(annotation, encoding="unicode") + "\n")
+    return path
+
+
+def write_voc_split(root: str | Path, split: str, image_ids: Sequence[str]) -> Path:
+    """Write ``ROOT/ImageSets/Main/<split>.txt``."""
+    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+    _atomic_write_text(path, "".join(f"{image_id}\n" for image_id in image_ids))
+    return path
