@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+from sppnet.data.images import ImageError
+
+
+def _print_skipped(skipped, limit: int = 20) -> None:
+    if not skipped:
+        return
+    print(f"skipped or fixed {len(skipped)} item(s):", file=sys.stderr)
+    for item in skipped[:limit]:
+        print(f"  {item}", file=sys.stderr)
+    if len(skipped) > limit:
+        print(f"  ... and {len(skipped) - limit} more", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -14,14 +27,141 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_synth(args: argparse.Namespace) -> int:
+    from sppnet.data.synthetic import DetectionSynthConfig, synthesize_classification, synthesize_detection
+
+    if args.task == "detect":
+        counts = synthesize_detection(args.out, DetectionSynthConfig(train=args.train, test=args.test, seed=args.seed))
+        print(f"wrote a VOC-layout detection set to {args.out}: {counts['images']} images, {counts['objects']} objects "
+              f"({counts['difficult']} difficult, {counts['truncated']} truncated); splits train, trainval, test")
+    else:
+        counts = synthesize_classification(args.out, train=args.train, test=args.test, seed=args.seed)
+        print(f"wrote an image-folder classification set to {args.out}: {counts}")
+    return 0
+
+
+def _propose(args: argparse.Namespace) -> int:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.data.proposals import ProposalConfig, compute_proposals, proposal_recall
+
+    dataset = open_detection_dataset(args.data, args.split, images=args.images)
+    _print_skipped(dataset.skipped)
+    config = ProposalConfig(
+        method=args.method, max_proposals=args.max_proposals, min_size=args.min_size,
+        resize_to=args.resize_to if args.resize_to > 0 else None, edge_model=args.edge_model,
+    )
+    cache = args.cache or Path(args.data if Path(args.data).is_dir() else Path(args.data).parent) / "proposals"
+    run = compute_proposals(dataset.images, config, cache, workers=args.workers)
+    _print_skipped(run.skipped)
+    recall = proposal_recall(run.boxes, dataset.images)
+    counts = [len(b) for b in run.boxes.values()]
+    mean = sum(counts) / max(len(counts), 1)
+    print(f"{args.method}: {len(run.boxes)} images ({run.computed} computed, {run.reused} reused, "
+          f"{run.recomputed_stale} stale entries recomputed) in {run.seconds:.1f} s; {mean:.0f} proposals/image; "
+          + ", ".join(f"recall@{t:g} {r:.3f}" for t, r in recall.items()))
+    print(f"cache: {cache}")
+    return 0
+
+
+def _eval_detect(args: argparse.Namespace) -> int:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.evaluation.report import evaluate_results_folder
+
+    dataset = open_detection_dataset(args.data, args.split, images=args.images)
+    _print_skipped(dataset.skipped)
+    plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
+    summary = evaluate_results_folder(dataset, args.results, args.metric, args.json, plot)
+    print(summary["table"])
+    if args.json:
+        print(f"wrote {args.json}" + (f" and {plot}" if plot and args.metric != "coco" else ""))
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.drawing import save_detection_drawing
+    from sppnet.evaluation.results import read_voc_results
+
+    dataset = open_detection_dataset(args.data, args.split, images=args.images)
+    _print_skipped(dataset.skipped)
+    records = dataset.images[: args.limit]
+    per_image = {r.image_id: ([], [], []) for r in records}
+    if args.results:
+        for label, dets in read_voc_results(args.results, dataset.classes, dataset.split).items():
+            for image_id, score, box in zip(dets.image_ids, dets.scores.tolist(), dets.boxes):
+                if image_id in per_image:
+                    per_image[image_id][0].append(box)
+                    per_image[image_id][1].append(label)
+                    per_image[image_id][2].append(score)
+    import torch
+
+    for record in records:
+        if args.results:
+            boxes, labels, scores = per_image[record.image_id]
+            kwargs = dict(boxes=torch.stack(boxes) if boxes else torch.zeros(0, 4), labels=torch.tensor(labels, dtype=torch.long),
+                          scores=torch.tensor(scores), score_threshold=args.threshold)
+        else:
+            kwargs = dict(boxes=record.boxes, labels=record.labels)
+        try:
+            save_detection_drawing(record.image_path, Path(args.out) / f"{record.image_id}.png", classes=dataset.classes, **kwargs)
+        except ImageError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+    print(f"wrote {len(records)} drawing(s) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sppnet", description="Spatial pyramid pooling networks.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="run the end-to-end demo on generated data")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--steps", type=int, default=600, help="classifier training steps (default: 600)")
     demo.set_defaults(run=_demo)
+
+    data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write a generated dataset")
+    synth.add_argument("--task", choices=("detect", "classify"), required=True)
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--train", type=int, default=60, help="training images (default: 60)")
+    synth.add_argument("--test", type=int, default=30, help="test images (default: 30)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=_data_synth)
+
+    def dataset_arguments(sub):
+        sub.add_argument("--data", type=Path, required=True, help="VOC-layout folder or COCO .json file")
+        sub.add_argument("--split", required=True)
+        sub.add_argument("--images", type=Path, default=None, help="image folder of a COCO dataset")
+
+    propose = commands.add_parser("propose", help="compute region proposals (cached per image and method)")
+    dataset_arguments(propose)
+    propose.add_argument("--method", default="selective-search-fast",
+                         choices=("selective-search-fast", "selective-search-quality", "edge-boxes", "grid"))
+    propose.add_argument("--max-proposals", type=int, default=2000)
+    propose.add_argument("--min-size", type=int, default=16, help="drop boxes smaller than this (pixels)")
+    propose.add_argument("--resize-to", type=int, default=500, help="shorter side to search at; 0 = native size")
+    propose.add_argument("--edge-model", type=Path, default=None, help="structured edge model file (edge-boxes)")
+    propose.add_argument("--workers", type=int, default=1, help="worker processes")
+    propose.add_argument("--cache", type=Path, default=None, help="cache folder (default: DATA/proposals)")
+    propose.set_defaults(run=_propose)
+
+    evaluate = commands.add_parser("eval", help="evaluate results").add_subparsers(dest="eval_command", required=True)
+    detect = evaluate.add_parser("detect", help="evaluate a VOC results folder (comp4_det_<split>_<class>.txt)")
+    dataset_arguments(detect)
+    detect.add_argument("--results", type=Path, required=True)
+    detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
+    detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
+    detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
+    detect.set_defaults(run=_eval_detect)
+
+    draw = commands.add_parser("draw", help="draw ground truth (or a results folder's detections) on images")
+    dataset_arguments(draw)
+    draw.add_argument("--results", type=Path, default=None)
+    draw.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw a detection")
+    draw.add_argument("--limit", type=int, default=20, help="images to draw")
+    draw.add_argument("--out", type=Path, required=True)
+    draw.set_defaults(run=_draw)
     return parser
 
 
@@ -32,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"sppnet {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sppnet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
