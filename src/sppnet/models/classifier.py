@@ -5,7 +5,12 @@ K classes. forward: (N, 3, H, W) -> (N, K) logits.
 
 Because the SPP layer turns any map into a C * B vector, one set of weights
 serves every input size: this is what single-size and multi-size training
-share, and why testing can run on full images.
+share, and why testing can run on full images and on views pooled from one
+feature map (``head`` takes pooled vectors).
+
+``spp=False`` builds the paper's no-SPP baseline: the last pooling is one max
+pool whose window and stride (3, 2 for ZF-5's 13 x 13 map) give a 6 x 6 map at
+the fixed input size; any other size is refused.
 """
 
 from __future__ import annotations
@@ -17,11 +22,38 @@ from torch import nn
 
 from sppnet.ops import SpatialPyramidPooling
 
-__all__ = ["SPPClassifier"]
+__all__ = ["SPPClassifier", "FixedPool"]
+
+
+class FixedPool(nn.Module):
+    """The no-SPP baseline's pool: max pool ``window``/``stride`` that must
+    yield ``out_size`` x ``out_size`` (so only the training input size fits)."""
+
+    def __init__(self, window: int = 3, stride: int = 2, out_size: int = 6) -> None:
+        super().__init__()
+        self.window, self.stride, self.out_size = window, stride, out_size
+        self.levels = (out_size,)
+
+    def out_features(self, channels: int) -> int:
+        return channels * self.out_size * self.out_size
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        if sizes is not None:
+            raise ValueError("the no-SPP baseline cannot pool padded batches of different sizes")
+        pooled = nn.functional.max_pool2d(x, self.window, self.stride)
+        if pooled.shape[-2:] != (self.out_size, self.out_size):
+            raise ValueError(
+                f"the no-SPP baseline needs a conv map that pools to {self.out_size} x {self.out_size}, "
+                f"got {tuple(x.shape[-2:])} -> {tuple(pooled.shape[-2:])}: use the training input size"
+            )
+        return pooled.flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, stride={self.stride}, out_size={self.out_size}"
 
 
 class SPPClassifier(nn.Module):
-    """``trunk`` is a conv trunk with ``out_channels`` (e.g. ``ZF5``)."""
+    """``trunk`` is a conv trunk with ``out_channels`` and ``geometry`` (e.g. ``ZF5``)."""
 
     def __init__(
         self,
@@ -30,12 +62,13 @@ class SPPClassifier(nn.Module):
         levels: Sequence[int] = (6, 3, 2, 1),
         hidden: int = 4096,
         dropout: float = 0.5,
+        spp: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.trunk = trunk
-        self.spp = SpatialPyramidPooling(levels)
+        self.spp = SpatialPyramidPooling(levels) if spp else FixedPool()
         self.fc6 = nn.Sequential(nn.Linear(self.spp.out_features(trunk.out_channels), hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc7 = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc8 = nn.Linear(hidden, num_classes)
@@ -45,7 +78,15 @@ class SPPClassifier(nn.Module):
         nn.init.normal_(self.fc8.weight, std=0.01)
         nn.init.zeros_(self.fc8.bias)
 
+    @property
+    def uses_spp(self) -> bool:
+        return isinstance(self.spp, SpatialPyramidPooling)
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors ``(R, C * B)`` -> logits ``(R, K)``."""
+        return self.fc8(self.fc7(self.fc6(pooled)))
+
     def forward(self, images: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
-        """``sizes``: optional valid (h, w) of each image's conv5 map, for a
+        """``sizes``: optional valid (h, w) of each image's conv map, for a
         padded batch of different sizes (see ``spatial_pyramid_pool``)."""
-        return self.fc8(self.fc7(self.fc6(self.spp(self.trunk(images), sizes))))
+        return self.head(self.spp(self.trunk(images), sizes))

@@ -1,0 +1,96 @@
+"""Image transforms and test-time views for classification.
+
+Images enter as ``np.ndarray[H, W, 3]`` uint8 RGB (``load_image``) and leave
+as normalised ``Tensor[3, H, W]`` float32. View boxes are xyxy, 0-based
+continuous pixels of the (resized) image, the package's box convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "to_tensor",
+    "resize_min_side",
+    "random_crop",
+    "center_box",
+    "ten_view_boxes",
+    "multi_view_boxes",
+    "crop",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> normalised float ``[3, H, W]``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def resize_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``[3, H, W]`` so that min(H, W) = size, keeping the aspect ratio."""
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    new = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if new == (height, width):
+        return image
+    return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def random_crop(image: torch.Tensor, size: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop (images smaller than ``size`` are
+    resized up first), mirrored with probability 1/2 when ``flip``."""
+    if min(image.shape[-2:]) < size:
+        image = resize_min_side(image, size)
+    height, width = image.shape[-2:]
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    out = image[:, top : top + size, left : left + size]
+    if flip and torch.rand(1, generator=generator).item() < 0.5:
+        out = out.flip(-1)
+    return out
+
+
+def crop(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """The pixels of integer box (x1, y1, x2, y2) of ``[3, H, W]``."""
+    x1, y1, x2, y2 = (int(v) for v in box.round().tolist())
+    return image[:, y1:y2, x1:x2]
+
+
+def center_box(height: int, width: int, size: int) -> torch.Tensor:
+    """``Tensor[1, 4]``: the centred size x size window."""
+    top, left = (height - size) // 2, (width - size) // 2
+    return torch.tensor([[left, top, left + size, top + size]], dtype=torch.float32)
+
+
+def _grid_boxes(height: int, width: int, size: int, rows: tuple[int, ...], cols: tuple[int, ...]) -> torch.Tensor:
+    boxes = [[c, r, c + size, r + size] for r in rows for c in cols]
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def ten_view_boxes(height: int, width: int, size: int) -> torch.Tensor:
+    """``Tensor[5, 4]``: the four corners and the centre (the standard 10-view
+    adds the mirror of each)."""
+    if min(height, width) < size:
+        raise ValueError(f"a {height} x {width} image is smaller than the {size} view")
+    corners = _grid_boxes(height, width, size, (0, height - size), (0, width - size))
+    return torch.cat([corners, center_box(height, width, size)])
+
+
+def multi_view_boxes(height: int, width: int, size: int) -> torch.Tensor:
+    """SPP-net's multi-view boxes at one scale: centre, four corners and the
+    middles of the four sides (9 windows); when the shorter side equals the
+    view size, the windows that differ along the longer side only (3). With
+    mirroring this gives the paper's 18 views (6 at the smallest scale).
+    Duplicate windows (a square image) are kept once."""
+    if min(height, width) < size:
+        raise ValueError(f"a {height} x {width} image is smaller than the {size} view")
+    rows = sorted({0, (height - size) // 2, height - size})
+    cols = sorted({0, (width - size) // 2, width - size})
+    return _grid_boxes(height, width, size, tuple(rows), tuple(cols))
