@@ -110,6 +110,31 @@ def _draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_classify(args: argparse.Namespace) -> int:
+    from sppnet.config import load_config
+    from sppnet.engine.classification import ClassifyConfig, train_classifier
+
+    config_file = args.config
+    if args.resume and config_file is None and (args.out / "config.yaml").is_file():
+        config_file = args.out / "config.yaml"
+    config = load_config(ClassifyConfig, config_file, args.set)
+    train_classifier(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"run written to {args.out} (model.safetensors, metrics.csv, curves.png)")
+    return 0
+
+
+def _eval_classify(args: argparse.Namespace) -> int:
+    from sppnet.evaluation.classification import evaluate_classifier
+
+    summary = evaluate_classifier(args.run, args.data, args.split, args.views)
+    print(f"{args.views} views on {summary['images']} images of {args.split}: top-1 error {summary['top1_error']:.4f}, "
+          f"top-5 error {summary['top5_error']:.4f} ({summary['seconds_per_image'] * 1e3:.0f} ms/image)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sppnet", description="Spatial pyramid pooling networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,7 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--cache", type=Path, default=None, help="cache folder (default: DATA/proposals)")
     propose.set_defaults(run=_propose)
 
+    train = commands.add_parser("train", help="train a model").add_subparsers(dest="train_command", required=True)
+    classify = train.add_parser("classify", help="train an SPP classifier on an image folder (DATA/train/<class>/...)")
+    classify.add_argument("--data", type=Path, required=True)
+    classify.add_argument("--out", type=Path, required=True, help="run folder")
+    classify.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+    classify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    classify.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    classify.add_argument("--no-progress", action="store_true", help="no progress bars")
+    classify.set_defaults(run=_train_classify)
+
     evaluate = commands.add_parser("eval", help="evaluate results").add_subparsers(dest="eval_command", required=True)
+    eval_classify = evaluate.add_parser("classify", help="top-1/top-5 error of a classification run")
+    eval_classify.add_argument("--run", type=Path, required=True)
+    eval_classify.add_argument("--data", type=Path, required=True)
+    eval_classify.add_argument("--split", default="test")
+    eval_classify.add_argument("--views", choices=("center", "10", "full", "multi"), default="center")
+    eval_classify.add_argument("--json", type=Path, default=None)
+    eval_classify.set_defaults(run=_eval_classify)
     detect = evaluate.add_parser("detect", help="evaluate a VOC results folder (comp4_det_<split>_<class>.txt)")
     dataset_arguments(detect)
     detect.add_argument("--results", type=Path, required=True)
