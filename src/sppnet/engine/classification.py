@@ -1,0 +1,283 @@
+"""Training an SPP classifier on an image folder (SPEC section 8).
+
+Single-size training: random ``crop`` x ``crop`` crops (224 in the paper) of
+images resized to shorter side ``resize`` (256), mirrored at random.
+Multi-size training: the same, but every second epoch each crop is resized to
+``second_size`` (180) before the forward pass; the weights are shared because
+SPP makes the fc layers independent of the input size.
+
+A run folder holds ``config.yaml``, ``classes.txt``, ``checkpoint.safetensors``
+(everything needed to resume, written atomically after every epoch),
+``model.safetensors`` (final weights), ``metrics.csv``, ``curves.png`` and
+TensorBoard events (when tensorboard is installed). Data order and
+augmentation are functions of (seed, epoch, index), so ``--resume`` after an
+interruption continues exactly where the last completed epoch left off.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from sppnet.config import from_dict, to_dict
+from sppnet.data.folder import ClassificationDataset, read_image_folder
+from sppnet.data.images import ImageError, load_image
+from sppnet.data.transforms import random_crop, resize_min_side, to_tensor
+from sppnet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_weights
+from sppnet.models.backbones.registry import build_backbone
+from sppnet.models.classifier import SPPClassifier
+
+__all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
+           "TrainingDiverged"]
+
+
+@dataclass(frozen=True)
+class ClassifierModelConfig:
+    backbone: str = "zf5"  # zf5 | convnet5 | overfeat5 | overfeat7 | alexnet | vgg16 | resnet18 | resnet50
+    width: float = 1.0  # channel multiplier of the paper nets (small CPU variants)
+    weights: Path | None = None  # local trunk weights file (safetensors or torchvision state_dict)
+    spp: bool = True  # False: the paper's no-SPP baseline (one pool to 6 x 6, fixed input size)
+    levels: tuple[int, ...] = (6, 3, 2, 1)  # pyramid levels (paper: {6,3,2,1}; ablation {4,3,2,1})
+    hidden: int = 4096  # fc6 / fc7 width
+    dropout: float = 0.5  # dropout after fc6 and fc7
+
+
+@dataclass(frozen=True)
+class ClassifyTrainConfig:
+    epochs: int = 90
+    batch_size: int = 128
+    resize: int = 256  # shorter side before cropping (and for test views)
+    crop: int = 224  # training crop side (single-size training)
+    multi_size: bool = False  # alternate epochs at crop and second_size
+    second_size: int = 180  # multi-size training: odd epochs resize each crop to this
+    flip: bool = True  # random horizontal mirroring
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
+    lr: float = 0.01
+    lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    workers: int = 0  # DataLoader worker processes (decoding)
+    seed: int = 0
+    val_split: str | None = "test"  # split evaluated (centre view) after each epoch; None to skip
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "resize", "crop", "second_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def build_classifier(config: ClassifierModelConfig, num_classes: int) -> SPPClassifier:
+    trunk = build_backbone(config.backbone, config.width, config.weights)
+    return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, spp=config.spp)
+
+
+def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) % (2**63))
+
+
+class _TrainCrops(Dataset):
+    """Random crops of an image folder; unreadable images yield None (reported)."""
+
+    def __init__(self, dataset: ClassificationDataset, config: ClassifyTrainConfig, epoch: int) -> None:
+        self.samples, self.config, self.epoch = dataset.samples, config, epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            image = to_tensor(load_image(path))
+        except ImageError as error:
+            return str(error)
+        generator = _sample_generator(self.config.seed, self.epoch, index)
+        image = resize_min_side(image, self.config.resize)
+        return random_crop(image, self.config.crop, self.config.flip, generator), label
+
+
+def _collate(items):
+    good = [item for item in items if not isinstance(item, str)]
+    errors = [item for item in items if isinstance(item, str)]
+    if not good:
+        return None, None, errors
+    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), errors
+
+
+def _learning_rate(config: ClassifyTrainConfig, epoch: int) -> float:
+    return config.lr * 0.1 ** sum(epoch >= step for step in config.lr_steps)
+
+
+def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def center_view_error(model: SPPClassifier, dataset: ClassificationDataset, resize: int, crop: int) -> float:
+    """Top-1 error of the centre crop (a cheap per-epoch check)."""
+    from sppnet.evaluation.classification import predict_views
+
+    model.eval()
+    wrong, total = 0, 0
+    for path, label in dataset.samples:
+        try:
+            image = to_tensor(load_image(path))
+        except ImageError:
+            continue
+        probs = predict_views(model, image, "center", resize, crop)
+        wrong += int(probs.argmax().item() != label)
+        total += 1
+    return wrong / max(total, 1)
+
+
+def _write_curves(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(figure)
+    loss_axes, error_axes = figure.subplots(1, 2)
+    epochs = [r["epoch"] for r in rows]
+    loss_axes.plot(epochs, [r["train_loss"] for r in rows], marker="o")
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
+    error_axes.plot(epochs, [r["train_top1_error"] for r in rows], marker="o", label="train (crops)")
+    if any(r["val_top1_error"] != "" for r in rows):
+        error_axes.plot(epochs, [r["val_top1_error"] if r["val_top1_error"] != "" else math.nan for r in rows],
+                        marker="o", label="validation (centre view)")
+    error_axes.set(xlabel="epoch", ylabel="top-1 error", title="error", ylim=(0, 1))
+    error_axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def train_classifier(
+    config: ClassifyConfig, data: str | Path, run_dir: str | Path, resume: bool = False, progress: bool = True,
+    log=print,
+) -> SPPClassifier:
+    """Train (or resume) a classifier on ``data/train``; returns the model."""
+    run_dir = Path(run_dir)
+    train_config = config.train
+    dataset = read_image_folder(data, "train")
+    for item in dataset.skipped:
+        log(f"skipped: {item}")
+    val = None
+    if train_config.val_split and (Path(data) / train_config.val_split).is_dir():
+        val = read_image_folder(data, train_config.val_split, dataset.classes)
+    checkpoint_path = run_dir / "checkpoint.safetensors"
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
+
+    torch.manual_seed(train_config.seed)
+    model = build_classifier(config.model, len(dataset.classes))
+    optimizer = _make_optimizer(model, train_config)
+    start_epoch, rows = 0, []
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        if saved.extra.get("config") != to_dict(config):
+            raise ValueError(f"{checkpoint_path} was written with another config; resume with the run's config.yaml")
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        torch.set_rng_state(saved.rng_state)
+        start_epoch, rows = saved.extra["epoch"], saved.extra["rows"]
+        log(f"resuming {run_dir} after epoch {start_epoch}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
+    writer = _tensorboard(run_dir)
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, train_config.epochs):
+        lr = _learning_rate(train_config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
+        order = torch.Generator().manual_seed(train_config.seed * 7919 + epoch)
+        loader = DataLoader(_TrainCrops(dataset, train_config, epoch), batch_size=train_config.batch_size,
+                            shuffle=True, generator=order, num_workers=train_config.workers, collate_fn=_collate)
+        model.train()
+        started, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)", disable=not progress, leave=False)
+        for images, labels, errors in bar:
+            for error in errors:
+                log(f"skipped: {error}")
+            if images is None:
+                continue
+            if size != images.shape[-1]:
+                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} in epoch {epoch + 1}; stopped. The last good checkpoint "
+                    f"({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            wrong += int((logits.argmax(1) != labels).sum())
+            seen += len(labels)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        val_error = center_view_error(model, val, train_config.resize, train_config.crop) if val else ""
+        row = {"epoch": epoch + 1, "size": size, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+               "train_top1_error": wrong / max(seen, 1), "val_top1_error": val_error,
+               "seconds": round(time.perf_counter() - started, 2)}
+        rows.append(row)
+        if writer is not None:
+            for key in ("train_loss", "train_top1_error", "lr") + (("val_top1_error",) if val_error != "" else ()):
+                writer.add_scalar(key, row[key], epoch + 1)
+            writer.flush()
+        with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as stream:
+            table = csv.DictWriter(stream, fieldnames=list(row))
+            table.writeheader()
+            table.writerows(rows)
+        _write_curves(rows, run_dir / "curves.png")
+        save_checkpoint(checkpoint_path, Checkpoint(
+            model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
+            extra={"epoch": epoch + 1, "rows": rows, "config": to_dict(config)}))
+        log(f"epoch {epoch + 1}/{train_config.epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
+            f"train error {row['train_top1_error']:.3f}"
+            + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
+    save_weights(run_dir / "model.safetensors", model.state_dict())
+    if writer is not None:
+        writer.close()
+    return model
+
+
+def load_classify_config(run_dir: str | Path) -> ClassifyConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"not a classification run (no config.yaml): {run_dir}")
+    return from_dict(ClassifyConfig, yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -1,0 +1,63 @@
+import csv
+
+import pytest
+import torch
+
+from sppnet.config import from_dict
+from sppnet.data.synthetic import synthesize_classification
+from sppnet.engine.checkpoint import load_weights
+from sppnet.engine.classification import ClassifyConfig, TrainingDiverged, train_classifier
+
+TINY = {
+    "model": {"backbone": "zf5", "width": 0.125, "hidden": 32, "dropout": 0.0},
+    "train": {"epochs": 2, "batch_size": 8, "resize": 72, "crop": 64, "second_size": 48, "optimizer": "adam",
+              "lr": 0.001, "lr_steps": [1], "val_split": "test"},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls")
+    synthesize_classification(root, train=16, test=8, seed=0, min_side=64, max_side=100)
+    return root
+
+
+def config(**train):
+    return from_dict(ClassifyConfig, {"model": TINY["model"], "train": {**TINY["train"], **train}})
+
+
+def test_training_writes_a_complete_run(data, tmp_path):
+    train_classifier(config(multi_size=True), data, tmp_path / "run", progress=False, log=lambda *_: None)
+    for name in ("config.yaml", "classes.txt", "checkpoint.safetensors", "model.safetensors", "metrics.csv", "curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [int(r["size"]) for r in rows] == [64, 48]  # multi-size: alternate epochs
+    assert [float(r["lr"]) for r in rows] == [0.001, 0.0001]
+    assert all(r["val_top1_error"] != "" for r in rows)
+    with pytest.raises(ValueError, match="not empty"):
+        train_classifier(config(), data, tmp_path / "run", progress=False, log=lambda *_: None)
+
+
+def test_resume_after_interruption_gives_the_same_weights(data, tmp_path):
+    train_classifier(config(), data, tmp_path / "straight", progress=False, log=lambda *_: None)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(config(), data, tmp_path / "resumed", progress=False, log=interrupt_after_first_epoch)
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train_classifier(config(), data, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+    straight = load_weights(tmp_path / "straight" / "model.safetensors")
+    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    with pytest.raises(ValueError, match="another config"):
+        train_classifier(config(lr=0.5), data, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+
+
+def test_divergence_stops_with_a_clear_message(data, tmp_path):
+    diverging = config(optimizer="sgd", lr=1e20, epochs=3, val_split=None)
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train_classifier(diverging, data, tmp_path / "run", progress=False, log=lambda *_: None)
