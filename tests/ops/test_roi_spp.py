@@ -237,3 +237,22 @@ def test_torchvision_path_equals_cpu_kernel():
 def test_bad_input_raises_clear_errors(features, rois, levels, error, match):
     with pytest.raises(error, match=match):
         roi_spp(features, rois, levels)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, parallel):
+    import sppnet.ops.roi_spp as module
+
+    monkeypatch.setattr(module, "_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
+    g = torch.Generator().manual_seed(9)
+    features = torch.randn(2, 16, 21, 17, generator=g)
+    rois = random_rois(300, 2, 21, 17, g)
+    levels = (6, 3, 2, 1)
+    seed = torch.randint(-3, 4, (300, spp_output_size(16, levels)), generator=g).float()
+    grads = []
+    for pool in (roi_spp, torchvision_pyramid):
+        x = features.clone().requires_grad_()
+        out = pool(x, rois, levels)
+        out.backward(seed)
+        grads.append((out.detach(), x.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])

@@ -86,8 +86,7 @@ def _transpose(src, first_bin, bins, dst, offset):
             dst[offset + c * bins + b] = src[first_bin + b, c]
 
 
-@numba.njit(parallel=True, cache=True)
-def spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, out, argmax, store_argmax):
+def _spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, out, argmax, store_argmax):
     """Pool every RoI at every level.
 
     feat: (N, H, W, C) float; rois: (K, 5) int64 (batch, x0, y0, x1, y1),
@@ -158,8 +157,7 @@ def spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, ou
             if store_argmax:
                 _transpose(cells, boff, nn, argmax[k], ooff)
 
-@numba.njit(parallel=True, cache=True)
-def spp_backward(grad_out, argmax, batch_index, channel_of_column, grad_partial):
+def _spp_backward(grad_out, argmax, batch_index, channel_of_column, grad_partial):
     """Scatter output gradients to their argmax cells.
 
     grad_out, argmax: (K, D); batch_index: (K,) int64; channel_of_column: (D,)
@@ -175,3 +173,12 @@ def spp_backward(grad_out, argmax, batch_index, channel_of_column, grad_partial)
             img = batch_index[k]
             for d in range(width):
                 acc[img, channel_of_column[d], argmax[k, d]] += grad_out[k, d]
+
+
+# Each kernel is compiled twice: multi-threaded for large inputs, and serial
+# for small ones (a training batch of whole-map SPP), where waking a thread
+# pool costs more than the work and competes with torch's own threads.
+spp_forward_parallel = numba.njit(parallel=True, cache=True)(_spp_forward)
+spp_forward_serial = numba.njit(cache=True)(_spp_forward)
+spp_backward_parallel = numba.njit(parallel=True, cache=True)(_spp_backward)
+spp_backward_serial = numba.njit(cache=True)(_spp_backward)

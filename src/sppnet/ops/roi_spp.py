@@ -34,6 +34,9 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Backward keeps one gradient buffer per CPU thread; above this many bytes in
 # all, it uses fewer threads rather than more memory.
 _BACKWARD_BUFFER_BYTES = 512 * 2**20
+# Below this many output values (K * D) the serial kernels run: the work is
+# too small to pay for waking numba's thread pool.
+_PARALLEL_MIN_OUTPUTS = 2**20
 
 
 def check_levels(levels: Sequence[int]) -> tuple[int, ...]:
@@ -135,7 +138,8 @@ def _cpu_forward(features: torch.Tensor, cells: torch.Tensor, levels: tuple[int,
     h, w = features.shape[2:]
     index_dtype = np.uint16 if h * w <= np.iinfo(np.uint16).max + 1 else np.int32
     argmax = torch.from_numpy(np.empty((num_rois, width) if store_argmax else (1, 1), dtype=index_dtype))
-    _spp_cpu.spp_forward(
+    kernel = _spp_cpu.spp_forward_parallel if out.numel() >= _PARALLEL_MIN_OUTPUTS else _spp_cpu.spp_forward_serial
+    kernel(
         feat.numpy(), cells.numpy(), levels_arr, order, sources, bin_offsets, out_offsets,
         out.numpy(), argmax.numpy(), store_argmax,
     )
@@ -148,9 +152,12 @@ def _cpu_backward(grad_out: torch.Tensor, argmax: torch.Tensor, cells: torch.Ten
     grad_out = grad_out.to(compute_dtype).contiguous()
     buffer_bytes = n * c * h * w * grad_out.element_size()
     tasks = max(1, min(numba.get_num_threads(), cells.shape[0], _BACKWARD_BUFFER_BYTES // max(buffer_bytes, 1)))
+    if grad_out.numel() < _PARALLEL_MIN_OUTPUTS:
+        tasks = 1
     partial = torch.zeros((tasks, n, c, h * w), dtype=compute_dtype)
     channel_of_column = np.concatenate([np.repeat(np.arange(c, dtype=np.int64), k * k) for k in levels])
-    _spp_cpu.spp_backward(
+    kernel = _spp_cpu.spp_backward_serial if tasks == 1 else _spp_cpu.spp_backward_parallel
+    kernel(
         grad_out.numpy(), argmax.numpy(), cells[:, 0].contiguous().numpy(), channel_of_column, partial.numpy()
     )
     grad = partial[0] if tasks == 1 else partial.sum(0)
