@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -241,7 +243,7 @@ def test_bad_input_raises_clear_errors(features, rois, levels, error, match):
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, parallel):
-    import sppnet.ops.roi_spp as module
+    module = importlib.import_module("sppnet.ops.roi_spp")
 
     monkeypatch.setattr(module, "_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
     g = torch.Generator().manual_seed(9)
