@@ -23,7 +23,8 @@ def _print_skipped(skipped, limit: int = 20) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from sppnet.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=args.out, seed=args.seed, steps=args.steps))
+    run_demo(DemoConfig(out=args.out, seed=args.seed, train_images=args.train_images, test_images=args.test_images,
+                        epochs=args.epochs))
     return 0
 
 
@@ -135,6 +136,32 @@ def _eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONFIG_CLASSES = {"classify": "sppnet.engine.classification:ClassifyConfig"}
+
+
+def _config_class(preset: str):
+    import importlib
+
+    kind = preset.split("-", 1)[0]
+    if kind not in _CONFIG_CLASSES:
+        raise ValueError(f"cannot tell which config {preset!r} is: its name must start with one of {sorted(_CONFIG_CLASSES)}")
+    module, name = _CONFIG_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sppnet.config import load_config, preset_names, to_dict
+
+    if args.config_command == "list":
+        print("\n".join(preset_names()))
+        return 0
+    config = load_config(_config_class(Path(args.name).stem), args.name, args.set)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sppnet", description="Spatial pyramid pooling networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -142,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the end-to-end demo on generated data")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--steps", type=int, default=600, help="classifier training steps (default: 600)")
+    demo.add_argument("--train-images", type=int, default=1000, help="generated training images (default: 1000)")
+    demo.add_argument("--test-images", type=int, default=200, help="generated test images (default: 200)")
+    demo.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the preset's)")
     demo.set_defaults(run=_demo)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
@@ -171,11 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--cache", type=Path, default=None, help="cache folder (default: DATA/proposals)")
     propose.set_defaults(run=_propose)
 
+    config = commands.add_parser("config", help="presets").add_subparsers(dest="config_command", required=True)
+    config.add_parser("list", help="list the shipped presets").set_defaults(run=_config)
+    show = config.add_parser("show", help="print a preset (or YAML file) resolved to its full typed config")
+    show.add_argument("name", help="preset name (e.g. classify-tiny) or YAML file named classify-*.yaml")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.set_defaults(run=_config)
+
     train = commands.add_parser("train", help="train a model").add_subparsers(dest="train_command", required=True)
     classify = train.add_parser("classify", help="train an SPP classifier on an image folder (DATA/train/<class>/...)")
     classify.add_argument("--data", type=Path, required=True)
     classify.add_argument("--out", type=Path, required=True, help="run folder")
-    classify.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+    classify.add_argument("--config", type=Path, default=None, help="YAML config file or preset name (sppnet config list)")
     classify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     classify.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "load_config", "merge_overrides"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "load_config", "merge_overrides", "preset_path", "preset_names"]
 
 T = TypeVar("T")
 
@@ -133,11 +133,28 @@ def merge_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped in ``sppnet/configs``."""
+    folder = Path(__file__).parent / "configs"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The file of preset ``name`` (e.g. ``classify-tiny``)."""
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; presets: {preset_names()}")
+    return path
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read a YAML file (``yaml.safe_load``) into ``cls``; no file = defaults."""
+    """Read a YAML file (``yaml.safe_load``) into ``cls``; no file = defaults.
+    ``path`` may also name a preset (``classify-tiny``) instead of a file."""
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if not path.exists() and path.suffix == "" and path.name in preset_names():
+            path = preset_path(path.name)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:

@@ -2,29 +2,31 @@
 
 1. The SPP layer on maps from 1 x 1 to 43 x 57: one output length, equal to
    adaptive max pooling at every level.
-2. A small ZF-5 SPP classifier trained from scratch on generated shape images
-   of several sizes (one size per mini-batch, shared weights), then tested on
-   sizes it never saw, down to maps smaller than the finest pyramid level.
+2. Classification with SPP: generate an image folder of variable-size shape
+   images, train a small ZF-5 SPP classifier from scratch (the
+   ``classify-tiny`` preset), and test it with every view mode: centre crop,
+   10-view, full image and multi-view on feature maps.
 3. roi_spp against torchvision's roi_pool loop on the SPP-net detection
    workload (a short run of benchmarks/pooling.py).
 
-Writes ``summary.json`` into the output folder.
+Everything lands in the output folder, with ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_pool
 
-from sppnet.data.shapes import SHAPE_CLASSES, shape_batch
-from sppnet.models.backbones import ZF5
-from sppnet.models.classifier import SPPClassifier
+from sppnet.config import load_config
+from sppnet.data.synthetic import synthesize_classification
+from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.evaluation.classification import VIEW_MODES, evaluate_classifier
 from sppnet.ops import roi_spp, spatial_pyramid_pool
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -34,23 +36,11 @@ __all__ = ["DemoConfig", "run_demo"]
 class DemoConfig:
     out: Path = Path("demo-out")
     seed: int = 0
-    # Training image sizes (H, W); each mini-batch uses one of them.
-    train_sizes: tuple[tuple[int, int], ...] = ((64, 64), (64, 96), (96, 64), (96, 96), (96, 128), (128, 96))
-    # Test sizes, several never seen in training; 48 x 160 gives a 2 x 9 conv5 map.
-    test_sizes: tuple[tuple[int, int], ...] = ((48, 160), (80, 80), (112, 144), (160, 120), (192, 192))
-    steps: int = 600
-    batch_size: int = 32
-    test_images_per_size: int = 100
-    trunk_width: float = 0.25  # ZF-5 channels x 0.25
-    hidden: int = 256
-    learning_rate: float = 1e-3
+    train_images: int = 1000  # generated classification images (4 classes, sides 64-200)
+    test_images: int = 200
+    epochs: int | None = None  # None: the preset's
     benchmark_windows: int = 2000
-    levels: tuple[int, ...] = field(default=(6, 3, 2, 1))
-
-
-def _normalize(images: torch.Tensor) -> torch.Tensor:
-    # Shape images lie in [0, 1] with mean ~0.5: centre them for the trunk.
-    return (images - 0.5) / 0.25
+    levels: tuple[int, ...] = (6, 3, 2, 1)
 
 
 def _layer_check(levels: tuple[int, ...]) -> list[dict]:
@@ -61,48 +51,28 @@ def _layer_check(levels: tuple[int, ...]) -> list[dict]:
         out = spatial_pyramid_pool(x, levels)
         reference = torch.cat([F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], 1)
         rows.append({"map": [h, w], "length": out.shape[1], "equals_adaptive_max_pool": bool(torch.equal(out, reference))})
-        print(f"  map 256 x {h:2d} x {w:2d} -> {out.shape[1]} values, equal to adaptive max pooling: {rows[-1]['equals_adaptive_max_pool']}")
+        print(f"  map 256 x {h:2d} x {w:2d} -> {out.shape[1]} values, equal to adaptive max pooling: "
+              f"{rows[-1]['equals_adaptive_max_pool']}")
     return rows
 
 
-def _train_classifier(config: DemoConfig) -> tuple[SPPClassifier, list[float]]:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = SPPClassifier(ZF5(config.trunk_width), len(SHAPE_CLASSES), config.levels, config.hidden, dropout=0.3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    losses = []
-    model.train()
-    start = time.perf_counter()
-    for step in range(config.steps):
-        height, width = config.train_sizes[step % len(config.train_sizes)]
-        images, labels = shape_batch(config.batch_size, height, width, generator)
-        loss = F.cross_entropy(model(_normalize(images)), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if (step + 1) % 50 == 0:
-            recent = sum(losses[-50:]) / 50
-            print(f"  step {step + 1:4d}/{config.steps}  loss {recent:.3f}  ({time.perf_counter() - start:.0f} s)")
-    return model, losses
-
-
-@torch.no_grad()
-def _test_classifier(model: SPPClassifier, config: DemoConfig) -> list[dict]:
-    model.eval()
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    rows = []
-    for height, width in config.test_sizes:
-        images, labels = shape_batch(config.test_images_per_size, height, width, generator)
-        conv5 = model.trunk(images[:1]).shape[2:]
-        accuracy = (model(_normalize(images)).argmax(1) == labels).float().mean().item()
-        seen = (height, width) in config.train_sizes
-        rows.append({"size": [height, width], "conv5": list(conv5), "accuracy": accuracy, "seen_in_training": seen})
-        print(f"  {height:3d} x {width:3d} images (conv5 {conv5[0]} x {conv5[1]}){' ' if seen else ', unseen size'}: "
-              f"accuracy {accuracy:.1%} (chance {1 / len(SHAPE_CLASSES):.0%})")
-    return rows
+def _classification(config: DemoConfig) -> dict:
+    data = config.out / "data-classify"
+    run = config.out / "run-classify"
+    counts = synthesize_classification(data, train=config.train_images, test=config.test_images, seed=config.seed)
+    print(f"  generated {counts['train']} training and {counts['test']} test images in {data}")
+    overrides = [f"train.seed={config.seed}"] + ([f"train.epochs={config.epochs}"] if config.epochs else [])
+    classify_config = load_config(ClassifyConfig, "classify-tiny", overrides)
+    started = time.perf_counter()
+    train_classifier(classify_config, data, run, resume=(run / "checkpoint.safetensors").is_file(),
+                     log=lambda message: print(f"  {message}"))
+    print(f"  trained in {time.perf_counter() - started:.0f} s; curves in {run / 'curves.png'}")
+    results = {}
+    for views in VIEW_MODES:
+        results[views] = evaluate_classifier(run, data, "test", views, log=lambda message: print(f"  {message}"))
+        r = results[views]
+        print(f"  {views:>6s} views: top-1 error {r['top1_error']:.3f} ({r['seconds_per_image'] * 1e3:.0f} ms/image)")
+    return {"run": str(run), "views": results}
 
 
 def _pooling_benchmark(config: DemoConfig) -> dict:
@@ -113,8 +83,7 @@ def _pooling_benchmark(config: DemoConfig) -> dict:
     y = torch.randint(0, 43, (n, 2), generator=generator).sort(1).values
     rois = torch.stack([torch.zeros(n, dtype=torch.long), x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1)
     roi_spp(features, rois, config.levels)  # load the compiled kernel
-    times = {}
-    outputs = {}
+    times, outputs = {}, {}
     for name, pool in (
         ("roi_spp", lambda: roi_spp(features, rois, config.levels)),
         ("torchvision", lambda: torch.cat([roi_pool(features, rois.float(), (k, k), 1.0).flatten(1) for k in config.levels], 1)),
@@ -142,19 +111,11 @@ def run_demo(config: DemoConfig) -> dict:
     config.out.mkdir(parents=True, exist_ok=True)
     print(f"1. The SPP layer, levels {config.levels}: any map size in, one length out")
     layer = _layer_check(config.levels)
-    print(f"2. Training a ZF-5 x {config.trunk_width} SPP classifier on generated {'/'.join(SHAPE_CLASSES)} images "
-          f"of {len(config.train_sizes)} sizes")
-    model, losses = _train_classifier(config)
-    print("   testing at several sizes, most never seen in training:")
-    tests = _test_classifier(model, config)
+    print("2. Classification with SPP on generated variable-size images (preset classify-tiny)")
+    classification = _classification(config)
     print("3. RoI pyramid pooling, the SPP-net detection workload:")
     bench = _pooling_benchmark(config)
-    summary = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-        "spp_layer": layer,
-        "classifier": {"final_loss": sum(losses[-50:]) / 50, "tests": tests},
-        "pooling_benchmark": bench,
-    }
+    summary = {"spp_layer": layer, "classification": classification, "pooling_benchmark": bench}
     path = config.out / "summary.json"
     path.write_text(json.dumps(summary, indent=2))
     print(f"Wrote {path}")

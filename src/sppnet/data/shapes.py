@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["SHAPE_CLASSES", "background", "render_shape_image", "shape_batch", "shape_mask"]
+__all__ = ["SHAPE_CLASSES", "background", "render_shape_image", "shape_mask"]
 
 SHAPE_CLASSES = ("ellipse", "rectangle", "triangle", "cross")
 
@@ -69,10 +69,3 @@ def render_shape_image(label: int, height: int, width: int, generator: torch.Gen
     mask = _random_mask(SHAPE_CLASSES[label], height, width, generator)
     return torch.where(mask, colour.expand(3, height, width), image).clamp(0, 1)
 
-
-def shape_batch(count: int, height: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` images of one size with balanced random labels:
-    ``(Tensor[count, 3, height, width], LongTensor[count])``."""
-    labels = torch.randint(0, len(SHAPE_CLASSES), (count,), generator=generator)
-    images = torch.stack([render_shape_image(int(label), height, width, generator) for label in labels])
-    return images, labels
