@@ -89,9 +89,10 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def build_classifier(config: ClassifierModelConfig, num_classes: int) -> SPPClassifier:
+def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size: int) -> SPPClassifier:
+    """``input_size``: the training crop, the fixed input of the no-SPP baseline."""
     trunk = build_backbone(config.backbone, config.width, config.weights)
-    return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, spp=config.spp)
+    return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, config.spp, input_size)
 
 
 def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -200,7 +201,7 @@ def train_classifier(
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
 
     torch.manual_seed(train_config.seed)
-    model = build_classifier(config.model, len(dataset.classes))
+    model = build_classifier(config.model, len(dataset.classes), train_config.crop)
     optimizer = _make_optimizer(model, train_config)
     start_epoch, rows = 0, []
     if resume and checkpoint_path.is_file():

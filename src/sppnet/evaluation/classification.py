@@ -86,7 +86,7 @@ def load_classifier(run_dir: str | Path) -> tuple[SPPClassifier, "ClassifyConfig
     config = load_classify_config(run_dir)
     classes = tuple(line for line in (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines() if line)
     # A local weights file was only needed to start training; the run has its own.
-    model = build_classifier(type(config.model)(**{**config.model.__dict__, "weights": None}), len(classes))
+    model = build_classifier(type(config.model)(**{**config.model.__dict__, "weights": None}), len(classes), config.train.crop)
     if (run_dir / "model.safetensors").is_file():
         state = load_weights(run_dir / "model.safetensors")
     else:

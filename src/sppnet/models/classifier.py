@@ -8,9 +8,10 @@ serves every input size: this is what single-size and multi-size training
 share, and why testing can run on full images and on views pooled from one
 feature map (``head`` takes pooled vectors).
 
-``spp=False`` builds the paper's no-SPP baseline: the last pooling is one max
-pool whose window and stride (3, 2 for ZF-5's 13 x 13 map) give a 6 x 6 map at
-the fixed input size; any other size is refused.
+``spp=False`` builds the paper's no-SPP baseline: the last pooling is one 3 x 3
+max pool with stride 2, which turns ZF-5's 13 x 13 conv5 map of a 224 input
+into 6 x 6; the fc layers then fit only the fixed input size ``input_size``
+and any other size is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["SPPClassifier", "FixedPool"]
 
 class FixedPool(nn.Module):
     """The no-SPP baseline's pool: max pool ``window``/``stride`` that must
-    yield ``out_size`` x ``out_size`` (so only the training input size fits)."""
+    yield ``out_size`` x ``out_size`` (so only the fixed input size fits)."""
 
     def __init__(self, window: int = 3, stride: int = 2, out_size: int = 6) -> None:
         super().__init__()
@@ -53,7 +54,8 @@ class FixedPool(nn.Module):
 
 
 class SPPClassifier(nn.Module):
-    """``trunk`` is a conv trunk with ``out_channels`` and ``geometry`` (e.g. ``ZF5``)."""
+    """``trunk`` is a conv trunk with ``out_channels`` and ``geometry`` (e.g. ``ZF5``);
+    ``input_size`` is the fixed input side of the no-SPP baseline (``spp=False``)."""
 
     def __init__(
         self,
@@ -63,12 +65,20 @@ class SPPClassifier(nn.Module):
         hidden: int = 4096,
         dropout: float = 0.5,
         spp: bool = True,
+        input_size: int = 224,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.trunk = trunk
-        self.spp = SpatialPyramidPooling(levels) if spp else FixedPool()
+        if spp:
+            self.spp = SpatialPyramidPooling(levels)
+        else:
+            with torch.no_grad():
+                side = trunk(torch.zeros(1, 3, input_size, input_size)).shape[-1]
+            if side < 3:
+                raise ValueError(f"the no-SPP baseline needs a conv map of at least 3 x 3; {input_size} gives {side}")
+            self.spp = FixedPool(3, 2, (side - 3) // 2 + 1)
         self.fc6 = nn.Sequential(nn.Linear(self.spp.out_features(trunk.out_channels), hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc7 = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.fc8 = nn.Linear(hidden, num_classes)
