@@ -21,6 +21,7 @@ __all__ = [
     "ten_view_boxes",
     "multi_view_boxes",
     "crop",
+    "scale_image",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,3 +95,19 @@ def multi_view_boxes(height: int, width: int, size: int) -> torch.Tensor:
     rows = sorted({0, (height - size) // 2, height - size})
     cols = sorted({0, (width - size) // 2, width - size})
     return _grid_boxes(height, width, size, tuple(rows), tuple(cols))
+
+
+def scale_image(image: torch.Tensor, min_side: int, max_side: int | None = None) -> tuple[torch.Tensor, float]:
+    """The one image -> network-input step of the detectors (SPEC sections 3
+    and 6): resize ``[3, H, W]`` so that its shorter side is ``min_side``,
+    unless that makes the longer side exceed ``max_side``, in which case the
+    longer side becomes ``max_side``. Returns the image and the factor that
+    maps original pixel coordinates to the resized image's."""
+    height, width = image.shape[-2:]
+    factor = min_side / min(height, width)
+    if max_side is not None and factor * max(height, width) > max_side:
+        factor = max_side / max(height, width)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    if size != (height, width):
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return image, factor

@@ -1,0 +1,149 @@
+"""The SPP-net feature cache: conv5 maps of every image at every scale,
+computed once and pooled by every later stage (SPEC section 3).
+
+Layout: ``ROOT/<trunk key>/<image id>/s<scale>.safetensors`` (``s<scale>f``
+for the mirrored image, cached too when ``flips``), one file per image, scale
+and mirroring, holding the map as float16 ``(C, h, w)`` and, in its
+metadata, the image file's SHA-256, the scale, the resize factor and the
+trunk key (a hash of the trunk's weights and the normalisation). Entries are
+written atomically; an entry that is truncated, unreadable or made for
+another image file or trunk is recomputed. ``shard=(i, n)`` makes a process
+handle images i, i+n, ... so several processes can fill one cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import safe_open, save_file
+
+from sppnet.data.images import ImageError, load_image
+from sppnet.data.proposals import file_sha256, safe_file_name
+from sppnet.data.records import ImageRecord, Skipped
+from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
+from sppnet.engine.checkpoint import atomic_replace
+
+__all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun"]
+
+
+def trunk_key(trunk: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> str:
+    """A short hash of everything that changes the maps: weights and normalisation."""
+    digest = hashlib.sha256(repr((type(trunk).__name__, tuple(mean), tuple(std))).encode())
+    for name, tensor in trunk.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class CachedMap:
+    """One cached conv map: ``features`` float16 (C, h, w); ``factor`` maps
+    original image pixels to the resized input's."""
+
+    features: torch.Tensor
+    scale: int
+    factor: float
+
+
+@dataclass
+class CacheRun:
+    computed: int = 0
+    reused: int = 0
+    recomputed: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class FeatureCache:
+    def __init__(
+        self, root: str | Path, trunk: torch.nn.Module, scales: Sequence[int], max_side: int | None = None, flips: bool = False
+    ) -> None:
+        if not scales or any(s < 16 for s in scales):
+            raise ValueError(f"scales must be a non-empty list of sides >= 16, got {scales}")
+        self.trunk = trunk
+        self.scales = tuple(int(s) for s in scales)
+        self.max_side = max_side
+        self.variants = (False, True) if flips else (False,)
+        self.key = trunk_key(trunk)
+        self.folder = Path(root) / self.key
+
+    def path(self, image_id: str, scale: int, flipped: bool = False) -> Path:
+        return self.folder / safe_file_name(image_id) / f"s{scale}{'f' if flipped else ''}.safetensors"
+
+    def _read(self, path: Path, sha: str, scale: int) -> CachedMap | str | None:
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(path, framework="pt") as handle:
+                meta = handle.metadata() or {}
+                features = handle.get_tensor("map")
+        except (SafetensorError, OSError, ValueError) as error:
+            return f"unreadable cache entry ({error})"
+        if meta.get("image_sha256") != sha or meta.get("trunk") != self.key or meta.get("scale") != str(scale):
+            return "cache entry made for another image file or trunk"
+        return CachedMap(features, scale, float(meta["factor"]))
+
+    @torch.no_grad()
+    def _compute(self, record: ImageRecord) -> dict[tuple[int, bool], CachedMap]:
+        image = to_tensor(load_image(record.image_path))
+        maps = {}
+        self.trunk.eval()
+        for flipped in self.variants:
+            source = image.flip(-1) if flipped else image
+            for scale in self.scales:
+                scaled, factor = scale_image(source, scale, self.max_side)
+                features = self.trunk(scaled[None])[0].to(torch.float16).contiguous()
+                maps[scale, flipped] = CachedMap(features, scale, factor)
+        return maps
+
+    def _write(self, record: ImageRecord, sha: str, maps: dict[tuple[int, bool], CachedMap]) -> None:
+        for (scale, flipped), cached in maps.items():
+            meta = {"image_sha256": sha, "trunk": self.key, "scale": str(scale), "factor": repr(cached.factor),
+                    "image_id": record.image_id}
+            path = self.path(record.image_id, scale, flipped)
+            atomic_replace(path, lambda temp: save_file({"map": cached.features}, temp, metadata=meta))
+
+    def _lookup(self, record: ImageRecord, sha: str) -> dict:
+        return {(s, f): self._read(self.path(record.image_id, s, f), sha, s) for f in self.variants for s in self.scales}
+
+    def load(self, record: ImageRecord, flipped: bool = False) -> dict[int, CachedMap]:
+        """scale -> map of one image (or its mirror), from the cache or computed
+        and stored. Raises ``ImageError`` for an unreadable image."""
+        if flipped not in self.variants:
+            raise ValueError("this cache was made without mirrored maps (flips=False)")
+        sha = file_sha256(record.image_path)
+        found = self._lookup(record, sha)
+        if not all(isinstance(v, CachedMap) for v in found.values()):
+            found = self._compute(record)
+            self._write(record, sha, found)
+        return {s: found[s, flipped] for s in self.scales}
+
+    def fill(self, records: Sequence[ImageRecord], shard: tuple[int, int] = (0, 1), progress: bool = True) -> CacheRun:
+        """Make sure every image of this shard has its maps cached."""
+        from tqdm import tqdm
+
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+        run = CacheRun()
+        started = time.perf_counter()
+        for record in tqdm(records[index::count], desc="conv features", disable=not progress, leave=False):
+            try:
+                sha = file_sha256(record.image_path)
+                found = list(self._lookup(record, sha).values())
+                if all(isinstance(v, CachedMap) for v in found):
+                    run.reused += 1
+                    continue
+                run.recomputed += any(isinstance(v, str) for v in found)
+                self._write(record, sha, self._compute(record))
+                run.computed += 1
+            except (ImageError, OSError) as error:
+                run.skipped.append(Skipped(record.image_path, str(error)))
+        run.seconds = time.perf_counter() - started
+        return run
