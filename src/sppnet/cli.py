@@ -68,6 +68,10 @@ def _eval_detect(args: argparse.Namespace) -> int:
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.evaluation.report import evaluate_results_folder
 
+    if args.run is not None:
+        return _evaluate_run(args)
+    if args.results is None:
+        raise ValueError("eval detect needs --results (a results folder) or --run (a trained detector)")
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
     _print_skipped(dataset.skipped)
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
@@ -124,6 +128,48 @@ def _train_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_detect(args: argparse.Namespace) -> int:
+    from sppnet.config import load_config
+    from sppnet.data.datasets import open_detection_dataset
+
+    if args.method != "sppnet":
+        raise ValueError(f"method {args.method!r} is not built yet; available: sppnet")
+    from sppnet.engine.sppnet_detection import SPPNetConfig, train_sppnet
+
+    config_file = args.config
+    if args.resume and config_file is None and (args.out / "config.yaml").is_file():
+        config_file = args.out / "config.yaml"
+    config = load_config(SPPNetConfig, config_file or "detect-sppnet-tiny", args.set)
+    dataset = open_detection_dataset(args.data, args.split)
+    _print_skipped(dataset.skipped)
+    data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
+    train_sppnet(config, dataset, data_root, args.out, backbone=args.backbone, resume=args.resume)
+    print(f"SPP-net run written to {args.out}")
+    return 0
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.engine.sppnet_detection import detect_dataset, load_sppnet
+    from sppnet.evaluation.report import evaluate_results_folder
+    from sppnet.evaluation.results import write_voc_results
+
+    dataset = open_detection_dataset(args.data, args.split, images=args.images)
+    _print_skipped(dataset.skipped)
+    detectors = [load_sppnet(run) for run in [args.run, *args.combine]]
+    if any(d.classes != dataset.classes for d in detectors):
+        raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
+    data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
+    per_class, seconds = detect_dataset(detectors, dataset, data_root, box_regression=not args.no_box_regression)
+    results = args.results or Path(args.run) / f"results-{args.split}"
+    write_voc_results(per_class, dataset.classes, dataset.split, results)
+    plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
+    summary = evaluate_results_folder(dataset, results, args.metric, args.json, plot)
+    print(summary["table"])
+    print(f"{seconds:.3f} s per image (conv5 maps from the feature cache, computed on first use); results in {results}")
+    return 0
+
+
 def _eval_classify(args: argparse.Namespace) -> int:
     from sppnet.evaluation.classification import evaluate_classifier
 
@@ -136,14 +182,17 @@ def _eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-_CONFIG_CLASSES = {"classify": "sppnet.engine.classification:ClassifyConfig"}
+_CONFIG_CLASSES = {
+    "classify": "sppnet.engine.classification:ClassifyConfig",
+    "detect-sppnet": "sppnet.engine.sppnet_detection:SPPNetConfig",
+}
 
 
 def _config_class(preset: str):
     import importlib
 
-    kind = preset.split("-", 1)[0]
-    if kind not in _CONFIG_CLASSES:
+    kind = next((k for k in sorted(_CONFIG_CLASSES, key=len, reverse=True) if preset.startswith(k)), None)
+    if kind is None:
         raise ValueError(f"cannot tell which config {preset!r} is: its name must start with one of {sorted(_CONFIG_CLASSES)}")
     module, name = _CONFIG_CLASSES[kind].split(":")
     return getattr(importlib.import_module(module), name)
@@ -172,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-images", type=int, default=1000, help="generated training images (default: 1000)")
     demo.add_argument("--test-images", type=int, default=200, help="generated test images (default: 200)")
     demo.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the preset's)")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(handler=_demo)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a generated dataset")
@@ -181,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, default=60, help="training images (default: 60)")
     synth.add_argument("--test", type=int, default=30, help="test images (default: 30)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(run=_data_synth)
+    synth.set_defaults(handler=_data_synth)
 
     def dataset_arguments(sub):
         sub.add_argument("--data", type=Path, required=True, help="VOC-layout folder or COCO .json file")
@@ -198,14 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--edge-model", type=Path, default=None, help="structured edge model file (edge-boxes)")
     propose.add_argument("--workers", type=int, default=1, help="worker processes")
     propose.add_argument("--cache", type=Path, default=None, help="cache folder (default: DATA/proposals)")
-    propose.set_defaults(run=_propose)
+    propose.set_defaults(handler=_propose)
 
     config = commands.add_parser("config", help="presets").add_subparsers(dest="config_command", required=True)
-    config.add_parser("list", help="list the shipped presets").set_defaults(run=_config)
+    config.add_parser("list", help="list the shipped presets").set_defaults(handler=_config)
     show = config.add_parser("show", help="print a preset (or YAML file) resolved to its full typed config")
     show.add_argument("name", help="preset name (e.g. classify-tiny) or YAML file named classify-*.yaml")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    show.set_defaults(run=_config)
+    show.set_defaults(handler=_config)
 
     train = commands.add_parser("train", help="train a model").add_subparsers(dest="train_command", required=True)
     classify = train.add_parser("classify", help="train an SPP classifier on an image folder (DATA/train/<class>/...)")
@@ -216,7 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     classify.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     classify.add_argument("--no-progress", action="store_true", help="no progress bars")
-    classify.set_defaults(run=_train_classify)
+    classify.set_defaults(handler=_train_classify)
+
+    detect_train = train.add_parser("detect", help="train a detector on a VOC-layout (or COCO) dataset")
+    detect_train.add_argument("--method", choices=("sppnet", "fast-rcnn", "rcnn"), default="sppnet")
+    detect_train.add_argument("--data", type=Path, required=True)
+    detect_train.add_argument("--split", default="train")
+    detect_train.add_argument("--out", type=Path, required=True, help="run folder")
+    detect_train.add_argument("--backbone", type=Path, default=None,
+                              help="an SPP classifier run folder (sppnet train classify); default: pre-train one")
+    detect_train.add_argument("--config", type=Path, default=None,
+                              help="YAML config file or preset (default: detect-sppnet-tiny)")
+    detect_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    detect_train.add_argument("--resume", action="store_true")
+    detect_train.set_defaults(handler=_train_detect)
 
     evaluate = commands.add_parser("eval", help="evaluate results").add_subparsers(dest="eval_command", required=True)
     eval_classify = evaluate.add_parser("classify", help="top-1/top-5 error of a classification run")
@@ -225,14 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     eval_classify.add_argument("--split", default="test")
     eval_classify.add_argument("--views", choices=("center", "10", "full", "multi"), default="center")
     eval_classify.add_argument("--json", type=Path, default=None)
-    eval_classify.set_defaults(run=_eval_classify)
-    detect = evaluate.add_parser("detect", help="evaluate a VOC results folder (comp4_det_<split>_<class>.txt)")
+    eval_classify.set_defaults(handler=_eval_classify)
+    detect = evaluate.add_parser("detect", help="evaluate a detector run, or a VOC results folder (comp4_det_<split>_<class>.txt)")
     dataset_arguments(detect)
-    detect.add_argument("--results", type=Path, required=True)
+    detect.add_argument("--results", type=Path, default=None, help="results folder to read (or, with --run, to write)")
+    detect.add_argument("--run", type=Path, default=None, help="a trained SPP-net run: detect, write results, evaluate")
+    detect.add_argument("--combine", type=Path, action="append", default=[], metavar="RUN2",
+                        help="combine with another run: NMS over the union of both runs' detections")
+    detect.add_argument("--no-box-regression", action="store_true")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
-    detect.set_defaults(run=_eval_detect)
+    detect.set_defaults(handler=_eval_detect)
 
     draw = commands.add_parser("draw", help="draw ground truth (or a results folder's detections) on images")
     dataset_arguments(draw)
@@ -240,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw a detection")
     draw.add_argument("--limit", type=int, default=20, help="images to draw")
     draw.add_argument("--out", type=Path, required=True)
-    draw.set_defaults(run=_draw)
+    draw.set_defaults(handler=_draw)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"sppnet {args.command}: error: {error}", file=sys.stderr)
         return 2

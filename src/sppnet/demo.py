@@ -6,7 +6,12 @@
    images, train a small ZF-5 SPP classifier from scratch (the
    ``classify-tiny`` preset), and test it with every view mode: centre crop,
    10-view, full image and multi-view on feature maps.
-3. roi_spp against torchvision's roi_pool loop on the SPP-net detection
+3. SPP-net detection: generate a VOC-layout detection set, compute selective
+   search proposals, pre-train the trunk on ground-truth crops, cache conv5
+   maps, fine-tune fc layers on pooled windows, train SVMs with hard-negative
+   mining and box regressors, then evaluate (VOC07 mAP with and without box
+   regression) and draw detections.
+4. roi_spp against torchvision's roi_pool loop on the SPP-net detection
    workload (a short run of benchmarks/pooling.py).
 
 Everything lands in the output folder, with ``summary.json``.
@@ -39,6 +44,9 @@ class DemoConfig:
     train_images: int = 1000  # generated classification images (4 classes, sides 64-200)
     test_images: int = 200
     epochs: int | None = None  # None: the preset's
+    detect_train: int = 60  # generated detection images
+    detect_test: int = 30
+    detect: bool = True  # run the detection part
     benchmark_windows: int = 2000
     levels: tuple[int, ...] = (6, 3, 2, 1)
 
@@ -73,6 +81,47 @@ def _classification(config: DemoConfig) -> dict:
         r = results[views]
         print(f"  {views:>6s} views: top-1 error {r['top1_error']:.3f} ({r['seconds_per_image'] * 1e3:.0f} ms/image)")
     return {"run": str(run), "views": results}
+
+
+def _detection(config: DemoConfig) -> dict:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
+    from sppnet.drawing import save_detection_drawing
+    from sppnet.engine.sppnet_detection import SPPNetConfig, dataset_proposals, detect_dataset, train_sppnet
+    from sppnet.evaluation.results import write_voc_results
+    from sppnet.evaluation.voc import evaluate_detections
+
+    data = config.out / "data-detect"
+    run = config.out / "run-sppnet"
+    if not (data / "ImageSets").is_dir():
+        counts = synthesize_detection(data, DetectionSynthConfig(train=config.detect_train, test=config.detect_test,
+                                                                 seed=config.seed))
+        print(f"  generated {counts['images']} images with {counts['objects']} objects in {data}")
+    train = open_detection_dataset(data, "train")
+    test = open_detection_dataset(data, "test")
+    sppnet_config = load_config(SPPNetConfig, "detect-sppnet-tiny")
+    started = time.perf_counter()
+    detector = train_sppnet(sppnet_config, train, data, run, resume=True, log=lambda message: print(f"  {message}"))
+    print(f"  trained in {time.perf_counter() - started:.0f} s")
+    results = {}
+    for regression in (False, True):
+        per_class, seconds = detect_dataset([detector], test, data, log=lambda m: print(f"  {m}"), box_regression=regression)
+        evaluation = evaluate_detections(per_class, test, "voc07")
+        results["map_bbox" if regression else "map"] = evaluation.map
+        results["seconds_per_image"] = seconds
+        if regression:
+            write_voc_results(per_class, test.classes, "test", run / "results-test")
+            print("\n".join(f"  {line}" for line in evaluation.table().splitlines()))
+    print(f"  VOC07 mAP on {len(test)} test images: {100 * results['map']:.1f} without box regression, "
+          f"{100 * results['map_bbox']:.1f} with ({results['seconds_per_image'] * 1e3:.0f} ms/image, maps cached)")
+    drawings = config.out / "drawings"
+    proposals = dataset_proposals(test, sppnet_config, data, lambda message: None)
+    for record in test.images[:6]:
+        out = detector.detect(record, proposals[record.image_id])
+        save_detection_drawing(record.image_path, drawings / f"{record.image_id}.png", boxes=out["boxes"],
+                               labels=out["labels"], scores=out["scores"], classes=test.classes, score_threshold=0.0)
+    print(f"  drawings in {drawings}")
+    return results
 
 
 def _pooling_benchmark(config: DemoConfig) -> dict:
@@ -113,9 +162,13 @@ def run_demo(config: DemoConfig) -> dict:
     layer = _layer_check(config.levels)
     print("2. Classification with SPP on generated variable-size images (preset classify-tiny)")
     classification = _classification(config)
-    print("3. RoI pyramid pooling, the SPP-net detection workload:")
+    detection = None
+    if config.detect:
+        print("3. SPP-net detection on a generated VOC-layout set (preset detect-sppnet-tiny)")
+        detection = _detection(config)
+    print("4. RoI pyramid pooling, the SPP-net detection workload:")
     bench = _pooling_benchmark(config)
-    summary = {"spp_layer": layer, "classification": classification, "pooling_benchmark": bench}
+    summary = {"spp_layer": layer, "classification": classification, "detection": detection, "pooling_benchmark": bench}
     path = config.out / "summary.json"
     path.write_text(json.dumps(summary, indent=2))
     print(f"Wrote {path}")
