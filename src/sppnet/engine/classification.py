@@ -230,7 +230,7 @@ def train_classifier(
                             shuffle=True, generator=order, num_workers=train_config.workers, collate_fn=_collate)
         model.train()
         started, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)", disable=None if progress else True, leave=False)
         for images, labels, errors in bar:
             for error in errors:
                 log(f"skipped: {error}")

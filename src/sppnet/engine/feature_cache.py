@@ -133,7 +133,7 @@ class FeatureCache:
             raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
         run = CacheRun()
         started = time.perf_counter()
-        for record in tqdm(records[index::count], desc="conv features", disable=not progress, leave=False):
+        for record in tqdm(records[index::count], desc="conv features", disable=None if progress else True, leave=False):
             try:
                 sha = file_sha256(record.image_path)
                 found = list(self._lookup(record, sha).values())

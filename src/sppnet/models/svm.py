@@ -362,8 +362,8 @@ class HardNegativeMiner:
     scorer, as in R-CNN.
 
     Features must already be scaled (``feature_scale``); they are cached on the
-    CPU, once per row however many classes cache it, in the dtype of the
-    positives (float32 if none).
+    CPU, once per row however many classes cache it, in the dtype of
+    ``positives[0]``.
 
     positives: K tensors Tensor[P_k, D] (P_k may be 0).
     Counters: ``retrains`` (Tensor[K]), ``num_cached_negatives`` (Tensor[K]),
@@ -396,7 +396,7 @@ class HardNegativeMiner:
         for k, p in enumerate(checked):
             if p.shape[1] != feature_dim:
                 raise ValueError(f"positives[{k}] must be [P, {feature_dim}], got shape {tuple(p.shape)}")
-        self.dtype = checked[0].dtype if checked else torch.float32
+        self.dtype = checked[0].dtype
         # the row store: features, keys (image id, row; -1 for positives),
         # positive and cached-negative membership per class; rows [0, size)
         # are live, the buffers grow by doubling.
