@@ -7,8 +7,8 @@
    ``classify-tiny`` preset), and test it with every view mode: centre crop,
    10-view, full image and multi-view on feature maps.
 3. SPP-net detection: generate a VOC-layout detection set, compute selective
-   search proposals, pre-train the trunk on ground-truth crops, cache conv5
-   maps, fine-tune fc layers on pooled windows, train SVMs with hard-negative
+   search proposals, take the conv layers of step 2's classifier, cache conv5
+   maps at three scales, fine-tune fc layers on pooled windows, train SVMs with hard-negative
    mining and box regressors, then evaluate (VOC07 mAP with and without box
    regression) and draw detections.
 4. roi_spp against torchvision's roi_pool loop on the SPP-net detection
@@ -101,7 +101,10 @@ def _detection(config: DemoConfig) -> dict:
     test = open_detection_dataset(data, "test")
     sppnet_config = load_config(SPPNetConfig, "detect-sppnet-tiny")
     started = time.perf_counter()
-    detector = train_sppnet(sppnet_config, train, data, run, resume=True, log=lambda message: print(f"  {message}"))
+    # As in the paper, the conv layers come from the classification network
+    # (trained on the generated classification set in step 2).
+    detector = train_sppnet(sppnet_config, train, data, run, backbone=config.out / "run-classify", resume=True,
+                            log=lambda message: print(f"  {message}"))
     print(f"  trained in {time.perf_counter() - started:.0f} s")
     results = {}
     for regression in (False, True):

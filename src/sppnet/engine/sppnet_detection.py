@@ -381,6 +381,7 @@ def train_sppnet(
     finetuned = run_dir / "finetune.safetensors"
     if finetuned.is_file():
         head.load_state_dict(load_weights(finetuned))
+        head.eval()
     else:
         log(f"fine-tuning fc6, fc7, fc8 on pooled windows ({config.finetune.iterations} iterations)")
         _finetune(head, cache, levels, train, windows, config, log)

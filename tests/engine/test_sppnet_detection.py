@@ -1,0 +1,68 @@
+import torch
+import pytest
+
+from sppnet.config import load_config
+from sppnet.data.datasets import open_detection_dataset
+from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
+from sppnet.engine.sppnet_detection import SPPNetConfig, detect_dataset, load_sppnet, train_sppnet
+from sppnet.evaluation.voc import Detections, evaluate_detections
+
+OVERRIDES = [
+    "scales=[160, 320]", "proposals=grid", "max_proposals=300", "pretrain.epochs=25", "finetune.iterations=80",
+    "finetune.lr_steps=[60]",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sppnet")
+    data = root / "data"
+    synthesize_detection(data, DetectionSynthConfig(train=30, test=10, seed=1, min_side=160, max_side=240))
+    config = load_config(SPPNetConfig, "detect-sppnet-tiny", OVERRIDES)
+    train = open_detection_dataset(data, "train")
+    messages = []
+    detector = train_sppnet(config, train, data, root / "run", log=messages.append)
+    return data, root / "run", detector, messages, config
+
+
+def test_stages_are_written_and_a_run_reloads(trained):
+    data, run, detector, messages, _ = trained
+    for name in ("config.yaml", "classes.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors",
+                 "pretrain/model.safetensors"):
+        assert (run / name).is_file(), name
+    assert any("pre-training the trunk" in m for m in messages)
+    assert any("SVMs: retrains per class" in m for m in messages)
+    test = open_detection_dataset(data, "test")
+    reloaded = load_sppnet(run)
+    record = test.images[0]
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0]])
+    a, b = detector.detect(record, proposals), reloaded.detect(record, proposals)
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def test_detector_learns_well_above_chance(trained):
+    data, run, detector, _, _ = trained
+    test = open_detection_dataset(data, "test")
+    per_class, _ = detect_dataset([detector], test, data, log=lambda m: None)
+    trained_map = evaluate_detections(per_class, test, "voc07").map
+    # Chance: the same boxes with their scores shuffled.
+    generator = torch.Generator().manual_seed(0)
+    shuffled = {k: Detections(d.image_ids, d.scores[torch.randperm(len(d.scores), generator=generator)], d.boxes)
+                for k, d in per_class.items()}
+    chance_map = evaluate_detections(shuffled, test, "voc07").map
+    # A seconds-long run on 30 images learns little in absolute terms (the
+    # demo and benchmarks/RESULTS.md report quality); it must beat chance.
+    assert trained_map > 3 * chance_map, (trained_map, chance_map)
+
+
+def test_resume_skips_finished_stages_and_refuses_other_configs(trained):
+    data, run, _, _, config = trained
+    train = open_detection_dataset(data, "train")
+    messages = []
+    train_sppnet(config, train, data, run, resume=True, log=messages.append)
+    assert not any("fine-tuning" in m or "training per-class SVMs" in m or "pre-training the trunk" in m for m in messages), messages
+    with pytest.raises(ValueError, match="differs from the given config"):
+        other = load_config(SPPNetConfig, "detect-sppnet-tiny", OVERRIDES + ["test.nms=0.5"])
+        train_sppnet(other, train, data, run, resume=True, log=messages.append)
+    with pytest.raises(ValueError, match="not empty"):
+        train_sppnet(config, train, data, run, log=messages.append)
