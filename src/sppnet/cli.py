@@ -170,6 +170,39 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect_images(args: argparse.Namespace) -> int:
+    from sppnet.data.images import image_size
+    from sppnet.data.proposals import ProposalConfig, compute_proposals
+    from sppnet.data.records import ImageRecord
+    from sppnet.drawing import save_detection_drawing
+    from sppnet.engine.sppnet_detection import load_sppnet
+
+    detector = load_sppnet(args.run)
+    records = []
+    for path in args.images:
+        try:
+            height, width = image_size(path)
+        except ImageError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        records.append(ImageRecord(path.stem, path, width, height))
+    config = detector.config
+    proposal_config = ProposalConfig(method=config.proposals, max_proposals=config.max_proposals,
+                                     resize_to=config.proposal_resize)
+    proposals = compute_proposals(records, proposal_config, Path(args.out) / "proposals", progress=False)
+    _print_skipped(proposals.skipped)
+    for record in records:
+        if record.image_id not in proposals.boxes:
+            continue
+        found = detector.detect(record, proposals.boxes[record.image_id])
+        out = save_detection_drawing(record.image_path, Path(args.out) / f"{record.image_id}.png", boxes=found["boxes"],
+                                     labels=found["labels"], scores=found["scores"], classes=detector.classes,
+                                     score_threshold=args.threshold, top=args.top)
+        shown = min(int((found["scores"] >= args.threshold).sum()), args.top)
+        print(f"{record.image_path}: drew {shown} detection(s) -> {out}")
+    return 0
+
+
 def _eval_classify(args: argparse.Namespace) -> int:
     from sppnet.evaluation.classification import evaluate_classifier
 
@@ -299,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
     detect.set_defaults(handler=_eval_detect)
+
+    detect_images = commands.add_parser("detect", help="run a trained SPP-net detector on images and draw the detections")
+    detect_images.add_argument("images", type=Path, nargs="+")
+    detect_images.add_argument("--run", type=Path, required=True)
+    detect_images.add_argument("--out", type=Path, required=True)
+    detect_images.add_argument("--threshold", type=float, default=float("-inf"), help="minimum SVM score to draw")
+    detect_images.add_argument("--top", type=int, default=5, help="draw at most this many, highest scores first")
+    detect_images.set_defaults(handler=_detect_images)
 
     draw = commands.add_parser("draw", help="draw ground truth (or a results folder's detections) on images")
     dataset_arguments(draw)

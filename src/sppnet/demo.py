@@ -122,7 +122,8 @@ def _detection(config: DemoConfig) -> dict:
     for record in test.images[:6]:
         out = detector.detect(record, proposals[record.image_id])
         save_detection_drawing(record.image_path, drawings / f"{record.image_id}.png", boxes=out["boxes"],
-                               labels=out["labels"], scores=out["scores"], classes=test.classes, score_threshold=0.0)
+                               labels=out["labels"], scores=out["scores"], classes=test.classes,
+                               top=max(1, record.num_objects))
     print(f"  drawings in {drawings}")
     return results
 

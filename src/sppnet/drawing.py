@@ -31,20 +31,25 @@ def draw_detections(
     labels: torch.Tensor,
     classes: Sequence[str],
     scores: torch.Tensor | None = None,
-    score_threshold: float = 0.0,
+    score_threshold: float = float("-inf"),
     width: int = 2,
+    top: int | None = None,
 ) -> torch.Tensor:
     """Draw boxes with "class score" captions.
 
     image: ``ndarray[H, W, 3]`` or ``Tensor[3, H, W]`` uint8; boxes ``Tensor[D, 4]``;
     labels ``Tensor[D]`` indices into ``classes``; scores ``Tensor[D]`` or None
-    (ground truth). Returns ``Tensor[3, H, W]`` uint8.
+    (ground truth); only boxes scoring at least ``score_threshold`` and,
+    with ``top``, only the ``top`` highest-scoring ones are drawn. Returns
+    ``Tensor[3, H, W]`` uint8.
     """
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be uint8 (3, H, W) or (H, W, 3), got {tuple(image.shape)} {image.dtype}")
     keep = torch.ones(len(boxes), dtype=torch.bool) if scores is None else scores >= score_threshold
+    if scores is not None and top is not None and int(keep.sum()) > top:
+        keep &= scores >= scores[keep].topk(top).values[-1]
     boxes, labels = boxes[keep].float(), labels[keep]
     captions = [classes[int(label)] for label in labels]
     if scores is not None:
