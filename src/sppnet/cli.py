@@ -203,6 +203,42 @@ def _detect_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be comma-separated integers, got {text!r}") from None
+
+
+def _features(args: argparse.Namespace) -> int:
+    from sppnet.data.folder import read_image_folder
+    from sppnet.engine.checkpoint import save_weights
+    from sppnet.engine.transfer import extract_features
+    from sppnet.evaluation.classification import load_classifier
+
+    model, _, classes = load_classifier(args.run)
+    dataset = read_image_folder(args.data, args.split)
+    features, labels, skipped = extract_features(model, dataset, args.scales, args.layer)
+    _print_skipped(dataset.skipped + skipped)
+    save_weights(args.out, {"features": features, "labels": labels},
+                 metadata={"classes": json.dumps(dataset.classes), "layer": args.layer, "scales": json.dumps(args.scales)})
+    print(f"wrote {tuple(features.shape)} {args.layer} features of {args.data / args.split} to {args.out}")
+    return 0
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from sppnet.engine.transfer import transfer
+    from sppnet.models.svm import SVMConfig
+
+    summary = transfer(args.run, args.data, args.train_per_class or None, args.scales, args.layer,
+                       SVMConfig(C=args.C, loss="squared_hinge"))
+    print(f"{args.layer} features at scales {list(args.scales)}, {summary['train_images']} training images: "
+          f"accuracy {summary['accuracy']:.4f}, mAP {summary['map']:.4f} on {summary['test_images']} test images")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def _eval_classify(args: argparse.Namespace) -> int:
     from sppnet.evaluation.classification import evaluate_classifier
 
@@ -332,6 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
     detect.set_defaults(handler=_eval_detect)
+
+    features = commands.add_parser("features", help="SPP features (pool or fc7) of an image folder split, to safetensors")
+    features.add_argument("--run", type=Path, required=True, help="an SPP classifier run")
+    features.add_argument("--data", type=Path, required=True)
+    features.add_argument("--split", default="train")
+    features.add_argument("--scales", type=_scales, default=(224,), help="comma-separated shorter sides (default 224)")
+    features.add_argument("--layer", choices=("pool", "fc7"), default="fc7")
+    features.add_argument("--out", type=Path, required=True)
+    features.set_defaults(handler=_features)
+
+    transfer = commands.add_parser("transfer", help="linear SVMs on SPP features: accuracy and one-vs-rest mAP")
+    transfer.add_argument("--run", type=Path, required=True)
+    transfer.add_argument("--data", type=Path, required=True, help="image folder with train/ and test/ splits")
+    transfer.add_argument("--train-per-class", type=int, default=30, help="training images per class (0 = all)")
+    transfer.add_argument("--scales", type=_scales, default=(224,))
+    transfer.add_argument("--layer", choices=("pool", "fc7"), default="fc7")
+    transfer.add_argument("--C", type=float, default=1.0, help="SVM C on unit-norm features")
+    transfer.add_argument("--json", type=Path, default=None)
+    transfer.set_defaults(handler=_transfer)
 
     detect_images = commands.add_parser("detect", help="run a trained SPP-net detector on images and draw the detections")
     detect_images.add_argument("images", type=Path, nargs="+")
