@@ -15,8 +15,6 @@ reported too. Nothing is dropped silently.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
+from sppnet.atomic import atomic_write_text
 from sppnet.data.images import ImageError, image_size
 from sppnet.data.records import BACKGROUND, VOC_CLASSES, DetectionDataset, ImageRecord, Skipped
 
@@ -221,18 +220,6 @@ def read_voc(
     return DetectionDataset(root=root, split=split, classes=class_names, images=images, skipped=skipped)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_voc_annotation(root: str | Path, record: ImageRecord, classes: Sequence[str], poses: Sequence[str] | None = None) -> Path:
     """Write ``ROOT/Annotations/<id>.xml`` for ``record`` (boxes converted to
     VOC's 1-based inclusive pixels, rounded). Returns the path."""
@@ -257,12 +244,12 @@ def write_voc_annotation(root: str | Path, record: ImageRecord, classes: Sequenc
             ET.SubElement(box, tag).text = str(value)
     ET.indent(annotation)
     path = root / "Annotations" / f"{record.image_id}.xml"
-    _atomic_write_text(path, ET.tostring(annotation, encoding="unicode") + "\n")
+    atomic_write_text(path, ET.tostring(annotation, encoding="unicode") + "\n")
     return path
 
 
 def write_voc_split(root: str | Path, split: str, image_ids: Sequence[str]) -> Path:
     """Write ``ROOT/ImageSets/Main/<split>.txt``."""
     path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-    _atomic_write_text(path, "".join(f"{image_id}\n" for image_id in image_ids))
+    atomic_write_text(path, "".join(f"{image_id}\n" for image_id in image_ids))
     return path

@@ -10,8 +10,6 @@ old checkpoint only when complete: a crash mid-save leaves the previous one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +17,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "atomic_replace"]
+from sppnet.atomic import atomic_replace
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights"]
 
 
 @dataclass
@@ -28,19 +28,6 @@ class Checkpoint:
     optimizer: dict | None = None
     rng_state: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
-
-
-def atomic_replace(path: Path, write) -> None:
-    """Call ``write(temp_path)``, then move the temp file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

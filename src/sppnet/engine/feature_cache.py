@@ -27,7 +27,7 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.data.proposals import file_sha256, safe_file_name
 from sppnet.data.records import ImageRecord, Skipped
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
-from sppnet.engine.checkpoint import atomic_replace
+from sppnet.atomic import atomic_replace
 
 __all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun"]
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from sppnet.atomic import atomic_write_text
 from sppnet.data.records import BACKGROUND
 from sppnet.evaluation.voc import Detections
 
@@ -103,14 +103,7 @@ def write_voc_results(
             )
         ]
         path = results_path(out, prefix, split, classes[k])
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(lines)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, "".join(lines))
         paths.append(path)
     return paths
 

@@ -38,64 +38,23 @@ padding. ``width`` scales every layer's channels for small CPU-sized variants.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from sppnet.ops.geometry import FeatureGeometry, feature_geometry
+from sppnet.models.backbones.base import PaperTrunk, channels_for, lrn
 
 __all__ = ["Convnet5", "Overfeat5", "Overfeat7"]
 
 
-def _lrn() -> nn.LocalResponseNorm:
-    # Caffe's LRN as in Krizhevsky's net: local_size 5, alpha 1e-4, beta 0.75.
-    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
-
-
-def _channels(width: float, channels: tuple[int, ...]) -> tuple[int, ...]:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a positive number, got {width!r}")
-    return tuple(max(1, round(c * width)) for c in channels)
-
-
-def _he_init(features: nn.Sequential) -> None:
-    for layer in features:
-        if isinstance(layer, nn.Conv2d):
-            # He initialisation, as for ZF-5: trains from scratch where the
-            # paper's N(0, 0.01) needs pretrained neighbours.
-            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
-
-
-class _PaperTrunk(nn.Module):
-    """Shared plumbing: ``features``, ``out_channels``, ``geometry``."""
-
-    features: nn.Sequential
-
-    def _finish(self, width: float, out_channels: int) -> None:
-        self.width = width
-        self.out_channels = out_channels
-        _he_init(self.features)
-        self.geometry: FeatureGeometry = feature_geometry(self.features)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: ``Tensor[N, 3, H, W]`` -> ``Tensor[N, out_channels, h, w]``."""
-        return self.features(images)
-
-    def extra_repr(self) -> str:
-        g = self.geometry
-        return f"width={self.width}, out_channels={self.out_channels}, stride={g.stride}, offset={g.offset}"
-
-
-class Convnet5(_PaperTrunk):
+class Convnet5(PaperTrunk):
     """Convnet*-5 conv trunk (AlexNet with pool after conv2 and conv3):
     ``forward(images) -> conv5 maps``, 13 x 13 at 224, stride 16."""
 
     def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        c1, c2, c3, c4, c5 = _channels(width, (96, 256, 384, 384, 256))
+        c1, c2, c3, c4, c5 = channels_for(width, (96, 256, 384, 384, 256))
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, 11, stride=4, padding=2), nn.ReLU(inplace=True), _lrn(),
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), _lrn(),
+            nn.Conv2d(3, c1, 11, stride=4, padding=2), nn.ReLU(inplace=True), lrn(),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), lrn(),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
             nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
@@ -105,14 +64,14 @@ class Convnet5(_PaperTrunk):
         self._finish(width, c5)
 
 
-class _Overfeat(_PaperTrunk):
+class _Overfeat(PaperTrunk):
     def __init__(self, depth: int, width: float) -> None:
         super().__init__()
-        c1, c2, c3 = _channels(width, (96, 256, 512))
+        c1, c2, c3 = channels_for(width, (96, 256, 512))
         layers: list[nn.Module] = [
-            nn.Conv2d(3, c1, 7, stride=2), nn.ReLU(inplace=True), _lrn(),
+            nn.Conv2d(3, c1, 7, stride=2), nn.ReLU(inplace=True), lrn(),
             nn.MaxPool2d(3, stride=3),  # floor: 109 -> 36 at 224 (ceil would give 37)
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), _lrn(),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), lrn(),
             nn.MaxPool2d(2, stride=2, ceil_mode=True),
         ]
         previous = c2

@@ -13,49 +13,26 @@ layer's channels for small CPU-sized variants.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from sppnet.ops.geometry import FeatureGeometry, feature_geometry
+from sppnet.models.backbones.base import PaperTrunk, channels_for, lrn
 
 __all__ = ["ZF5"]
 
 
-def _lrn() -> nn.LocalResponseNorm:
-    # Caffe's LRN: local_size 5 (ZF used 3; AlexNet's setting is the common one), alpha 1e-4, beta 0.75.
-    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
-
-
-class ZF5(nn.Module):
+class ZF5(PaperTrunk):
     """ZF-5 conv trunk: ``forward(images) -> conv5 maps``."""
 
     def __init__(self, width: float = 1.0) -> None:
         super().__init__()
-        if not width > 0:
-            raise ValueError(f"width must be positive, got {width}")
-        self.width = width
-        c1, c2, c3, c4, c5 = (max(1, round(c * width)) for c in (96, 256, 384, 384, 256))
+        c1, c2, c3, c4, c5 = channels_for(width, (96, 256, 384, 384, 256))
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, 7, stride=2, padding=1), nn.ReLU(inplace=True), _lrn(),
+            nn.Conv2d(3, c1, 7, stride=2, padding=1), nn.ReLU(inplace=True), lrn(),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            nn.Conv2d(c1, c2, 5, stride=2), nn.ReLU(inplace=True), _lrn(),
+            nn.Conv2d(c1, c2, 5, stride=2), nn.ReLU(inplace=True), lrn(),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
             nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(inplace=True),
         )
-        self.out_channels = c5
-        for layer in self.features:
-            if isinstance(layer, nn.Conv2d):
-                # He initialisation: trains from scratch in minutes where the
-                # paper's N(0, 0.01) needs days and pretrained neighbours.
-                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
-        self.geometry: FeatureGeometry = feature_geometry(self.features)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features(images)
-
-    def extra_repr(self) -> str:
-        g = self.geometry
-        return f"width={self.width}, out_channels={self.out_channels}, stride={g.stride}, offset={g.offset}"
+        self._finish(width, c5)
