@@ -53,7 +53,7 @@ def main() -> None:
         dataset_proposals(train, base, data, lambda m: None)
         dataset_proposals(test, base, data, lambda m: None)
         proposal_seconds = (time.perf_counter() - started) / (len(train) + len(test))
-        detectors, rows = {}, []
+        detectors, rows, stage_rows = {}, [], []
         for name, overrides in variants.items():
             config = load_config(SPPNetConfig, "detect-sppnet-tiny", overrides)
             stages = []
@@ -67,6 +67,7 @@ def main() -> None:
                 per_class, seconds = detect_dataset([detector], test, data, log=lambda m: None, box_regression=regression)
                 maps[regression] = evaluate_detections(per_class, test, "voc07").map
             rows.append((name, maps[False], maps[True], train_seconds / len(train), seconds))
+            stage_rows.append((name, {k: v / len(train) for k, v in detector.stage_seconds.items()}))
             print(f"{name}: mAP {100 * maps[False]:.1f} / {100 * maps[True]:.1f} with box regression; "
                   f"training {train_seconds:.0f} s", flush=True)
         combined, seconds = detect_dataset(list(detectors.values())[1:], test, data, log=lambda m: None)
@@ -77,6 +78,9 @@ def main() -> None:
             print(f"{name:34s}{100 * plain:7.1f}{100 * regressed:7.1f}{train_s:13.2f}{test_s:12.3f}")
         print(f"{'3 scales x 2 models, combined':34s}{'':7s}{100 * combined_map:7.1f}{'':13s}{seconds:12.3f}")
         print(f"selective search (fast, native size): {proposal_seconds:.2f} s/image")
+        print("\ntraining seconds per image by stage (proposals were cached before):")
+        for name, stages in stage_rows:
+            print(f"  {name}: " + ", ".join(f"{stage} {value:.3f}" for stage, value in stages.items()))
 
 
 if __name__ == "__main__":

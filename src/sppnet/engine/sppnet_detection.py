@@ -141,6 +141,7 @@ class SPPNetDetector:
     regressors: BoxRegressors | None
     config: SPPNetConfig
     classes: tuple[str, ...]
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
 
     @torch.no_grad()
     def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:
@@ -367,8 +368,12 @@ def train_sppnet(
     levels = classifier.spp.levels
     cache = FeatureCache(run_dir / "features", classifier.trunk, config.scales, config.max_side, flips=config.finetune.flip)
     started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
     proposals = dataset_proposals(train, config, data_root, log)
+    seconds["proposals"], clock = time.perf_counter() - clock, time.perf_counter()
     filled = cache.fill(train.images, progress=False)
+    seconds["conv5 features"], clock = time.perf_counter() - clock, time.perf_counter()
     for item in filled.skipped:
         log(f"skipped: {item}")
     log(f"conv5 maps of {len(train)} training images at scales {config.scales}: {filled.computed} computed, "
@@ -386,6 +391,7 @@ def train_sppnet(
         log(f"fine-tuning fc6, fc7, fc8 on pooled windows ({config.finetune.iterations} iterations)")
         _finetune(head, cache, levels, train, windows, config, log)
         save_weights(finetuned, head.state_dict())
+    seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
     svm_file = run_dir / "svm.safetensors"
     if svm_file.is_file():
         state = load_weights(svm_file)
@@ -394,6 +400,7 @@ def train_sppnet(
         log("training per-class SVMs with hard-negative mining")
         svms, svm_scale = _train_svms(head, cache, levels, train, windows, config, train.num_classes, log)
         save_weights(svm_file, {"weight": svms.weight, "bias": svms.bias, "scale": torch.tensor(svm_scale)})
+    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
     bbox_file = run_dir / "bbox.safetensors"
     if bbox_file.is_file():
         state = load_weights(bbox_file)
@@ -402,8 +409,10 @@ def train_sppnet(
         log("training box regressors")
         regressors = _train_box_regression(head, cache, levels, train, windows, config, train.num_classes)
         save_weights(bbox_file, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
-    log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training)")
-    return SPPNetDetector(cache, levels, head, svms, svm_scale, regressors, config, train.classes)
+    seconds["box regression"] = time.perf_counter() - clock
+    log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
+        + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
+    return SPPNetDetector(cache, levels, head, svms, svm_scale, regressors, config, train.classes, seconds)
 
 
 def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
