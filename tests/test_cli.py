@@ -6,11 +6,13 @@ from sppnet.cli import main
 
 
 def test_demo_runs_end_to_end_and_writes_a_summary(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--train-images", "16", "--test-images", "8", "--epochs", "1"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--train-images", "16", "--test-images", "8", "--epochs", "1",
+                 "--detect-train", "6", "--detect-test", "3"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(row["equals_adaptive_max_pool"] and row["length"] == 12800 for row in summary["spp_layer"])
     assert set(summary["classification"]["views"]) == {"center", "10", "full", "multi"}
     assert (tmp_path / "run-classify" / "curves.png").is_file()
+    assert 0.0 <= summary["detection"]["map_bbox"] <= 1.0 and len(list((tmp_path / "drawings").glob("*.png"))) == 3
     assert summary["pooling_benchmark"]["identical"] is True
     assert "Wrote" in capsys.readouterr().out
 

@@ -24,7 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
     from sppnet.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=args.out, seed=args.seed, train_images=args.train_images, test_images=args.test_images,
-                        epochs=args.epochs))
+                        epochs=args.epochs, detect_train=args.detect_train, detect_test=args.detect_test))
     return 0
 
 
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-images", type=int, default=1000, help="generated training images (default: 1000)")
     demo.add_argument("--test-images", type=int, default=200, help="generated test images (default: 200)")
     demo.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the preset's)")
+    demo.add_argument("--detect-train", type=int, default=60, help="generated detection training images (default: 60)")
+    demo.add_argument("--detect-test", type=int, default=30, help="generated detection test images (default: 30)")
     demo.set_defaults(handler=_demo)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
