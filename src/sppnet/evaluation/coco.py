@@ -26,8 +26,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sppnet.data.records import BACKGROUND, DetectionDataset
-from sppnet.evaluation.voc import Detections
+from sppnet.data.records import DetectionDataset
+from sppnet.evaluation.voc import Detections, check_per_class
 
 __all__ = ["evaluate_coco"]
 
@@ -63,13 +63,8 @@ def evaluate_coco(per_class: Mapping[int, Detections], dataset: DetectionDataset
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    classes = tuple(dataset.classes)
-    if not classes or classes[0] != BACKGROUND:
-        raise ValueError(f"dataset.classes[0] must be {BACKGROUND!r}, got {classes[:1]!r}")
+    classes = check_per_class(per_class, dataset)
     num_classes = len(classes)
-    for k in per_class:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < num_classes:
-            raise ValueError(f"per_class keys must be labels in 1..{num_classes - 1}, got {k!r}")
 
     image_ids: dict[str, int] = {}
     images = []

@@ -438,6 +438,18 @@ class DetectionEvaluation:
         return "\n".join(lines)
 
 
+def check_per_class(per_class: Mapping[int, "Detections"], dataset: DetectionDataset) -> tuple[str, ...]:
+    """The dataset's classes, after checking that it has the background first
+    and that every key of ``per_class`` is an object label 1..K."""
+    classes = tuple(dataset.classes)
+    if not classes or classes[0] != BACKGROUND:
+        raise ValueError(f"dataset.classes[0] must be {BACKGROUND!r}, got {classes[:1]!r}")
+    for k in per_class:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(classes):
+            raise ValueError(f"per_class keys must be labels in 1..{len(classes) - 1}, got {k!r}")
+    return classes
+
+
 def evaluate_detections(
     per_class: Mapping[int, Detections],
     dataset: DetectionDataset,
@@ -466,13 +478,8 @@ def evaluate_detections(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    classes = tuple(dataset.classes)
-    if not classes or classes[0] != BACKGROUND:
-        raise ValueError(f"dataset.classes[0] must be {BACKGROUND!r}, got {classes[:1]!r}")
+    classes = check_per_class(per_class, dataset)
     num_classes = len(classes)
-    for k in per_class:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < num_classes:
-            raise ValueError(f"per_class keys must be labels in 1..{num_classes - 1}, got {k!r}")
     results = {
         k: evaluate_class(
             per_class.get(k, Detections.empty()), dataset.images, k, iou_threshold, METRICS[metric]
