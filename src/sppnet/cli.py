@@ -83,6 +83,8 @@ def _eval_detect(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace) -> int:
+    import torch
+
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.drawing import save_detection_drawing
     from sppnet.evaluation.results import read_voc_results
@@ -98,7 +100,6 @@ def _draw(args: argparse.Namespace) -> int:
                     per_image[image_id][0].append(box)
                     per_image[image_id][1].append(label)
                     per_image[image_id][2].append(score)
-    import torch
 
     for record in records:
         if args.results:

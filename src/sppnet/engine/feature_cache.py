@@ -72,6 +72,16 @@ class FeatureCache:
         self.variants = (False, True) if flips else (False,)
         self.key = trunk_key(trunk)
         self.folder = Path(root) / self.key
+        self._hashes: dict[tuple[Path, int, int], str] = {}
+
+    def _image_sha(self, path: Path) -> str:
+        """The image file's SHA-256, hashed once per file version: fine-tuning
+        loads the same images thousands of times."""
+        stat = Path(path).stat()
+        key = (Path(path), stat.st_mtime_ns, stat.st_size)
+        if key not in self._hashes:
+            self._hashes[key] = file_sha256(path)
+        return self._hashes[key]
 
     def path(self, image_id: str, scale: int, flipped: bool = False) -> Path:
         return self.folder / safe_file_name(image_id) / f"s{scale}{'f' if flipped else ''}.safetensors"
@@ -117,7 +127,7 @@ class FeatureCache:
         and stored. Raises ``ImageError`` for an unreadable image."""
         if flipped not in self.variants:
             raise ValueError("this cache was made without mirrored maps (flips=False)")
-        sha = file_sha256(record.image_path)
+        sha = self._image_sha(record.image_path)
         found = self._lookup(record, sha)
         if not all(isinstance(v, CachedMap) for v in found.values()):
             found = self._compute(record)
@@ -135,7 +145,7 @@ class FeatureCache:
         started = time.perf_counter()
         for record in tqdm(records[index::count], desc="conv features", disable=None if progress else True, leave=False):
             try:
-                sha = file_sha256(record.image_path)
+                sha = self._image_sha(record.image_path)
                 found = list(self._lookup(record, sha).values())
                 if all(isinstance(v, CachedMap) for v in found):
                     run.reused += 1

@@ -379,8 +379,8 @@ def train_sppnet(
     log(f"conv5 maps of {len(train)} training images at scales {config.scales}: {filled.computed} computed, "
         f"{filled.reused} reused ({filled.seconds:.1f} s)")
     unreadable = {item.path for item in filled.skipped}
-    windows = {k: v for k, v in _label_all(train, proposals, config).items()
-               if k in {r.image_id for r in train.images if r.image_path not in unreadable}}
+    readable = {r.image_id for r in train.images if r.image_path not in unreadable}
+    windows = {k: v for k, v in _label_all(train, proposals, config).items() if k in readable}
 
     head = SPPNetHead(classifier.fc6, classifier.fc7, train.num_classes)
     finetuned = run_dir / "finetune.safetensors"
