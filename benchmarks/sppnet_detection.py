@@ -24,7 +24,8 @@ from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.synthetic import DetectionSynthConfig, synthesize_classification, synthesize_detection
 from sppnet.engine.classification import ClassifyConfig, train_classifier
-from sppnet.engine.sppnet_detection import SPPNetConfig, dataset_proposals, detect_dataset, train_sppnet
+from sppnet.engine.detection_stages import dataset_proposals, detect_dataset
+from sppnet.engine.sppnet_detection import SPPNetConfig, train_sppnet
 from sppnet.evaluation.voc import evaluate_detections
 
 
@@ -50,8 +51,8 @@ def main() -> None:
         }
         base = load_config(SPPNetConfig, "detect-sppnet-tiny")
         started = time.perf_counter()
-        dataset_proposals(train, base, data, lambda m: None)
-        dataset_proposals(test, base, data, lambda m: None)
+        dataset_proposals(train, base.proposal_config, data, lambda m: None)
+        dataset_proposals(test, base.proposal_config, data, lambda m: None)
         proposal_seconds = (time.perf_counter() - started) / (len(train) + len(test))
         detectors, rows, stage_rows = {}, [], []
         for name, overrides in variants.items():

@@ -151,7 +151,8 @@ def _train_detect(args: argparse.Namespace) -> int:
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     from sppnet.data.datasets import open_detection_dataset
-    from sppnet.engine.sppnet_detection import detect_dataset, load_sppnet
+    from sppnet.engine.detection_stages import detect_dataset
+    from sppnet.engine.sppnet_detection import load_sppnet
     from sppnet.evaluation.report import evaluate_results_folder
     from sppnet.evaluation.results import write_voc_results
 

@@ -87,7 +87,8 @@ def _detection(config: DemoConfig) -> dict:
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
     from sppnet.drawing import save_detection_drawing
-    from sppnet.engine.sppnet_detection import SPPNetConfig, dataset_proposals, detect_dataset, train_sppnet
+    from sppnet.engine.detection_stages import dataset_proposals, detect_dataset
+    from sppnet.engine.sppnet_detection import SPPNetConfig, train_sppnet
     from sppnet.evaluation.results import write_voc_results
     from sppnet.evaluation.voc import evaluate_detections
 
@@ -118,7 +119,7 @@ def _detection(config: DemoConfig) -> dict:
     print(f"  VOC07 mAP on {len(test)} test images: {100 * results['map']:.1f} without box regression, "
           f"{100 * results['map_bbox']:.1f} with ({results['seconds_per_image'] * 1e3:.0f} ms/image, maps cached)")
     drawings = config.out / "drawings"
-    proposals = dataset_proposals(test, sppnet_config, data, lambda message: None)
+    proposals = dataset_proposals(test, sppnet_config.proposal_config, data, lambda message: None)
     for record in test.images[:6]:
         out = detector.detect(record, proposals[record.image_id])
         save_detection_drawing(record.image_path, drawings / f"{record.image_id}.png", boxes=out["boxes"],

@@ -4,7 +4,8 @@ import pytest
 from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
-from sppnet.engine.sppnet_detection import SPPNetConfig, detect_dataset, load_sppnet, train_sppnet
+from sppnet.engine.detection_stages import detect_dataset
+from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppnet
 from sppnet.evaluation.voc import Detections, evaluate_detections
 
 OVERRIDES = [

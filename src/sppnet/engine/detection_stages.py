@@ -1,0 +1,193 @@
+"""Stages shared by the detectors: proposals, window labels, per-class SVMs
+with hard-negative mining, box regression, per-class NMS, whole-dataset
+testing (SPEC sections 4, 5 and 7).
+
+SPP-net and R-CNN differ only in how a window becomes features: SPP-net pools
+it from the image's cached conv maps, R-CNN warps it and runs the whole
+network. Both hand these stages a ``WindowFeatures`` function
+``(record, boxes (R, 4)) -> (pool5 (R, D5), fc7 (R, D7))``.
+
+Shapes: R windows of an image, K object classes (+1 background).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from sppnet.data.images import ImageError
+from sppnet.data.proposals import ProposalConfig, compute_proposals
+from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.evaluation.voc import Detections
+from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_box_regressors
+from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
+from sppnet.models.windows import LabelledWindows, label_windows
+from sppnet.ops import batched_nms
+
+__all__ = [
+    "MiningConfig", "TestConfig", "WindowFeatures", "dataset_proposals", "label_dataset", "train_svms",
+    "train_box_regression", "class_nms", "detect_dataset",
+]
+
+WindowFeatures = Callable[[ImageRecord, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    negative_overlap: float = 0.3  # SVM negatives: IoU below this with every box of the class
+    retrain_after: int = 2000  # retrain when more new negatives have arrived
+    hard_threshold: float = -1.0001  # keep negatives scoring above this
+    evict_threshold: float = -1.2  # after a retrain drop cached negatives scoring below this
+    feature_norm: float = 20.0  # fc7 rows scaled to this mean L2 norm
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    nms: float = 0.3
+    top_k: int = 100  # detections per class per image
+    box_regression: bool = True
+
+
+def dataset_proposals(dataset: DetectionDataset, config: ProposalConfig, data_root: Path, log=print) -> dict[str, torch.Tensor]:
+    """Proposals of every readable image (cached under ``data_root/proposals``)."""
+    run = compute_proposals(dataset.images, config, Path(data_root) / "proposals", progress=False)
+    for item in run.skipped:
+        log(f"skipped: {item}")
+    log(f"proposals ({config.method}) for {dataset.split}: {run.computed} computed, {run.reused} reused")
+    return run.boxes
+
+
+def label_dataset(dataset: DetectionDataset, proposals: dict[str, torch.Tensor], fg_threshold: float = 0.5,
+                  bg_range: tuple[float, float] = (0.1, 0.5)) -> dict[str, LabelledWindows]:
+    """Ground truth + proposals of every image with proposals, labelled."""
+    return {
+        record.image_id: label_windows(proposals[record.image_id], record.boxes, record.labels, dataset.num_classes,
+                                       fg_threshold, bg_range, record.difficult)
+        for record in dataset.images if record.image_id in proposals
+    }
+
+
+@torch.no_grad()
+def train_svms(features: WindowFeatures, records: Sequence[ImageRecord], windows: dict[str, LabelledWindows],
+               svm: SVMConfig, mining: MiningConfig, num_classes: int, log=print) -> tuple[LinearSVMs, float]:
+    """One linear SVM per object class on fc7 scaled to mean norm
+    ``mining.feature_norm``; positives are the ground-truth boxes, negatives
+    the windows with IoU < ``mining.negative_overlap`` with every box of the
+    class, mined hard in one pass over the images. Returns the SVMs and the
+    feature scale (applied at test time too)."""
+    records = [r for r in records if r.image_id in windows]
+    # The feature scale comes from a sample of windows, then stays fixed (train and test).
+    sample = [features(record, windows[record.image_id].boxes[:200])[1] for record in records[: min(len(records), 20)]]
+    scale = feature_scale(torch.cat(sample), mining.feature_norm)
+    dim = sample[0].shape[1]
+    positives = [[] for _ in range(num_classes - 1)]
+    for record in records:
+        labelled = windows[record.image_id]
+        gt = labelled.is_gt & (labelled.labels > 0)
+        if bool(gt.any()):
+            fc7 = features(record, labelled.boxes[gt])[1] * scale
+            for row, label in zip(fc7, labelled.labels[gt].tolist()):
+                positives[label - 1].append(row)
+    positives = [torch.stack(p) if p else torch.zeros(0, dim) for p in positives]
+    miner = HardNegativeMiner(svm, dim, num_classes - 1, positives, retrain_after=mining.retrain_after,
+                              hard_threshold=mining.hard_threshold, evict_threshold=mining.evict_threshold)
+    for record in records:
+        labelled = windows[record.image_id]
+        fc7 = features(record, labelled.boxes)[1] * scale
+        miner.add_image(fc7, labelled.class_overlaps[:, 1:] < mining.negative_overlap)
+    svms = miner.finish()
+    log(f"  SVMs: retrains per class {miner.retrains.tolist()}; positives per class {[len(p) for p in positives]}")
+    return svms, scale
+
+
+@torch.no_grad()
+def train_box_regression(features: WindowFeatures, records: Sequence[ImageRecord], windows: dict[str, LabelledWindows],
+                         config: BoxRegressorConfig, num_classes: int) -> BoxRegressors:
+    """Class-specific ridge regression from pool5 to the box deltas of the
+    windows overlapping a ground truth by more than ``config.min_overlap``."""
+    pool5, boxes, targets, labels, overlaps = [], [], [], [], []
+    for record in records:
+        if record.image_id not in windows or len(record.boxes) == 0:
+            continue
+        labelled = windows[record.image_id]
+        chosen = (labelled.overlaps > config.min_overlap) & (labelled.labels > 0)
+        if not bool(chosen.any()):
+            continue
+        pool5.append(features(record, labelled.boxes[chosen])[0])
+        boxes.append(labelled.boxes[chosen])
+        targets.append(record.boxes[labelled.gt_index[chosen]])
+        labels.append(labelled.labels[chosen])
+        overlaps.append(labelled.overlaps[chosen])
+    if not pool5:
+        return BoxRegressors(torch.zeros(num_classes, 1, 4), 1.0)
+    pool5 = torch.cat(pool5)
+    scale = feature_scale(pool5, config.feature_norm)
+    return fit_box_regressors(pool5, torch.cat(boxes), torch.cat(targets), torch.cat(labels), torch.cat(overlaps),
+                              num_classes, config, scale)
+
+
+def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int):
+    """Per-class NMS over R windows and K object classes.
+
+    ``boxes`` (R, 4) shared by all classes or (R, K, 4) per class; ``scores``
+    (R, K), column k for class k + 1. Keeps at most ``top_k`` per class.
+    Returns ``(window (D,), labels (D,) in 1..K, boxes (D, 4), scores (D,))``,
+    each class's detections by decreasing score.
+    """
+    num_windows, num_classes = scores.shape
+    if boxes.dim() == 2:
+        boxes = boxes[:, None, :].expand(num_windows, num_classes, 4)
+    all_boxes = boxes.reshape(-1, 4)
+    all_labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_windows)
+    all_scores = scores.reshape(-1)
+    keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, iou_threshold)
+    keep = torch.cat([keep[all_labels[keep] == c][:top_k] for c in range(1, num_classes + 1)])
+    return keep // num_classes, all_labels[keep], all_boxes[keep], all_scores[keep]
+
+
+class Detector(Protocol):
+    proposal_config: ProposalConfig
+    test: TestConfig
+
+    def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict: ...
+
+
+def detect_dataset(detectors: Sequence[Detector], dataset: DetectionDataset, data_root: Path, log=print,
+                   box_regression: bool | None = None) -> tuple[dict[int, Detections], float]:
+    """Detections of every image, per class (for evaluation), and seconds per
+    image. Several detectors are combined by NMS over the union of their
+    detections (SPEC section 5, model combination); the first detector's
+    proposals are used by all."""
+    first = detectors[0]
+    proposals = dataset_proposals(dataset, first.proposal_config, data_root, log)
+    per_class: dict[int, tuple[list, list, list]] = {c: ([], [], []) for c in range(1, dataset.num_classes)}
+    started = time.perf_counter()
+    for record in dataset.images:
+        if record.image_id not in proposals:
+            continue
+        try:
+            outputs = [d.detect(record, proposals[record.image_id], box_regression) for d in detectors]
+        except ImageError as error:
+            log(f"skipped: {error}")
+            continue
+        boxes = torch.cat([o["boxes"] for o in outputs])
+        labels = torch.cat([o["labels"] for o in outputs])
+        scores = torch.cat([o["scores"] for o in outputs])
+        if len(detectors) > 1:
+            keep = batched_nms(boxes, scores, labels, first.test.nms)
+            boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+        for label in range(1, dataset.num_classes):
+            chosen = labels == label
+            ids, score_list, box_list = per_class[label]
+            ids.extend([record.image_id] * int(chosen.sum()))
+            score_list.append(scores[chosen])
+            box_list.append(boxes[chosen])
+    seconds = (time.perf_counter() - started) / max(len(dataset.images), 1)
+    result = {label: Detections(ids, torch.cat(s) if s else torch.zeros(0), torch.cat(b) if b else torch.zeros(0, 4))
+              for label, (ids, s, b) in per_class.items()}
+    return result, seconds

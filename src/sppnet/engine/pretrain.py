@@ -1,0 +1,84 @@
+"""Pre-training a conv trunk when no ImageNet weights are at hand (all detectors).
+
+No weights can be downloaded here, so without ``--backbone`` every detector
+first trains an SPP classifier on the training set's ground-truth crops (one
+folder per class) and background crops (IoU < 0.3 with every object), written
+as an image folder to ``RUN/pretrain-data/``. The classifier run in
+``RUN/pretrain/`` then plays the role of the paper's ImageNet model: its conv
+layers are the detector's trunk and its fc6/fc7 initialise the detector's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from sppnet.config import load_config
+from sppnet.data.images import ImageError, load_image
+from sppnet.data.records import DetectionDataset
+from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.ops import box_iou
+
+__all__ = ["PretrainConfig", "pretrain_backbone", "write_pretrain_crops"]
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    preset: str = "classify-tiny"  # classifier preset used to pre-train the trunk
+    epochs: int | None = None  # None: the preset's
+    background_per_image: int = 2  # background crops (IoU < 0.3 with every object) per image
+    min_crop: int = 8  # ground-truth boxes smaller than this are not used as crops
+
+
+def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainConfig, seed: int) -> None:
+    """An image folder of ground-truth crops (by class) and background crops."""
+    generator = torch.Generator().manual_seed(seed)
+    for record in dataset.images:
+        try:
+            image = load_image(record.image_path)
+        except ImageError:
+            continue
+        height, width = image.shape[:2]
+        for index, (box, label) in enumerate(zip(record.boxes.tolist(), record.labels.tolist())):
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            if min(x2 - x1, y2 - y1) < config.min_crop:
+                continue
+            path = out / dataset.classes[label] / f"{record.image_id}_{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[y1:y2, x1:x2]).save(path)
+        made, tries = 0, 0
+        while made < config.background_per_image and tries < 50:
+            tries += 1
+            side = int(torch.randint(24, max(25, min(height, width)), (1,), generator=generator))
+            x = int(torch.randint(0, width - side + 1, (1,), generator=generator))
+            y = int(torch.randint(0, height - side + 1, (1,), generator=generator))
+            crop_box = torch.tensor([[x, y, x + side, y + side]], dtype=torch.float32)
+            if len(record.boxes) and float(box_iou(crop_box, record.boxes).max()) >= 0.3:
+                continue
+            path = out / dataset.classes[0] / f"{record.image_id}_bg{made}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[y : y + side, x : x + side]).save(path)
+            made += 1
+
+
+def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
+                      seed: int, log=print) -> Path:
+    """The classifier run whose trunk the detector uses: ``backbone`` when
+    given, else ``RUN/pretrain`` (trained now, or resumed, unless finished)."""
+    if backbone is not None:
+        return Path(backbone)
+    classifier_run = run_dir / "pretrain"
+    if (classifier_run / "model.safetensors").is_file():
+        return classifier_run
+    log("no --backbone given: pre-training the trunk as an SPP classifier on ground-truth and background crops")
+    crops = run_dir / "pretrain-data"
+    if not (crops / "train").is_dir():
+        write_pretrain_crops(train, crops / "train", config, seed)
+    overrides = ["train.val_split=null"] + ([f"train.epochs={config.epochs}"] if config.epochs else [])
+    classify = load_config(ClassifyConfig, config.preset, overrides)
+    train_classifier(classify, crops, classifier_run, resume=(classifier_run / "checkpoint.safetensors").is_file(),
+                     progress=False, log=lambda message: log(f"  pretrain: {message}"))
+    return classifier_run
