@@ -27,7 +27,7 @@ from sppnet.evaluation.voc import Detections
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_box_regressors
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
-from sppnet.ops import batched_nms
+from sppnet.ops import batched_nms, class_nms  # class_nms re-exported: every detector's per-class NMS
 
 __all__ = [
     "MiningConfig", "TestConfig", "WindowFeatures", "dataset_proposals", "label_dataset", "train_svms",
@@ -129,25 +129,6 @@ def train_box_regression(features: WindowFeatures, records: Sequence[ImageRecord
     scale = feature_scale(pool5, config.feature_norm)
     return fit_box_regressors(pool5, torch.cat(boxes), torch.cat(targets), torch.cat(labels), torch.cat(overlaps),
                               num_classes, config, scale)
-
-
-def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int):
-    """Per-class NMS over R windows and K object classes.
-
-    ``boxes`` (R, 4) shared by all classes or (R, K, 4) per class; ``scores``
-    (R, K), column k for class k + 1. Keeps at most ``top_k`` per class.
-    Returns ``(window (D,), labels (D,) in 1..K, boxes (D, 4), scores (D,))``,
-    each class's detections by decreasing score.
-    """
-    num_windows, num_classes = scores.shape
-    if boxes.dim() == 2:
-        boxes = boxes[:, None, :].expand(num_windows, num_classes, 4)
-    all_boxes = boxes.reshape(-1, 4)
-    all_labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_windows)
-    all_scores = scores.reshape(-1)
-    keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, iou_threshold)
-    keep = torch.cat([keep[all_labels[keep] == c][:top_k] for c in range(1, num_classes + 1)])
-    return keep // num_classes, all_labels[keep], all_boxes[keep], all_scores[keep]
 
 
 class Detector(Protocol):

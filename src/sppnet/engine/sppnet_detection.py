@@ -42,7 +42,7 @@ from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
-    MiningConfig, TestConfig, class_nms, dataset_proposals, label_dataset, train_box_regression, train_svms,
+    MiningConfig, TestConfig, dataset_proposals, label_dataset, train_box_regression, train_svms,
 )
 from sppnet.engine.feature_cache import FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
@@ -50,7 +50,7 @@ from sppnet.evaluation.classification import load_classifier
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import pool_windows
-from sppnet.ops import clip_boxes
+from sppnet.ops import class_nms, clip_boxes
 
 __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 

@@ -99,7 +99,6 @@ def _spp_forward(feat, rois, levels, order, sources, bin_offsets, out_offsets, o
     cell index y * W + x (written only when store_argmax).
     """
     num_rois = rois.shape[0]
-    width = feat.shape[2]
     channels = feat.shape[3]
     num_levels = levels.shape[0]
     total_bins = 0

@@ -45,6 +45,7 @@ __all__ = [
     "batched_nms",
     "box_area",
     "box_iou",
+    "class_nms",
     "check_boxes",
     "clip_boxes",
     "clip_boxes_to_image",
@@ -269,3 +270,22 @@ class BoxCoder:
 
         out = torch.stack((pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=2)
         return out.reshape(deltas.shape)
+
+
+def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int):
+    """Per-class NMS over R windows and K object classes.
+
+    ``boxes`` (R, 4) shared by all classes or (R, K, 4) per class; ``scores``
+    (R, K), column k for class k + 1. Keeps at most ``top_k`` per class.
+    Returns ``(window (D,), labels (D,) in 1..K, boxes (D, 4), scores (D,))``,
+    each class's detections by decreasing score.
+    """
+    num_windows, num_classes = scores.shape
+    if boxes.dim() == 2:
+        boxes = boxes[:, None, :].expand(num_windows, num_classes, 4)
+    all_boxes = boxes.reshape(-1, 4)
+    all_labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_windows)
+    all_scores = scores.reshape(-1)
+    keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, iou_threshold)
+    keep = torch.cat([keep[all_labels[keep] == c][:top_k] for c in range(1, num_classes + 1)])
+    return keep // num_classes, all_labels[keep], all_boxes[keep], all_scores[keep]

@@ -1,0 +1,304 @@
+"""Training and loading Fast R-CNN (SPEC section 6).
+
+A run folder holds ``config.yaml``, ``classes.txt``, ``backbone.txt`` (the
+classifier run whose trunk and fc6/fc7 start the model: ``--backbone``, or
+``RUN/pretrain`` trained on the set's crops as for SPP-net),
+``checkpoint.safetensors`` (model, optimizer, iteration; written every
+``train.checkpoint_every`` iterations, atomically) and, when done,
+``model.safetensors``; ``log.csv`` has the losses.
+
+Mini-batches are hierarchical: ``images_per_batch`` images (each mirrored
+with probability 1/2 and resized to a scale drawn from ``train_scales``),
+``rois_per_image`` RoIs sampled from each. The images of iteration i come
+from a permutation of the training set drawn from (seed, epoch), and all
+randomness of iteration i (mirroring, scales, RoI sampling, dropout) from
+(seed, i): a resumed run repeats the uninterrupted one exactly.
+
+Conv layers above the first ``frozen_convs`` are fine-tuned with fc6, fc7 and
+the two output layers: SGD, momentum 0.9, weight decay 5e-4 on weights only,
+biases at twice the learning rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from sppnet.config import from_dict, to_dict
+from sppnet.data.images import ImageError, load_image
+from sppnet.data.proposals import ProposalConfig
+from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.engine.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
+from sppnet.engine.classification import TrainingDiverged
+from sppnet.engine.detection_stages import TestConfig, dataset_proposals
+from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
+from sppnet.evaluation.classification import load_classifier
+from sppnet.models.classifier import SPPClassifier
+from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+
+__all__ = ["FastRCNNConfig", "FastRCNNTrainConfig", "FastRCNNDetector", "train_fast_rcnn", "load_fast_rcnn",
+           "build_fast_rcnn", "image_tensor"]
+
+
+@dataclass(frozen=True)
+class FastRCNNTrainConfig:
+    iterations: int = 40000
+    images_per_batch: int = 2
+    sampling: RoISampling = field(default_factory=RoISampling)
+    lr: float = 0.001
+    lr_steps: tuple[int, ...] = (30000,)  # iterations after which lr /= 10
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    bias_lr_factor: float = 2.0
+    frozen_convs: int = 1  # the first conv layers stay as pre-trained
+    box_weight: float = 1.0  # lambda of the multi-task loss
+    box_stds: tuple[float, float, float, float] = FAST_RCNN_STDS
+    flip: bool = True
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FastRCNNConfig:
+    scales: tuple[int, ...] = (600,)  # test scales (shorter side); several = multi-scale testing
+    train_scales: tuple[int, ...] | None = None  # None: the test scales; several = multi-scale training
+    max_side: int | None = 1000
+    window_target: float = 224.0  # multi-scale testing: the scale where a RoI's area is closest to this squared
+    levels: tuple[int, ...] = (6,)  # RoI pooling: (6,) small nets, (7,) VGG16; SPP levels (6, 3, 2, 1) as an option
+    proposals: str = "selective-search-fast"
+    max_proposals: int = 2000
+    proposal_resize: int | None = 500
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: FastRCNNTrainConfig = field(default_factory=FastRCNNTrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
+
+
+def image_tensor(path: Path) -> torch.Tensor:
+    """An image file as float ``[3, H, W]`` in [0, 1] (the detectors' input)."""
+    return torch.from_numpy(load_image(path)).permute(2, 0, 1).float().div_(255)
+
+
+def _fc6_for_levels(classifier: SPPClassifier, levels: tuple[int, ...]) -> nn.Sequential:
+    """fc6 for RoI pooling ``levels``: the classifier's fc6 restricted to the
+    input columns of those levels (the SPP output is level-major), or a fresh
+    layer when the classifier never pooled at one of them."""
+    fc6 = classifier.fc6
+    linear = fc6[0]
+    channels = classifier.trunk.out_channels
+    source = tuple(classifier.spp.levels)
+    if levels == source:
+        return fc6
+    if not all(level in source for level in levels):
+        fresh = nn.Linear(channels * sum(n * n for n in levels), linear.out_features)
+        nn.init.kaiming_normal_(fresh.weight, nonlinearity="relu")
+        nn.init.zeros_(fresh.bias)
+        return nn.Sequential(fresh, *list(fc6)[1:])
+    starts = np.cumsum([0] + [channels * n * n for n in source])
+    columns = torch.cat([torch.arange(starts[source.index(n)], starts[source.index(n) + 1]) for n in levels])
+    restricted = nn.Linear(len(columns), linear.out_features)
+    with torch.no_grad():
+        restricted.weight.copy_(linear.weight[:, columns])
+        restricted.bias.copy_(linear.bias)
+    return nn.Sequential(restricted, *list(fc6)[1:])
+
+
+def build_fast_rcnn(classifier: SPPClassifier, num_classes: int, config: FastRCNNConfig) -> FastRCNN:
+    """A Fast R-CNN whose trunk, fc6 and fc7 come from a trained classifier."""
+    levels = tuple(config.levels)
+    head = FastRCNNHead(_fc6_for_levels(classifier, levels), classifier.fc7, num_classes)
+    return FastRCNN(classifier.trunk, head, levels, config.scales, config.max_side, config.train_scales,
+                    config.window_target, config.train.sampling, config.train.box_stds, config.train.box_weight,
+                    config.test.nms, config.test.top_k)
+
+
+@dataclass
+class FastRCNNDetector:
+    """A trained model with what ``detect_dataset`` needs."""
+
+    model: FastRCNN
+    config: FastRCNNConfig
+    classes: tuple[str, ...]
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return self.config.proposal_config
+
+    @property
+    def test(self) -> TestConfig:
+        return self.config.test
+
+    @torch.no_grad()
+    def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:
+        use_regression = self.test.box_regression if box_regression is None else box_regression
+        self.model.eval()
+        return self.model.predict([image_tensor(record.image_path)], [proposals], use_regression)[0]
+
+
+def _generator(seed: int, *keys: int) -> torch.Generator:
+    value = seed
+    for key in keys:
+        value = (value * 1_000_003 + key) % (2**63)
+    return torch.Generator().manual_seed(value)
+
+
+def _batch_indices(count: int, iteration: int, per_batch: int, seed: int) -> list[int]:
+    """Images of one iteration: consecutive positions in a stream of
+    per-epoch permutations, so every image is seen once per epoch."""
+    positions = range(iteration * per_batch, (iteration + 1) * per_batch)
+    indices, cached = [], {}
+    for position in positions:
+        epoch, offset = divmod(position, count)
+        if epoch not in cached:
+            cached[epoch] = torch.randperm(count, generator=_generator(seed, 7919, epoch)).tolist()
+        indices.append(cached[epoch][offset])
+    return indices
+
+
+def _mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+
+
+def _optimizer(model: FastRCNN, train: FastRCNNTrainConfig) -> torch.optim.SGD:
+    weights = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
+    biases = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
+    return torch.optim.SGD([
+        {"params": weights, "lr_factor": 1.0, "weight_decay": train.weight_decay},
+        {"params": biases, "lr_factor": train.bias_lr_factor, "weight_decay": 0.0},
+    ], lr=train.lr, momentum=train.momentum)
+
+
+def _check_run_folder(run_dir: Path, config: FastRCNNConfig, resume: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and from_dict(FastRCNNConfig, yaml.safe_load(saved.read_text())) != config:
+        raise ValueError(f"{saved} differs from the given config; resume with the run's own config")
+    saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path,
+                    backbone: Path | None = None, resume: bool = False, log=print) -> FastRCNNDetector:
+    """Train (or continue) a Fast R-CNN run; returns the trained detector."""
+    run_dir = Path(run_dir)
+    _check_run_folder(run_dir, config, resume)
+    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    settings = config.train
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log)
+    (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    classifier, _, _ = load_classifier(classifier_run)
+    model = build_fast_rcnn(classifier, train.num_classes, config)
+    final = run_dir / "model.safetensors"
+    if final.is_file():
+        model.load_state_dict(load_weights(final))
+        return FastRCNNDetector(model.eval(), config, train.classes)
+
+    proposals = dataset_proposals(train, config.proposal_config, data_root, log)
+    records = [r for r in train.images if r.image_id in proposals]
+    if not records:
+        raise ValueError(f"no usable training images in {train.split} (every image was skipped)")
+    freeze_first_convs(model.trunk, settings.frozen_convs)
+    optimizer = _optimizer(model, settings)
+    checkpoint_path = run_dir / "checkpoint.safetensors"
+    start = 0
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        start = int(saved.extra["iteration"])
+        log(f"resumed at iteration {start} from {checkpoint_path}")
+    log_path = run_dir / "log.csv"
+    rows = _read_log(log_path, start)
+    model.train()
+    started = time.perf_counter()
+    iteration = start
+    for iteration in range(start, settings.iterations):
+        lr = settings.lr * 0.1 ** sum(iteration >= step for step in settings.lr_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+        generator = _generator(settings.seed, iteration)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout
+        images, boxes, targets = [], [], []
+        for index in _batch_indices(len(records), iteration, settings.images_per_batch, settings.seed):
+            record = records[index]
+            try:
+                image = image_tensor(record.image_path)
+            except ImageError as error:
+                log(f"skipped: {error}")
+                continue
+            proposals_i, gt_boxes = proposals[record.image_id].float(), record.boxes.float()
+            if settings.flip and bool(torch.rand(1, generator=generator) < 0.5):
+                image = image.flip(-1)
+                proposals_i, gt_boxes = _mirror(proposals_i, record.width), _mirror(gt_boxes, record.width)
+            images.append(image)
+            boxes.append(proposals_i)
+            targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
+        if not images:
+            continue
+        losses = model.losses(images, boxes, targets, generator=generator)
+        loss = losses["loss_classifier"] + losses["loss_box_reg"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"Fast R-CNN loss became {loss.item()} at iteration {iteration}; stopped. The last good checkpoint "
+                f"({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        rows.append({"iteration": iteration + 1, "lr": lr, "loss_classifier": losses["loss_classifier"].item(),
+                     "loss_box_reg": losses["loss_box_reg"].item()})
+        done = iteration + 1
+        if done % settings.checkpoint_every == 0 or done == settings.iterations:
+            _write_log(log_path, rows)
+            save_checkpoint(checkpoint_path, Checkpoint(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                                        extra={"iteration": done}))
+        if done % max(1, settings.iterations // 10) == 0:
+            recent = rows[-50:]
+            log(f"  iteration {done}/{settings.iterations}: loss_cls {np.mean([r['loss_classifier'] for r in recent]):.3f}, "
+                f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, lr {lr:g} "
+                f"({time.perf_counter() - started:.0f} s)")
+    save_weights(final, model.state_dict())
+    return FastRCNNDetector(model.eval(), config, train.classes)
+
+
+_LOG_FIELDS = ("iteration", "lr", "loss_classifier", "loss_box_reg")
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    """Rows of an earlier run up to the checkpoint it resumes from."""
+    if upto == 0 or not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle) if int(float(row["iteration"])) <= upto]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    from sppnet.atomic import atomic_write_text
+
+    lines = [",".join(_LOG_FIELDS)] + [",".join(f"{row[k]:g}" for k in _LOG_FIELDS) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def load_fast_rcnn(run_dir: str | Path) -> FastRCNNDetector:
+    """The finished model of a Fast R-CNN run (``model.safetensors``;
+    ``model-svd.safetensors`` is loaded by ``sppnet.models.svd``)."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "classes.txt", "backbone.txt", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished Fast R-CNN run: {name} is missing")
+    config = from_dict(FastRCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
+    classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
+    model = build_fast_rcnn(classifier, len(classes), config)
+    model.load_state_dict(load_weights(run_dir / "model.safetensors"))
+    return FastRCNNDetector(model.eval(), config, classes)

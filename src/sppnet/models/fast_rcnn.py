@@ -1,0 +1,272 @@
+"""Fast R-CNN (SPEC section 6): one conv pass per image and scale, RoI pooling,
+and a two-output head trained end to end with a multi-task loss.
+
+Shapes: N images, R RoIs (all images), K object classes (+1 background:
+``num_classes`` = K + 1), C trunk channels, B = sum(n * n) bins of the RoI
+pooling levels ((6,) or (7,) is Fast R-CNN's one-level RoI pooling; the SPP
+levels (6, 3, 2, 1) are an option), H fc width.
+
+The model follows torchvision's detection contract: ``forward(images,
+proposals, targets=None)`` with ``images`` a list of float ``[3, H, W]``
+tensors in [0, 1], ``proposals`` a list of ``[R_i, 4]`` xyxy boxes in the
+original image's pixels and, in training, ``targets`` a list of dicts with
+``boxes`` ``[G_i, 4]`` and ``labels`` ``[G_i]`` (1..K). Training returns
+``{"loss_classifier", "loss_box_reg"}``; evaluation returns per image
+``{"boxes" [D, 4], "labels" [D], "scores" [D]}`` in original pixels.
+
+Each image is normalised and resized by ``scale_image`` (the one image ->
+network-input step of every detector), RoIs are mapped to cells with the
+"fast-rcnn" rounding rule and pooled by ``roi_spp``: the same op SPP-net uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
+from sppnet.models.windows import choose_scales, label_windows
+from sppnet.ops import BoxCoder, boxes_to_rois, class_nms, clip_boxes, roi_spp
+from sppnet.timing import StageTimer, stage
+
+__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs"]
+
+FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+@dataclass(frozen=True)
+class RoISampling:
+    """Hierarchical sampling (SPEC section 6): per image ``rois_per_image``
+    RoIs, at most ``fg_fraction`` of them foreground (IoU >= fg_threshold),
+    the rest background (IoU in [bg_low, bg_high)); ground truth is included."""
+
+    rois_per_image: int = 64
+    fg_fraction: float = 0.25
+    fg_threshold: float = 0.5
+    bg_low: float = 0.1
+    bg_high: float = 0.5
+
+
+def smooth_l1(x: torch.Tensor) -> torch.Tensor:
+    """Elementwise 0.5 x^2 if |x| < 1 else |x| - 0.5."""
+    absolute = x.abs()
+    return torch.where(absolute < 1, 0.5 * x * x, absolute - 0.5)
+
+
+def fast_rcnn_loss(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor,
+                   box_targets: torch.Tensor, box_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over the R sampled RoIs, and ``box_weight`` times the
+    smooth-L1 of the true class's 4 deltas, summed over the foreground RoIs
+    and divided by R. ``box_deltas`` (R, 4 (K+1)); ``box_targets`` (R, 4),
+    normalised, read only where ``labels > 0``."""
+    classification = F.cross_entropy(class_logits, labels)
+    foreground = (labels > 0).nonzero().flatten()
+    if len(foreground) == 0:
+        return classification, box_deltas.sum() * 0
+    columns = labels[foreground, None] * 4 + torch.arange(4, device=labels.device)
+    predicted = box_deltas[foreground[:, None], columns]
+    box = smooth_l1(predicted - box_targets[foreground]).sum() / len(labels)
+    return classification, box_weight * box
+
+
+def sample_rois(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, num_classes: int,
+                sampling: RoISampling, box_coder: BoxCoder, generator: torch.Generator | None = None,
+                gt_difficult: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's training RoIs: ``(boxes (S, 4), labels (S,), box targets (S, 4))``
+    with S <= rois_per_image; ground truth boxes join the proposals first."""
+    windows = label_windows(proposals, gt_boxes, gt_labels, num_classes, sampling.fg_threshold,
+                            (sampling.bg_low, sampling.bg_high), gt_difficult)
+    foreground = (windows.labels > 0).nonzero().flatten()
+    background = (windows.labels == 0).nonzero().flatten()
+    fg_count = min(len(foreground), round(sampling.rois_per_image * sampling.fg_fraction))
+    foreground = foreground[torch.randperm(len(foreground), generator=generator)[:fg_count]]
+    background = background[torch.randperm(len(background), generator=generator)[: sampling.rois_per_image - fg_count]]
+    chosen = torch.cat([foreground, background])
+    boxes, labels = windows.boxes[chosen], windows.labels[chosen]
+    targets = torch.zeros(len(chosen), 4)
+    if fg_count:
+        targets[:fg_count] = box_coder.encode(boxes[:fg_count], gt_boxes.float()[windows.gt_index[foreground]])
+    return boxes, labels, targets
+
+
+def freeze_first_convs(trunk: nn.Module, count: int) -> None:
+    """Stop gradients into the first ``count`` conv layers of ``trunk`` (Fast
+    R-CNN keeps conv1 fixed: its low-level filters are generic)."""
+    convs = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)]
+    if not 0 <= count <= len(convs):
+        raise ValueError(f"frozen_convs must be in [0, {len(convs)}] for this trunk, got {count}")
+    for conv in convs[:count]:
+        for parameter in conv.parameters():
+            parameter.requires_grad_(False)
+
+
+class FastRCNNHead(nn.Module):
+    """fc6 -> fc7 -> {cls_score (K+1), bbox_pred (4 (K+1))} on pooled RoIs ``(R, C * B)``."""
+
+    def __init__(self, fc6: nn.Sequential, fc7: nn.Sequential, num_classes: int) -> None:
+        super().__init__()
+        self.fc6, self.fc7 = fc6, fc7
+        hidden = fc7[0].out_features if isinstance(fc7[0], nn.Linear) else fc7[0][-1].out_features
+        self.cls_score = nn.Linear(hidden, num_classes)
+        self.bbox_pred = nn.Linear(hidden, 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cls_score.out_features
+
+    def features(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc7(self.fc6(pooled))
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.features(pooled)
+        return self.cls_score(hidden), self.bbox_pred(hidden)
+
+
+class FastRCNN(nn.Module):
+    """``trunk`` (with ``geometry``), ``head``; ``scales`` are the test
+    scales (shorter sides; several = an image pyramid, each RoI pooled at
+    the scale where its area is closest to ``window_target`` squared),
+    ``train_scales`` the scales one is drawn from per training image."""
+
+    def __init__(self, trunk: nn.Module, head: FastRCNNHead, levels: Sequence[int] = (6,), scales: Sequence[int] = (600,),
+                 max_side: int | None = 1000, train_scales: Sequence[int] | None = None, window_target: float = 224.0,
+                 sampling: RoISampling = RoISampling(), box_stds: Sequence[float] = FAST_RCNN_STDS,
+                 box_weight: float = 1.0, nms: float = 0.3, top_k: int = 100) -> None:
+        super().__init__()
+        if not scales or any(s < 16 for s in scales):
+            raise ValueError(f"scales must be a non-empty list of sides >= 16, got {scales}")
+        self.trunk, self.head = trunk, head
+        self.levels = tuple(levels)
+        self.scales = tuple(scales)
+        self.train_scales = tuple(train_scales or scales)
+        self.max_side = max_side
+        self.window_target = window_target
+        self.sampling = sampling
+        self.box_coder = BoxCoder(stds=tuple(box_stds))
+        self.box_weight = box_weight
+        self.nms, self.top_k = nms, top_k
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        self.timer: StageTimer | None = None  # set to collect seconds per stage
+
+    def train(self, mode: bool = True) -> FastRCNN:
+        super().train(mode)
+        # Batch statistics of 2 images are useless: normalisation layers of a
+        # pretrained trunk (ResNet) stay frozen.
+        for module in self.trunk.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def _check(self, images, proposals, targets) -> None:
+        if len(images) != len(proposals):
+            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+        for index, image in enumerate(images):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"image {index} must be a [3, H, W] tensor, got shape {tuple(image.shape)}")
+        if targets is not None and len(targets) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(targets)} targets")
+
+    def feature_maps(self, images: Sequence[torch.Tensor], scales: Sequence[int]) -> tuple[torch.Tensor, list[float]]:
+        """Images (each resized to its own scale) -> one padded conv batch
+        ``(N, C, h, w)`` and each image's resize factor."""
+        resized, factors = [], []
+        for image, scale in zip(images, scales):
+            scaled, factor = scale_image((image - self.mean) / self.std, scale, self.max_side)
+            resized.append(scaled)
+            factors.append(factor)
+        height = max(r.shape[1] for r in resized)
+        width = max(r.shape[2] for r in resized)
+        batch = resized[0].new_zeros(len(resized), 3, height, width)
+        for index, scaled in enumerate(resized):
+            batch[index, :, : scaled.shape[1], : scaled.shape[2]] = scaled
+        return self.trunk(batch), factors
+
+    def pool(self, features: torch.Tensor, boxes_per_image: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Boxes in input pixels of each image of ``features`` -> pooled ``(R, C * B)``."""
+        rois = boxes_to_rois(boxes_per_image, self.trunk.geometry, "fast-rcnn", feature_size=features.shape[-2:])
+        return roi_spp(features, rois.to(features.device), self.levels)
+
+    def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor], targets: Sequence[dict] | None = None):
+        self._check(images, proposals, targets)
+        if self.training:
+            if targets is None:
+                raise ValueError("training needs targets (a dict with boxes and labels per image)")
+            return self.losses(images, proposals, targets)
+        return self.predict(images, proposals)
+
+    def losses(self, images, proposals, targets, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        scales = [self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=generator))] for _ in images]
+        features, factors = self.feature_maps(images, scales)
+        boxes, labels, box_targets = [], [], []
+        for image_proposals, target, factor in zip(proposals, targets, factors):
+            sampled = sample_rois(_valid(image_proposals), target["boxes"], target["labels"], self.head.num_classes,
+                                  self.sampling, self.box_coder, generator, target.get("difficult"))
+            boxes.append(sampled[0] * factor)
+            labels.append(sampled[1])
+            box_targets.append(sampled[2])
+        class_logits, box_deltas = self.head(self.pool(features, boxes))
+        labels = torch.cat(labels).to(class_logits.device)
+        loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_deltas, labels,
+                                                   torch.cat(box_targets).to(box_deltas), self.box_weight)
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box}
+
+    @torch.no_grad()
+    def score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image, its RoIs (R, 4) -> class probabilities (R, K+1) and
+        per-class boxes (R, K+1, 4) after regression, in original pixels, clipped."""
+        timer = self.timer
+        with stage(timer, "conv"):
+            maps = [self.feature_maps([image], [scale]) for scale in self.scales]
+        factors = [factor[0] for _, factor in maps]
+        choice = (choose_scales(boxes, factors, self.window_target) if len(self.scales) > 1
+                  else torch.zeros(len(boxes), dtype=torch.long))
+        with stage(timer, "pooling"):
+            pooled = None
+            for index, (features, _) in enumerate(maps):
+                chosen = (choice == index).nonzero().flatten()
+                if len(chosen) == 0:
+                    continue
+                values = self.pool(features, [boxes[chosen] * factors[index]])
+                if pooled is None:
+                    pooled = values.new_empty(len(boxes), values.shape[1])
+                pooled[chosen] = values
+        with stage(timer, "fc"):
+            hidden = self.head.features(pooled)
+        with stage(timer, "classifier"):
+            probabilities = F.softmax(self.head.cls_score(hidden).float(), dim=1)
+            deltas = self.head.bbox_pred(hidden).float()
+            per_class = self.box_coder.decode(deltas, boxes).reshape(len(boxes), -1, 4)
+            per_class = clip_boxes(per_class.reshape(-1, 4), tuple(image.shape[-2:])).reshape(per_class.shape)
+        return probabilities, per_class
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
+                box_regression: bool = True) -> list[dict[str, torch.Tensor]]:
+        results = []
+        for image, image_proposals in zip(images, proposals):
+            boxes = _valid(image_proposals).to(image.device)
+            if len(boxes) == 0:
+                results.append({"boxes": image.new_zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                                "scores": image.new_zeros(0)})
+                continue
+            probabilities, per_class = self.score(image, boxes)
+            with stage(self.timer, "nms"):
+                chosen = per_class[:, 1:] if box_regression else clip_boxes(boxes, tuple(image.shape[-2:]))
+                _, labels, out_boxes, scores = class_nms(chosen, probabilities[:, 1:], self.nms, self.top_k)
+            results.append({"boxes": out_boxes, "labels": labels, "scores": scores})
+        return results
+
+
+def _valid(boxes: torch.Tensor) -> torch.Tensor:
+    """Proposals with positive width and height (others cannot be encoded)."""
+    boxes = boxes.float().reshape(-1, 4)
+    return boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
