@@ -198,6 +198,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log)
     (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
+    torch.manual_seed(settings.seed)  # the new output layers' initial weights
     model = build_fast_rcnn(classifier, train.num_classes, config)
     final = run_dir / "model.safetensors"
     if final.is_file():

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from sppnet.config import load_config
+from sppnet.data.datasets import open_detection_dataset
+from sppnet.engine.checkpoint import load_weights
+from sppnet.engine.detection_stages import detect_dataset
+from sppnet.engine.fast_rcnn import FastRCNNConfig, load_fast_rcnn, train_fast_rcnn
+from sppnet.evaluation.voc import Detections, evaluate_detections
+
+# Selective search: grid windows rarely overlap the small generated objects by 0.5, and
+# with almost no foreground RoIs a short run only learns the background prior.
+OVERRIDES = ["scales=[320]", "proposals=selective-search-fast", "max_proposals=300", "train.iterations=150",
+             "train.lr=0.003", "train.lr_steps=[120]",
+             "train.checkpoint_every=50"]
+
+
+@pytest.fixture(scope="module")
+def trained(detection_backbone, tmp_path_factory):
+    data, backbone = detection_backbone
+    config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES)
+    run = tmp_path_factory.mktemp("fast-rcnn") / "run"
+    detector = train_fast_rcnn(config, open_detection_dataset(data, "train"), data, run, backbone=backbone,
+                               log=lambda message: None)
+    return data, backbone, run, detector, config
+
+
+def test_tiny_fast_rcnn_learns_and_reloads(trained):
+    data, _, run, detector, _ = trained
+    assert (run / "model.safetensors").is_file() and (run / "log.csv").is_file()
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0] == "iteration,lr,loss_classifier,loss_box_reg" and len(rows) == 151
+    first = [float(r.split(",")[2]) for r in rows[1:31]]
+    last = [float(r.split(",")[2]) for r in rows[-30:]]
+    assert sum(last) < 0.8 * sum(first), (sum(first), sum(last))
+    test = open_detection_dataset(data, "test")
+    per_class, _ = detect_dataset([detector], test, data, log=lambda message: None)
+    trained_map = evaluate_detections(per_class, test, "voc07").map
+    generator = torch.Generator().manual_seed(0)
+    shuffled = {k: Detections(d.image_ids, d.scores[torch.randperm(len(d.scores), generator=generator)], d.boxes)
+                for k, d in per_class.items()}
+    chance_map = evaluate_detections(shuffled, test, "voc07").map
+    assert trained_map > 3 * chance_map, (trained_map, chance_map)
+    reloaded = load_fast_rcnn(run)
+    record = test.images[0]
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0]])
+    a, b = detector.detect(record, proposals), reloaded.detect(record, proposals)
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def test_interrupted_run_resumes_to_identical_weights(trained, tmp_path):
+    data, backbone, run, _, config = trained
+    train = open_detection_dataset(data, "train")
+
+    def interrupt(message):
+        if "iteration 105/150" in message:
+            raise KeyboardInterrupt
+
+    # checkpoints every 50 iterations: the interrupted run restarts from iteration 100
+    with pytest.raises(KeyboardInterrupt):
+        train_fast_rcnn(config, train, data, tmp_path / "run", backbone=backbone, log=interrupt)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    messages = []
+    train_fast_rcnn(config, train, data, tmp_path / "run", backbone=backbone, resume=True, log=messages.append)
+    assert any("resumed at iteration 100" in m for m in messages)
+    uninterrupted, resumed = load_weights(run / "model.safetensors"), load_weights(tmp_path / "run" / "model.safetensors")
+    assert uninterrupted.keys() == resumed.keys()
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    assert (tmp_path / "run" / "log.csv").read_text() == (run / "log.csv").read_text()
+
+
+def test_refuses_a_non_empty_run_and_another_config(trained):
+    data, backbone, run, _, _ = trained
+    train = open_detection_dataset(data, "train")
+    with pytest.raises(ValueError, match="not empty"):
+        train_fast_rcnn(load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES), train, data, run, backbone=backbone)
+    other = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES + ["test.nms=0.5"])
+    with pytest.raises(ValueError, match="differs from the given config"):
+        train_fast_rcnn(other, train, data, run, backbone=backbone, resume=True)

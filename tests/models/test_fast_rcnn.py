@@ -1,0 +1,151 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sppnet.engine.feature_cache import FeatureCache
+from sppnet.engine.sppnet_detection import SPPNetHead
+from sppnet.models.backbones import build_backbone
+from sppnet.models.classifier import SPPClassifier
+from sppnet.models.fast_rcnn import (
+    FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, sample_rois, smooth_l1,
+)
+from sppnet.models.windows import pool_windows
+from sppnet.ops import BoxCoder, box_iou
+
+STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+def test_smooth_l1_hand_worked_and_matches_torch():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+    assert torch.allclose(smooth_l1(x), torch.tensor([1.5, 0.125, 0.0, 0.125, 0.5, 2.5]))
+    y = torch.randn(1000) * 3
+    assert torch.allclose(smooth_l1(y), F.smooth_l1_loss(y, torch.zeros_like(y), reduction="none", beta=1.0))
+
+
+def test_multi_task_loss_hand_worked():
+    # Two RoIs, K + 1 = 3 classes: RoI 0 is class 2, RoI 1 background.
+    logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [0.0, 0.0, 0.0]])
+    deltas = torch.zeros(2, 12)
+    deltas[0, 8:12] = torch.tensor([0.5, -2.0, 0.0, 1.0])  # class 2's deltas
+    deltas[1, 0:4] = 100.0  # background RoIs have no box loss
+    targets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]])
+    labels = torch.tensor([2, 0])
+    cls, box = fast_rcnn_loss(logits, deltas, labels, targets, box_weight=1.0)
+    expected_cls = (-math.log(2 / 4) - math.log(1 / 3)) / 2
+    assert cls.item() == pytest.approx(expected_cls, rel=1e-6)
+    # smooth-L1: 0.125 + 1.5 + 0 + 0.5, divided by the 2 RoIs.
+    assert box.item() == pytest.approx((0.125 + 1.5 + 0.0 + 0.5) / 2, rel=1e-6)
+    _, doubled = fast_rcnn_loss(logits, deltas, labels, targets, box_weight=2.0)
+    assert doubled.item() == pytest.approx(2 * box.item())
+
+
+def test_box_targets_are_normalised_by_the_stds():
+    proposal = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    gt = torch.tensor([[1.0, 1.0, 11.0, 13.0]])  # IoU 81 / 139 = 0.58: foreground
+    # dx = (6 - 5) / 10 = 0.1, dy = (7 - 5) / 10 = 0.2, dw = log 1 = 0, dh = log 1.2.
+    expected = torch.tensor([[0.1 / 0.1, 0.2 / 0.1, 0.0, math.log(1.2) / 0.2]])
+    sampling = RoISampling(rois_per_image=4, fg_fraction=1.0)
+    boxes, labels, targets = sample_rois(proposal, gt, torch.tensor([3]), 4, sampling, BoxCoder(stds=STDS))
+    row = (boxes == proposal).all(1).nonzero().flatten()
+    assert labels[row].item() == 3
+    assert torch.allclose(targets[row], expected, atol=1e-6)
+    gt_row = (boxes == gt).all(1).nonzero().flatten()  # the ground truth itself is a RoI with zero target
+    assert torch.allclose(targets[gt_row], torch.zeros(1, 4), atol=1e-6)
+
+
+def _random_proposals(count: int, generator: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(count, 2, generator=generator) * 300
+    wh = torch.rand(count, 2, generator=generator) * 150 + 10
+    return torch.cat([xy, xy + wh], 1)
+
+
+def test_sampling_ratios_and_overlap_ranges():
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.tensor([[50.0, 50.0, 150.0, 150.0], [200.0, 100.0, 320.0, 260.0]])
+    near = gt.repeat(100, 1) + torch.randn(200, 4, generator=generator) * 8  # many foreground windows
+    proposals = torch.cat([near, _random_proposals(800, generator)])
+    sampling = RoISampling()
+    boxes, labels, targets = sample_rois(proposals, gt, torch.tensor([1, 2]), 3, sampling, BoxCoder(stds=STDS), generator)
+    assert len(boxes) == 64
+    assert int((labels > 0).sum()) == 16  # 25% foreground
+    iou = box_iou(boxes, gt).max(1).values
+    assert bool((iou[labels > 0] >= 0.5).all())
+    assert bool(((iou[labels == 0] >= 0.1) & (iou[labels == 0] < 0.5)).all())
+    assert bool((targets[labels == 0] == 0).all())
+    # Few foreground windows: all of them (the ground truth included), the rest background.
+    far = _random_proposals(300, generator)
+    far = far[box_iou(far, gt).max(1).values < 0.5]
+    boxes, labels, _ = sample_rois(far, gt, torch.tensor([1, 2]), 3, sampling, BoxCoder(stds=STDS), generator)
+    assert int((labels > 0).sum()) == 2 and len(boxes) <= 64
+    assert bool((labels >= 0).all())
+
+
+def _tiny_fast_rcnn(frozen: int = 1, levels=(6,), scales=(96,)) -> FastRCNN:
+    torch.manual_seed(0)
+    classifier = SPPClassifier(build_backbone("zf5", 0.125), 3, levels=levels, hidden=32, dropout=0.0)
+    head = FastRCNNHead(classifier.fc6, classifier.fc7, 3)
+    model = FastRCNN(classifier.trunk, head, levels, scales=scales, max_side=None, window_target=48.0,
+                     sampling=RoISampling(rois_per_image=16))
+    freeze_first_convs(model.trunk, frozen)
+    return model
+
+
+def _image_and_targets():
+    generator = torch.Generator().manual_seed(1)
+    image = torch.rand(3, 90, 120, generator=generator)
+    gt = torch.tensor([[10.0, 10.0, 60.0, 70.0]])
+    proposals = torch.cat([gt + torch.randn(20, 4, generator=generator) * 4, _random_proposals(40, generator) * 0.3])
+    return image, proposals, {"boxes": gt, "labels": torch.tensor([2])}
+
+
+def test_gradient_reaches_conv_layers_in_fast_rcnn_except_the_frozen_first():
+    model = _tiny_fast_rcnn(frozen=1).train()
+    image, proposals, target = _image_and_targets()
+    losses = model([image, image.flip(-1)], [proposals, proposals], [target, target])
+    (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
+    convs = [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].weight.grad is None and not convs[0].weight.requires_grad
+    for conv in convs[1:]:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert model.head.bbox_pred.weight.grad.abs().sum() > 0
+
+
+def test_no_gradient_reaches_conv_layers_in_sppnet(tmp_path):
+    from PIL import Image as PILImage
+
+    from sppnet.data.records import ImageRecord
+
+    image, proposals, target = _image_and_targets()
+    path = tmp_path / "a.png"
+    PILImage.fromarray((image.permute(1, 2, 0) * 255).byte().numpy()).save(path)
+    torch.manual_seed(0)
+    classifier = SPPClassifier(build_backbone("zf5", 0.125), 3, hidden=32, dropout=0.0)
+    cache = FeatureCache(tmp_path / "cache", classifier.trunk, (96,))
+    record = ImageRecord("a", path, 120, 90, target["boxes"], target["labels"])
+    head = SPPNetHead(classifier.fc6, classifier.fc7, 3)
+    pooled = pool_windows(cache.load(record), proposals, classifier.trunk.geometry, (6, 3, 2, 1), target=48.0)
+    F.cross_entropy(head(pooled), torch.zeros(len(proposals), dtype=torch.long)).backward()
+    assert all(p.grad is None for p in classifier.trunk.parameters())
+    assert head.fc6[0].weight.grad.abs().sum() > 0
+
+
+def test_eval_follows_the_detection_contract():
+    model = _tiny_fast_rcnn(levels=(6, 3, 2, 1), scales=(64, 128)).eval()
+    image, proposals, _ = _image_and_targets()
+    outputs = model([image, image[:, :50, :70]], [proposals, proposals[:5]])
+    assert len(outputs) == 2
+    for output, (height, width) in zip(outputs, [(90, 120), (50, 70)]):
+        assert set(output) == {"boxes", "labels", "scores"}
+        boxes = output["boxes"]
+        assert bool(((boxes[:, 0] >= 0) & (boxes[:, 2] <= width) & (boxes[:, 3] <= height)).all())
+        assert bool(((output["labels"] >= 1) & (output["labels"] <= 2)).all())
+        assert bool(((output["scores"] >= 0) & (output["scores"] <= 1)).all())
+    empty = model([image], [torch.zeros(0, 4)])[0]
+    assert empty["boxes"].shape == (0, 4)
+    with pytest.raises(ValueError, match="targets"):
+        model.train()([image], [proposals])
+    with pytest.raises(ValueError, match="3, H, W"):
+        model.eval()([image[0]], [proposals])
