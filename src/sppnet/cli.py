@@ -132,33 +132,31 @@ def _train_classify(args: argparse.Namespace) -> int:
 def _train_detect(args: argparse.Namespace) -> int:
     from sppnet.config import load_config
     from sppnet.data.datasets import open_detection_dataset
+    from sppnet.engine.detectors import METHODS
 
-    if args.method != "sppnet":
-        raise ValueError(f"method {args.method!r} is not built yet; available: sppnet")
-    from sppnet.engine.sppnet_detection import SPPNetConfig, train_sppnet
-
+    method = METHODS[args.method]
     config_file = args.config
     if args.resume and config_file is None and (args.out / "config.yaml").is_file():
         config_file = args.out / "config.yaml"
-    config = load_config(SPPNetConfig, config_file or "detect-sppnet-tiny", args.set)
+    config = load_config(method.config_type, config_file or method.default_preset, args.set)
     dataset = open_detection_dataset(args.data, args.split)
     _print_skipped(dataset.skipped)
     data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
-    train_sppnet(config, dataset, data_root, args.out, backbone=args.backbone, resume=args.resume)
-    print(f"SPP-net run written to {args.out}")
+    method.trainer(config, dataset, data_root, args.out, backbone=args.backbone, resume=args.resume)
+    print(f"{args.method} run written to {args.out}")
     return 0
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.engine.detection_stages import detect_dataset
-    from sppnet.engine.sppnet_detection import load_sppnet
+    from sppnet.engine.detectors import load_detector
     from sppnet.evaluation.report import evaluate_results_folder
     from sppnet.evaluation.results import write_voc_results
 
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
     _print_skipped(dataset.skipped)
-    detectors = [load_sppnet(run) for run in [args.run, *args.combine]]
+    detectors = [load_detector(run) for run in [args.run, *args.combine]]
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
     data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
@@ -168,18 +166,19 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
     summary = evaluate_results_folder(dataset, results, args.metric, args.json, plot)
     print(summary["table"])
-    print(f"{seconds:.3f} s per image (conv5 maps from the feature cache, computed on first use); results in {results}")
+    print(f"{seconds:.3f} s per image (SPP-net: conv5 maps from the feature cache, computed on first use); "
+          f"results in {results}")
     return 0
 
 
 def _detect_images(args: argparse.Namespace) -> int:
     from sppnet.data.images import image_size
-    from sppnet.data.proposals import ProposalConfig, compute_proposals
+    from sppnet.data.proposals import compute_proposals
     from sppnet.data.records import ImageRecord
     from sppnet.drawing import save_detection_drawing
-    from sppnet.engine.sppnet_detection import load_sppnet
+    from sppnet.engine.detectors import load_detector
 
-    detector = load_sppnet(args.run)
+    detector = load_detector(args.run)
     records = []
     for path in args.images:
         try:
@@ -188,10 +187,7 @@ def _detect_images(args: argparse.Namespace) -> int:
             print(f"skipped: {error}", file=sys.stderr)
             continue
         records.append(ImageRecord(path.stem, path, width, height))
-    config = detector.config
-    proposal_config = ProposalConfig(method=config.proposals, max_proposals=config.max_proposals,
-                                     resize_to=config.proposal_resize)
-    proposals = compute_proposals(records, proposal_config, Path(args.out) / "proposals", progress=False)
+    proposals = compute_proposals(records, detector.proposal_config, Path(args.out) / "proposals", progress=False)
     _print_skipped(proposals.skipped)
     for record in records:
         if record.image_id not in proposals.boxes:
@@ -205,11 +201,11 @@ def _detect_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scales(text: str) -> tuple[int, ...]:
+def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"scales must be comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -256,7 +252,19 @@ def _eval_classify(args: argparse.Namespace) -> int:
 _CONFIG_CLASSES = {
     "classify": "sppnet.engine.classification:ClassifyConfig",
     "detect-sppnet": "sppnet.engine.sppnet_detection:SPPNetConfig",
+    "detect-fast-rcnn": "sppnet.engine.fast_rcnn:FastRCNNConfig",
+    "detect-rcnn": "sppnet.engine.rcnn:RCNNConfig",
 }
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from sppnet.engine.fast_rcnn import compress_run
+
+    out = args.out or args.run.with_name(args.run.name + "-svd")
+    summary = compress_run(args.run, out, tuple(args.ranks))
+    print(f"wrote {out}: fc6 {summary['fc6']}, fc7 {summary['fc7']} (parameters of fc6 + fc7: "
+          f"{summary['parameters_before']:,} -> {summary['parameters_after']:,})")
+    return 0
 
 
 def _config_class(preset: str):
@@ -348,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect_train.add_argument("--backbone", type=Path, default=None,
                               help="an SPP classifier run folder (sppnet train classify); default: pre-train one")
     detect_train.add_argument("--config", type=Path, default=None,
-                              help="YAML config file or preset (default: detect-sppnet-tiny)")
+                              help="YAML config file or preset (default: detect-<method>-tiny)")
     detect_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     detect_train.add_argument("--resume", action="store_true")
     detect_train.set_defaults(handler=_train_detect)
@@ -364,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect = evaluate.add_parser("detect", help="evaluate a detector run, or a VOC results folder (comp4_det_<split>_<class>.txt)")
     dataset_arguments(detect)
     detect.add_argument("--results", type=Path, default=None, help="results folder to read (or, with --run, to write)")
-    detect.add_argument("--run", type=Path, default=None, help="a trained SPP-net run: detect, write results, evaluate")
+    detect.add_argument("--run", type=Path, default=None,
+                        help="a trained detector run (any method): detect, write results, evaluate")
     detect.add_argument("--combine", type=Path, action="append", default=[], metavar="RUN2",
                         help="combine with another run: NMS over the union of both runs' detections")
     detect.add_argument("--no-box-regression", action="store_true")
@@ -377,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--run", type=Path, required=True, help="an SPP classifier run")
     features.add_argument("--data", type=Path, required=True)
     features.add_argument("--split", default="train")
-    features.add_argument("--scales", type=_scales, default=(224,), help="comma-separated shorter sides (default 224)")
+    features.add_argument("--scales", type=_int_list, default=(224,), help="comma-separated shorter sides (default 224)")
     features.add_argument("--layer", choices=("pool", "fc7"), default="fc7")
     features.add_argument("--out", type=Path, required=True)
     features.set_defaults(handler=_features)
@@ -386,19 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--run", type=Path, required=True)
     transfer.add_argument("--data", type=Path, required=True, help="image folder with train/ and test/ splits")
     transfer.add_argument("--train-per-class", type=int, default=30, help="training images per class (0 = all)")
-    transfer.add_argument("--scales", type=_scales, default=(224,))
+    transfer.add_argument("--scales", type=_int_list, default=(224,))
     transfer.add_argument("--layer", choices=("pool", "fc7"), default="fc7")
     transfer.add_argument("--C", type=float, default=1.0, help="SVM C on unit-norm features")
     transfer.add_argument("--json", type=Path, default=None)
     transfer.set_defaults(handler=_transfer)
 
-    detect_images = commands.add_parser("detect", help="run a trained SPP-net detector on images and draw the detections")
+    detect_images = commands.add_parser("detect", help="run a trained detector (any method) on images and draw the detections")
     detect_images.add_argument("images", type=Path, nargs="+")
     detect_images.add_argument("--run", type=Path, required=True)
     detect_images.add_argument("--out", type=Path, required=True)
-    detect_images.add_argument("--threshold", type=float, default=float("-inf"), help="minimum SVM score to draw")
+    detect_images.add_argument("--threshold", type=float, default=float("-inf"), help="minimum score to draw (SVM score or probability)")
     detect_images.add_argument("--top", type=int, default=5, help="draw at most this many, highest scores first")
     detect_images.set_defaults(handler=_detect_images)
+
+    compress = commands.add_parser("compress", help="truncated SVD of a Fast R-CNN run's fc6 and fc7 (a new run folder)")
+    compress.add_argument("--run", type=Path, required=True)
+    compress.add_argument("--ranks", type=_int_list, required=True, help="fc6,fc7 ranks, e.g. 1024,256 (the paper's)")
+    compress.add_argument("--out", type=Path, default=None, help="the compressed run (default: RUN-svd)")
+    compress.set_defaults(handler=_compress)
 
     draw = commands.add_parser("draw", help="draw ground truth (or a results folder's detections) on images")
     dataset_arguments(draw)

@@ -77,3 +77,24 @@ def test_refuses_a_non_empty_run_and_another_config(trained):
     other = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES + ["test.nms=0.5"])
     with pytest.raises(ValueError, match="differs from the given config"):
         train_fast_rcnn(other, train, data, run, backbone=backbone, resume=True)
+
+
+def test_compressed_run_loads_and_runs_like_the_original(trained, tmp_path):
+    from sppnet.cli import main
+    from sppnet.models.svd import compressed_ranks
+
+    data, _, run, detector, _ = trained
+    out = tmp_path / "svd"
+    assert main(["compress", "--run", str(run), "--ranks", "128,64", "--out", str(out)]) == 0
+    compressed = load_fast_rcnn(out)
+    assert compressed_ranks(compressed.model.head) == (128, 64)
+    test = open_detection_dataset(data, "test")
+    record = test.images[0]
+    proposals = torch.cat([record.boxes, record.boxes + 3.0])
+    from sppnet.engine.fast_rcnn import image_tensor
+
+    image = image_tensor(record.image_path)
+    original_probabilities, _ = detector.model.score(image, proposals)
+    compressed_probabilities, _ = compressed.model.score(image, proposals)
+    assert (original_probabilities - compressed_probabilities).abs().max() < 0.1
+    assert main(["compress", "--run", str(out), "--ranks", "64,32", "--out", str(tmp_path / "again")]) == 2

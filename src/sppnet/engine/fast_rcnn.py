@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors.torch import safe_open
 from torch import nn
 
 from sppnet.config import from_dict, to_dict
@@ -42,9 +43,10 @@ from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+from sppnet.models.svd import compress_fc, compressed_ranks
 
 __all__ = ["FastRCNNConfig", "FastRCNNTrainConfig", "FastRCNNDetector", "train_fast_rcnn", "load_fast_rcnn",
-           "build_fast_rcnn", "image_tensor"]
+           "build_fast_rcnn", "compress_run", "image_tensor"]
 
 
 @dataclass(frozen=True)
@@ -291,8 +293,8 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def load_fast_rcnn(run_dir: str | Path) -> FastRCNNDetector:
-    """The finished model of a Fast R-CNN run (``model.safetensors``;
-    ``model-svd.safetensors`` is loaded by ``sppnet.models.svd``)."""
+    """The finished model of a Fast R-CNN run (``model.safetensors``; a run
+    written by ``compress_run`` names its SVD ranks in the file's metadata)."""
     run_dir = Path(run_dir)
     for name in ("config.yaml", "classes.txt", "backbone.txt", "model.safetensors"):
         if not (run_dir / name).is_file():
@@ -301,5 +303,40 @@ def load_fast_rcnn(run_dir: str | Path) -> FastRCNNDetector:
     classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
     classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
     model = build_fast_rcnn(classifier, len(classes), config)
+    with safe_open(run_dir / "model.safetensors", framework="pt") as handle:
+        ranks = (handle.metadata() or {}).get("svd_ranks")
+    if ranks:
+        compress_fc(model.head, tuple(int(r) for r in ranks.split(",")))
     model.load_state_dict(load_weights(run_dir / "model.safetensors"))
     return FastRCNNDetector(model.eval(), config, classes)
+
+
+def compress_run(run_dir: str | Path, out: str | Path, ranks: tuple[int, int]) -> dict:
+    """A copy of a finished Fast R-CNN run whose fc6 and fc7 are replaced by
+    their truncated SVDs (SPEC section 6); it loads and runs like any run."""
+    import shutil
+
+    run_dir, out = Path(run_dir), Path(out)
+    from sppnet.engine.detectors import method_of_run
+
+    if method_of_run(run_dir).name != "fast-rcnn":
+        raise ValueError(f"{run_dir} is not a Fast R-CNN run: truncated SVD applies to Fast R-CNN's fc layers "
+                         "(SPP-net's and R-CNN's SVMs were trained on the uncompressed fc7)")
+    detector = load_fast_rcnn(run_dir)
+    head = detector.model.head
+    if compressed_ranks(head) is not None:
+        raise ValueError(f"{run_dir} is already compressed (ranks {compressed_ranks(head)})")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} is not empty")
+    before = sum(p.numel() for block in (head.fc6, head.fc7) for p in block.parameters())
+    shapes = {name: tuple(getattr(head, name)[0].weight.shape[::-1]) for name in ("fc6", "fc7")}
+    compress_fc(head, ranks)
+    after = sum(p.numel() for block in (head.fc6, head.fc7) for p in block.parameters())
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "classes.txt", "backbone.txt"):
+        shutil.copyfile(run_dir / name, out / name)
+    save_weights(out / "model.safetensors", detector.model.state_dict(),
+                 metadata={"svd_ranks": f"{ranks[0]},{ranks[1]}", "compressed_from": str(run_dir.resolve())})
+    return {"fc6": f"{shapes['fc6'][0]} -> {ranks[0]} -> {shapes['fc6'][1]}",
+            "fc7": f"{shapes['fc7'][0]} -> {ranks[1]} -> {shapes['fc7'][1]}",
+            "parameters_before": before, "parameters_after": after}

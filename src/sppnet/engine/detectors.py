@@ -1,0 +1,68 @@
+"""The three detectors behind one interface: which config, trainer and loader
+each method has, and which method a run folder holds (told by its
+``config.yaml``: each method's config class accepts only its own keys)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sppnet.config import from_dict
+
+__all__ = ["METHODS", "Method", "method_of_run", "load_detector"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    module: str  # sppnet.engine.<module>
+    config_class: str
+    train: str
+    load: str
+    default_preset: str
+
+    def _get(self, attribute: str):
+        return getattr(importlib.import_module(f"sppnet.engine.{self.module}"), attribute)
+
+    @property
+    def config_type(self):
+        return self._get(self.config_class)
+
+    @property
+    def trainer(self):
+        return self._get(self.train)
+
+    @property
+    def loader(self):
+        return self._get(self.load)
+
+
+METHODS = {
+    "sppnet": Method("sppnet", "sppnet_detection", "SPPNetConfig", "train_sppnet", "load_sppnet", "detect-sppnet-tiny"),
+    "fast-rcnn": Method("fast-rcnn", "fast_rcnn", "FastRCNNConfig", "train_fast_rcnn", "load_fast_rcnn",
+                        "detect-fast-rcnn-tiny"),
+    "rcnn": Method("rcnn", "rcnn", "RCNNConfig", "train_rcnn", "load_rcnn", "detect-rcnn-tiny"),
+}
+
+
+def method_of_run(run_dir: str | Path) -> Method:
+    """The method whose config class accepts the run's ``config.yaml``."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a detector run folder: {path.name} is missing")
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for method in METHODS.values():
+        try:
+            from_dict(method.config_type, values)
+        except (ValueError, TypeError):
+            continue
+        return method
+    raise ValueError(f"{path} is not the config of any detector ({', '.join(METHODS)})")
+
+
+def load_detector(run_dir: str | Path):
+    """The trained detector of a run folder, whatever its method."""
+    return method_of_run(run_dir).loader(run_dir)
