@@ -1,0 +1,386 @@
+"""R-CNN detection, the baseline whose cost SPP-net removes (SPEC section 7).
+
+Shapes: R windows of an image, S the warp side (the network's fixed input),
+K object classes (+1 background), C trunk channels, B pooled bins, H fc width.
+
+Every window is enlarged about its centre so that, once warped to S x S, it
+has ``context`` pixels of image around it (R-CNN's 16 of 227), warped
+(bilinear; outside the image the mean pixel, 0 after normalisation) and run
+through the whole network: trunk -> the classifier's pooling -> fc6 -> fc7.
+That is one forward pass per window, about 2000 per image, where SPP-net runs
+the conv layers once per image.
+
+Stages, each written to the run folder and skipped on ``--resume`` when done
+(the same files as SPP-net's, see ``sppnet_detection``):
+
+0. ``pretrain/``: without ``--backbone``, an SPP classifier is first trained
+   on the training set's ground-truth and background crops; it supplies the
+   architecture and the initial weights of the whole network.
+1. proposals (cached by ``sppnet.data.proposals``).
+2. ``finetune.safetensors``: the whole network (trunk, fc6, fc7 and a new
+   (K+1)-way fc8) fine-tuned on warped windows: foreground IoU >= 0.5,
+   background IoU in [bg_low, 0.5), 25% foreground per mini-batch of 128
+   (R-CNN's 32 + 96), mirrored images too. Unlike SPP-net the conv layers are
+   updated (``finetune.train_conv``).
+3. ``svm.safetensors`` and 4. ``bbox.safetensors``: the SPP-net stages
+   (``detection_stages``), fed with fc7 and pool5 of warped windows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from sppnet.config import from_dict, to_dict
+from sppnet.data.images import load_image
+from sppnet.data.proposals import ProposalConfig
+from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.data.transforms import to_tensor
+from sppnet.engine.checkpoint import load_weights, save_weights
+from sppnet.engine.detection_stages import (
+    MiningConfig, TestConfig, class_nms, dataset_proposals, label_dataset, train_box_regression, train_svms,
+)
+from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
+from sppnet.evaluation.classification import load_classifier
+from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
+from sppnet.models.classifier import SPPClassifier
+from sppnet.models.svm import LinearSVMs, SVMConfig
+from sppnet.ops import clip_boxes
+
+__all__ = [
+    "RCNNConfig", "RCNNFinetuneConfig", "RCNNNetwork", "RCNNDetector", "context_boxes", "warp_windows",
+    "train_rcnn", "load_rcnn",
+]
+
+
+@dataclass(frozen=True)
+class RCNNFinetuneConfig:
+    iterations: int = 2000
+    batch_size: int = 128  # windows per mini-batch (R-CNN: 32 foreground + 96 background)
+    fg_fraction: float = 0.25
+    fg_threshold: float = 0.5
+    bg_low: float = 0.1  # R-CNN itself took every window below fg_threshold as background (0.0)
+    bg_high: float = 0.5
+    # R-CNN drew each window of a batch from the whole set; drawing them from a
+    # few images at a time keeps image decoding per iteration bounded.
+    images_per_batch: int = 8
+    lr: float = 0.001
+    lr_steps: tuple[int, ...] = (1000, 1500)  # iterations after which lr /= 10
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    flip: bool = True  # each chosen image is mirrored with probability 1/2
+    seed: int = 0
+    train_conv: bool = True  # R-CNN fine-tunes the whole network; False: fc6, fc7, fc8 only (as SPP-net)
+
+    def __post_init__(self) -> None:
+        for name, low in (("iterations", 0), ("batch_size", 1), ("images_per_batch", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"finetune.{name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= self.fg_fraction <= 1.0:
+            raise ValueError(f"finetune.fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
+        if not 0.0 <= self.bg_low < self.bg_high <= self.fg_threshold:
+            raise ValueError(f"finetune needs 0 <= bg_low < bg_high <= fg_threshold, got bg_low={self.bg_low}, "
+                             f"bg_high={self.bg_high}, fg_threshold={self.fg_threshold}")
+
+
+@dataclass(frozen=True)
+class RCNNConfig:
+    warp_size: int = 224  # the network's fixed input side (R-CNN's AlexNet: 227; ZF-5: 224)
+    context: int = 16  # pixels of image context around the window in the warped frame
+    window_batch: int = 128  # warped windows per forward pass at feature and test time
+    proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
+    max_proposals: int = 2000
+    proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: RCNNFinetuneConfig = field(default_factory=RCNNFinetuneConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    # R-CNN's box regression: lambda 1000 on windows with IoU > 0.6 (SPP-net: 4000, 0.5).
+    bbox: BoxRegressorConfig = field(default_factory=lambda: BoxRegressorConfig(ridge=1000.0, min_overlap=0.6))
+    test: TestConfig = field(default_factory=TestConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("warp_size", "window_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RCNNConfig.{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or not 0 <= 2 * self.context < self.warp_size:
+            raise ValueError(f"RCNNConfig.context must be an integer with 0 <= 2 * context < warp_size "
+                             f"({self.warp_size}), got {self.context!r}")
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
+
+
+def context_boxes(boxes: torch.Tensor, size: int, context: int) -> torch.Tensor:
+    """Boxes ``(R, 4)`` enlarged about their centres by ``size / (size - 2 *
+    context)``: warped to ``size`` x ``size``, the original box then fills the
+    middle ``size - 2 * context`` pixels, with ``context`` pixels around it."""
+    if not 0 <= 2 * context < size:
+        raise ValueError(f"context must satisfy 0 <= 2 * context < size, got context={context}, size={size}")
+    factor = size / (size - 2 * context)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+def warp_windows(image: torch.Tensor, boxes: torch.Tensor, size: int, context: int = 0) -> torch.Tensor:
+    """Normalised image ``(3, H, W)`` and windows ``(R, 4)`` -> ``(R, 3, size, size)``.
+
+    Each window, enlarged by ``context_boxes``, is sampled bilinearly at the
+    centres of a size x size grid over it (as R-CNN's imresize with
+    antialiasing off); the image is extended by zeros, the mean pixel after
+    normalisation, so parts of a window outside the image are mean-filled."""
+    if image.dim() != 3:
+        raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
+    boxes = boxes.to(image.dtype).reshape(-1, 4)
+    # One pixel of zeros: roi_align clamps samples within a pixel of the border
+    # to the edge pixel; with the pad they blend into the mean like any other.
+    padded = F.pad(image, (1, 1, 1, 1))[None]
+    windows = context_boxes(boxes, size, context) + 1
+    rois = torch.cat([windows.new_zeros(len(windows), 1), windows], dim=1)
+    return roi_align(padded, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+
+
+class RCNNNetwork(nn.Module):
+    """The whole network on warped windows ``(R, 3, S, S)``: the classifier's
+    trunk and pooling (it pools the fixed-size map), fc6, fc7, and a new
+    (K+1)-way fc8 for fine-tuning, initialised N(0, 0.01)."""
+
+    def __init__(self, classifier: SPPClassifier, num_classes: int) -> None:
+        super().__init__()
+        self.trunk, self.pool, self.fc6, self.fc7 = classifier.trunk, classifier.spp, classifier.fc6, classifier.fc7
+        self.fc8 = nn.Linear(classifier.fc7[0].out_features, num_classes)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def features(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` and fc7 ``(R, H)``."""
+        pooled = self.pool(self.trunk(windows))
+        return pooled, self.fc7(self.fc6(pooled))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """logits ``(R, K + 1)``."""
+        return self.fc8(self.features(windows)[1])
+
+
+def _check_warp(network: RCNNNetwork, size: int, backbone: Path) -> None:
+    """A no-SPP classifier only takes its own input size: say so up front."""
+    try:
+        with torch.no_grad():
+            network.eval().features(torch.zeros(1, 3, size, size))
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"warp_size {size} does not fit the classifier {backbone}: {error}") from None
+
+
+@dataclass
+class RCNNDetector:
+    """Everything testing needs: the fine-tuned network, SVMs, regressors."""
+
+    network: RCNNNetwork
+    svms: LinearSVMs | None  # None until the SVM stage has run
+    svm_scale: float
+    regressors: BoxRegressors | None
+    config: RCNNConfig
+    classes: tuple[str, ...]
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return self.config.proposal_config
+
+    @property
+    def test(self) -> TestConfig:
+        return self.config.test
+
+    @torch.no_grad()
+    def window_features(self, record: ImageRecord, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` and fc7 ``(R, H)`` of warped windows, in
+        batches of ``config.window_batch``; the image is loaded once."""
+        image = to_tensor(load_image(record.image_path))
+        boxes = boxes.float().reshape(-1, 4)
+        self.network.eval()
+        pooled, fc7 = [], []
+        # An empty box list still runs one (empty) batch, for the feature widths.
+        for start in range(0, max(len(boxes), 1), self.config.window_batch):
+            warped = warp_windows(image, boxes[start : start + self.config.window_batch], self.config.warp_size,
+                                  self.config.context)
+            p, f = self.network.features(warped)
+            pooled.append(p)
+            fc7.append(f)
+        return torch.cat(pooled), torch.cat(fc7)
+
+    @torch.no_grad()
+    def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:
+        """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image."""
+        boxes = proposals.float().reshape(-1, 4)
+        if len(boxes) == 0:
+            return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
+        pooled, fc7 = self.window_features(record, boxes)
+        scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
+        window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
+        use_regression = self.test.box_regression if box_regression is None else box_regression
+        if use_regression and self.regressors is not None:
+            out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
+        out_boxes = clip_boxes(out_boxes, (record.height, record.width))
+        return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
+
+
+def _mirror_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Boxes ``(R, 4)`` of an image ``width`` wide -> the same boxes in its mirror image."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:
+    network.train()
+    for module in network.trunk.modules():
+        # Batch-norm statistics stay the pre-trained ones: a batch of windows
+        # from a few images is a poor sample of them.
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) or not train_conv:
+            module.eval()
+
+
+def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, config: RCNNConfig, log) -> None:
+    tune = config.finetune
+    generator = torch.Generator().manual_seed(tune.seed)
+    torch.manual_seed(tune.seed)  # dropout
+    for parameter in network.trunk.parameters():
+        parameter.requires_grad_(tune.train_conv)
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
+    records = [r for r in train.images if r.image_id in windows]
+    per_image = max(1, tune.batch_size // tune.images_per_batch)
+    fg_per_image = max(1, round(per_image * tune.fg_fraction))
+    _train_mode(network, tune.train_conv)
+    started, losses = time.perf_counter(), []
+    for iteration in range(tune.iterations):
+        lr = tune.lr * 0.1 ** sum(iteration >= step for step in tune.lr_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
+        warped, labels = [], []
+        for index in chosen:
+            record = records[index]
+            labelled = windows[record.image_id]
+            fg = (labelled.labels > 0).nonzero().flatten()
+            bg = (labelled.labels == 0).nonzero().flatten()
+            fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
+            bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
+            picked = torch.cat([fg, bg])
+            if len(picked) == 0:
+                continue
+            # Images with proposals were decoded by the proposal stage (its
+            # cache is keyed by file content), so they load here too.
+            image = to_tensor(load_image(record.image_path))
+            boxes = labelled.boxes[picked]
+            if tune.flip and bool(torch.rand(1, generator=generator) < 0.5):
+                image = image.flip(-1)
+                boxes = _mirror_boxes(boxes, record.width)
+            warped.append(warp_windows(image, boxes, config.warp_size, config.context))
+            labels.append(labelled.labels[picked])
+        if not warped:
+            continue
+        loss = F.cross_entropy(network(torch.cat(warped)), torch.cat(labels))
+        if not torch.isfinite(loss):
+            raise ValueError(f"fine-tuning diverged at iteration {iteration} (loss {loss.item()}); lower finetune.lr")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if (iteration + 1) % max(1, tune.iterations // 10) == 0:
+            log(f"  fine-tune {iteration + 1}/{tune.iterations}: loss {np.mean(losses[-50:]):.3f}, lr {lr:g} "
+                f"({time.perf_counter() - started:.0f} s)")
+    for parameter in network.parameters():
+        parameter.requires_grad_(True)
+    network.eval()
+
+
+def train_rcnn(
+    config: RCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path, backbone: Path | None = None,
+    resume: bool = False, log=print,
+) -> RCNNDetector:
+    """Run every stage that is not done yet; returns the trained detector."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved_config = run_dir / "config.yaml"
+    if saved_config.is_file() and from_dict(RCNNConfig, yaml.safe_load(saved_config.read_text())) != config:
+        raise ValueError(f"{saved_config} differs from the given config; resume with the run's own config")
+    saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
+    (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    classifier, _, _ = load_classifier(classifier_run)
+    network = RCNNNetwork(classifier, train.num_classes)
+    _check_warp(network, config.warp_size, Path(classifier_run))
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    proposals = dataset_proposals(train, config.proposal_config, data_root, log)
+    seconds["proposals"], clock = time.perf_counter() - clock, time.perf_counter()
+    tune = config.finetune
+    windows = label_dataset(train, proposals, tune.fg_threshold, (tune.bg_low, tune.bg_high))
+
+    finetuned = run_dir / "finetune.safetensors"
+    if finetuned.is_file():
+        network.load_state_dict(load_weights(finetuned))
+        network.eval()
+    else:
+        layers = "the whole network" if tune.train_conv else "fc6, fc7, fc8"
+        log(f"fine-tuning {layers} on warped windows ({tune.iterations} iterations)")
+        _finetune(network, train, windows, config, log)
+        save_weights(finetuned, network.state_dict())
+    seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
+    detector = RCNNDetector(network, None, 1.0, None, config, train.classes, seconds)
+    svm_file = run_dir / "svm.safetensors"
+    if svm_file.is_file():
+        state = load_weights(svm_file)
+        svms, svm_scale = LinearSVMs(state["weight"], state["bias"]), float(state["scale"])
+    else:
+        log("training per-class SVMs with hard-negative mining")
+        svms, svm_scale = train_svms(detector.window_features, train.images, windows, config.svm, config.mining,
+                                     train.num_classes, log)
+        save_weights(svm_file, {"weight": svms.weight, "bias": svms.bias, "scale": torch.tensor(svm_scale)})
+    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
+    bbox_file = run_dir / "bbox.safetensors"
+    if bbox_file.is_file():
+        state = load_weights(bbox_file)
+        regressors = BoxRegressors(state["weights"], float(state["scale"]))
+    else:
+        log("training box regressors")
+        regressors = train_box_regression(detector.window_features, train.images, windows, config.bbox, train.num_classes)
+        save_weights(bbox_file, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
+    seconds["box regression"] = time.perf_counter() - clock
+    log(f"R-CNN training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
+        + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
+    detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    return detector
+
+
+def load_rcnn(run_dir: str | Path) -> RCNNDetector:
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished R-CNN run: {name} is missing")
+    config = from_dict(RCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
+    # The classifier gives the architecture; every weight is the fine-tuned one.
+    classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
+    network = RCNNNetwork(classifier, len(classes))
+    network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
+    svm = load_weights(run_dir / "svm.safetensors")
+    bbox = load_weights(run_dir / "bbox.safetensors")
+    return RCNNDetector(network.eval(), LinearSVMs(svm["weight"], svm["bias"]), float(svm["scale"]),
+                        BoxRegressors(bbox["weights"], float(bbox["scale"])), config, classes)

@@ -1,0 +1,217 @@
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from sppnet.config import load_config
+from sppnet.data.datasets import open_detection_dataset
+from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
+from sppnet.engine.detection_stages import dataset_proposals, detect_dataset, label_dataset
+from sppnet.engine.rcnn import RCNNConfig, _finetune, _mirror_boxes, context_boxes, load_rcnn, train_rcnn, warp_windows
+from sppnet.evaluation.voc import Detections, evaluate_detections
+
+
+def slow_warp(image: torch.Tensor, box, size: int) -> torch.Tensor:
+    """Bilinear sample at the centre of each output pixel's share of the box;
+    pixel i covers [i, i + 1), so its value sits at i + 0.5; zeros outside."""
+    channels, height, width = image.shape
+    x1, y1, x2, y2 = (float(v) for v in box)
+    out = torch.zeros(channels, size, size, dtype=torch.float64)
+
+    def pixel(y, x):
+        return image[:, y, x].double() if 0 <= y < height and 0 <= x < width else torch.zeros(channels, dtype=torch.float64)
+
+    for i in range(size):
+        for j in range(size):
+            y = y1 + (i + 0.5) * (y2 - y1) / size - 0.5
+            x = x1 + (j + 0.5) * (x2 - x1) / size - 0.5
+            y0, x0 = math.floor(y), math.floor(x)
+            ly, lx = y - y0, x - x0
+            out[:, i, j] = ((1 - ly) * (1 - lx) * pixel(y0, x0) + (1 - ly) * lx * pixel(y0, x0 + 1)
+                            + ly * (1 - lx) * pixel(y0 + 1, x0) + ly * lx * pixel(y0 + 1, x0 + 1))
+    return out.float()
+
+
+def test_warp_matches_crop_and_resize_for_integer_boxes_inside_the_image():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 40, 50, generator=generator)
+    # Shrinking boxes: bilinear crop-and-resize never reads past the crop, so
+    # it must agree with sampling the whole image.
+    boxes = torch.tensor([[0.0, 0.0, 50.0, 40.0], [4.0, 6.0, 28.0, 30.0], [10.0, 2.0, 46.0, 20.0]])
+    warped = warp_windows(image, boxes, 12)
+    for box, window in zip(boxes, warped):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        expected = F.interpolate(image[None, :, y1:y2, x1:x2], size=(12, 12), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(window, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_warp_matches_slow_reference_with_subpixel_and_outside_boxes():
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randn(3, 9, 11, generator=generator)
+    boxes = torch.tensor([
+        [2.0, 1.0, 6.0, 7.0],  # enlarged (upsampled)
+        [0.3, 0.7, 10.6, 8.2],  # sub-pixel
+        [-4.0, -3.0, 5.5, 4.0],  # partly outside: mean-filled
+        [8.0, 6.0, 15.0, 12.0],
+        [20.0, 20.0, 30.0, 30.0],  # wholly outside: all mean
+    ])
+    warped = warp_windows(image, boxes, 7)
+    assert warped.shape == (5, 3, 7, 7)
+    for box, window in zip(boxes, warped):
+        torch.testing.assert_close(window, slow_warp(image, box, 7), atol=1e-5, rtol=1e-5)
+    assert warped[4].abs().max() == 0
+
+
+def test_context_enlarges_about_the_centre_by_hand_worked_numbers():
+    # 224 / (224 - 32) = 7/6: a 40 x 80 box centred at (30, 60) becomes 46.67 x 93.33.
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
+    expected = torch.tensor([[30 - 140 / 6, 60 - 280 / 6, 30 + 140 / 6, 60 + 280 / 6]])
+    torch.testing.assert_close(context_boxes(boxes, 224, 16), expected)
+    torch.testing.assert_close(context_boxes(boxes, 224, 0), boxes)
+    with pytest.raises(ValueError, match="context"):
+        context_boxes(boxes, 32, 16)
+
+
+def test_warped_box_fills_the_middle_with_context_around_it():
+    # A 64-pixel box at a warp of 96 with 16 pixels of context: factor 1.5, so
+    # the window is [-6, 90) and one image pixel maps to one output pixel.
+    image = torch.zeros(3, 84, 84)
+    image[:, 10:74, 10:74] = 1.0
+    image[:, 0:10, :] = 2.0  # image above the box: context rows 6..15
+    warped = warp_windows(image, torch.tensor([[10.0, 10.0, 74.0, 74.0]]), 96, 16)[0]
+    assert torch.all(warped[:, 16:80, 16:80] == 1.0)  # the box fills the middle 64 pixels
+    assert torch.all(warped[:, 6:16, 16:80] == 2.0)  # 16 - 6 rows of image context
+    assert torch.all(warped[:, :6] == 0) and torch.all(warped[:, :, :6] == 0)  # outside the image: mean
+    assert torch.all(warped[:, 90:] == 0) and torch.all(warped[:, :, 90:] == 0)
+    assert torch.all(warped[:, 80:90, 16:80] == 0)  # image below the box (zeros there)
+
+
+def test_mirrored_windows_of_the_mirrored_image_are_the_mirrored_warps():
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randn(3, 20, 31, generator=generator)
+    boxes = torch.tensor([[2.0, 3.0, 17.5, 15.0], [-3.0, 0.0, 12.0, 25.0]])
+    warped = warp_windows(image, boxes, 16, 2)
+    mirrored = warp_windows(image.flip(-1), _mirror_boxes(boxes, 31), 16, 2)
+    torch.testing.assert_close(mirrored, warped.flip(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_config_presets_load_and_bad_values_are_refused():
+    tiny = load_config(RCNNConfig, "detect-rcnn-tiny")
+    paper = load_config(RCNNConfig, "detect-rcnn-paper")
+    assert tiny.warp_size == 96 and paper.warp_size == 224 and paper.context == 16
+    assert paper.finetune.batch_size == 128 and paper.finetune.fg_fraction == 0.25 and paper.finetune.train_conv
+    assert paper.bbox.ridge == 1000.0 and paper.bbox.min_overlap == 0.6 and paper.max_proposals == 2000
+    with pytest.raises(ValueError, match="context"):
+        RCNNConfig(warp_size=32, context=16)
+    with pytest.raises(ValueError, match="window_batch"):
+        RCNNConfig(window_batch=0)
+    with pytest.raises(ValueError, match="images_per_batch"):
+        load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.images_per_batch=0"])
+    with pytest.raises(ValueError, match="bg_low"):
+        load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.bg_low=0.6"])
+
+
+# The R-CNN cost is one forward pass per window, so the run is kept to
+# seconds by few images and windows and a 64-pixel warp; a 64-pixel crop
+# classifier pre-trains the trunk (ZF-5's LRN makes 96 pixels several times
+# slower). Selective search finds most objects in 100 windows (grid: a third).
+CLASSIFY_MINI = """
+model: {backbone: zf5, width: 0.25, spp: true, levels: [3, 2, 1], hidden: 128, dropout: 0.3}
+train: {epochs: 15, batch_size: 16, resize: 74, crop: 64, multi_size: false, second_size: 52, flip: true,
+        optimizer: adam, lr: 0.001, lr_steps: [12], weight_decay: 0.0001, workers: 0, seed: 0, val_split: null}
+"""
+OVERRIDES = [
+    "warp_size=64", "context=5", "window_batch=64", "max_proposals=100", "pretrain.epochs=15",
+    "finetune.iterations=60", "finetune.lr_steps=[50]", "finetune.batch_size=32", "finetune.images_per_batch=4",
+    "finetune.lr=0.01",  # ten times the preset's: a few dozen iterations must move the network
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rcnn")
+    data = root / "data"
+    synthesize_detection(data, DetectionSynthConfig(train=20, test=8, seed=1, min_side=160, max_side=220))
+    (root / "classify-mini.yaml").write_text(CLASSIFY_MINI)
+    config = load_config(RCNNConfig, "detect-rcnn-tiny", OVERRIDES + [f"pretrain.preset={root / 'classify-mini.yaml'}"])
+    train = open_detection_dataset(data, "train")
+    messages = []
+    detector = train_rcnn(config, train, data, root / "run", log=messages.append)
+    return data, root / "run", detector, messages, config
+
+
+def test_stages_are_written_and_a_run_reloads(trained):
+    data, run, detector, messages, _ = trained
+    for name in ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "svm.safetensors",
+                 "bbox.safetensors", "pretrain/model.safetensors"):
+        assert (run / name).is_file(), name
+    assert any("fine-tuning the whole network" in m for m in messages)
+    assert any("SVMs: retrains per class" in m for m in messages)
+    test = open_detection_dataset(data, "test")
+    reloaded = load_rcnn(run)
+    record = test.images[0]
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0], [-5.0, 30.0, 60.0, 200.0]])
+    a, b = detector.detect(record, proposals), reloaded.detect(record, proposals)
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+    # Batching does not change the features.
+    pooled, fc7 = detector.window_features(record, proposals)
+    one_by_one = [detector.window_features(record, box[None]) for box in proposals]
+    torch.testing.assert_close(pooled, torch.cat([p for p, _ in one_by_one]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fc7, torch.cat([f for _, f in one_by_one]), atol=1e-4, rtol=1e-4)
+    assert detector.detect(record, torch.zeros(0, 4))["boxes"].shape == (0, 4)
+
+
+def test_conv_layers_are_fine_tuned(trained):
+    _, run, detector, _, _ = trained
+    from sppnet.evaluation.classification import load_classifier
+
+    classifier, _, _ = load_classifier(run / "pretrain")
+    before = classifier.trunk.state_dict()
+    after = detector.network.trunk.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_detector_learns_well_above_chance(trained):
+    data, _, detector, _, _ = trained
+    test = open_detection_dataset(data, "test")
+    per_class, _ = detect_dataset([detector], test, data, log=lambda m: None)
+    trained_map = evaluate_detections(per_class, test, "voc07").map
+    # Chance: the same boxes with their scores shuffled.
+    generator = torch.Generator().manual_seed(0)
+    shuffled = {k: Detections(d.image_ids, d.scores[torch.randperm(len(d.scores), generator=generator)], d.boxes)
+                for k, d in per_class.items()}
+    chance_map = evaluate_detections(shuffled, test, "voc07").map
+    assert trained_map > 3 * chance_map, (trained_map, chance_map)
+
+
+def test_fc_only_fine_tuning_keeps_the_trunk_and_divergence_is_an_error(trained):
+    data, _, detector, _, config = trained
+    train = open_detection_dataset(data, "train")
+    proposals = dataset_proposals(train, config.proposal_config, data, log=lambda m: None)
+    windows = label_dataset(train, proposals)
+    fc_only = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=2, train_conv=False))
+    network = copy.deepcopy(detector.network)
+    _finetune(network, train, windows, fc_only, log=lambda m: None)
+    before, after = detector.network.state_dict(), network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("trunk."))
+    assert not torch.equal(before["fc8.weight"], after["fc8.weight"])
+    diverging = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=10, lr=1e30))
+    with pytest.raises(ValueError, match="diverged"):
+        _finetune(copy.deepcopy(detector.network), train, windows, diverging, log=lambda m: None)
+
+
+def test_resume_skips_finished_stages_and_refuses_other_configs(trained):
+    data, run, _, _, config = trained
+    train = open_detection_dataset(data, "train")
+    messages = []
+    train_rcnn(config, train, data, run, resume=True, log=messages.append)
+    assert not any("fine-tuning the whole network" in m or "training per-class SVMs" in m or "training box regressors" in m
+                   or "pre-training the trunk" in m for m in messages), messages
+    with pytest.raises(ValueError, match="differs from the given config"):
+        other = dataclasses.replace(config, test=dataclasses.replace(config.test, nms=0.5))
+        train_rcnn(other, train, data, run, resume=True, log=messages.append)
+    with pytest.raises(ValueError, match="not empty"):
+        train_rcnn(config, train, data, run, log=messages.append)
