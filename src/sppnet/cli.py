@@ -157,6 +157,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
     _print_skipped(dataset.skipped)
     detectors = [load_detector(run) for run in [args.run, *args.combine]]
+    if args.precision:
+        for detector in detectors:
+            detector.set_precision(args.precision)
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
     data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
@@ -179,6 +182,8 @@ def _detect_images(args: argparse.Namespace) -> int:
     from sppnet.engine.detectors import load_detector
 
     detector = load_detector(args.run)
+    if args.precision:
+        detector.set_precision(args.precision)
     records = []
     for path in args.images:
         try:
@@ -377,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--combine", type=Path, action="append", default=[], metavar="RUN2",
                         help="combine with another run: NMS over the union of both runs' detections")
     detect.add_argument("--no-box-regression", action="store_true")
+    detect.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="inference precision (default: the run's; bf16 = the CPU fast path)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
@@ -407,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect_images.add_argument("--out", type=Path, required=True)
     detect_images.add_argument("--threshold", type=float, default=float("-inf"), help="minimum score to draw (SVM score or probability)")
     detect_images.add_argument("--top", type=int, default=5, help="draw at most this many, highest scores first")
+    detect_images.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                               help="inference precision (default: the run's; bf16 = the CPU fast path)")
     detect_images.set_defaults(handler=_detect_images)
 
     compress = commands.add_parser("compress", help="truncated SVD of a Fast R-CNN run's fc6 and fc7 (a new run folder)")

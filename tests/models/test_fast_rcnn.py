@@ -149,3 +149,20 @@ def test_eval_follows_the_detection_contract():
         model.train()([image], [proposals])
     with pytest.raises(ValueError, match="3, H, W"):
         model.eval()([image[0]], [proposals])
+
+
+def test_bf16_fast_path_is_close_to_fp32_and_reversible():
+    model = _tiny_fast_rcnn().eval()
+    image, proposals, _ = _image_and_targets()
+    exact, exact_boxes = model.score(image, proposals)
+    model.set_precision("bf16")
+    assert model.trunk.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast, fast_boxes = model.score(image, proposals)
+    assert fast.dtype == torch.float32 and fast_boxes.dtype == torch.float32
+    assert (fast - exact).abs().max() < 0.02
+    assert (fast_boxes - exact_boxes).abs().max() < 2.0
+    model.set_precision("fp32")
+    again, _ = model.score(image, proposals)
+    assert torch.equal(again, exact)
+    with pytest.raises(ValueError, match="precision"):
+        model.set_precision("fp16")

@@ -24,6 +24,7 @@ from sppnet.data.images import ImageError
 from sppnet.data.proposals import ProposalConfig, compute_proposals
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.evaluation.voc import Detections
+from sppnet.fast_path import check_precision
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_box_regressors
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
@@ -51,6 +52,10 @@ class TestConfig:
     nms: float = 0.3
     top_k: int = 100  # detections per class per image
     box_regression: bool = True
+    precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
 
 
 def dataset_proposals(dataset: DetectionDataset, config: ProposalConfig, data_root: Path, log=print) -> dict[str, torch.Tensor]:

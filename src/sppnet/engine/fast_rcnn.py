@@ -132,6 +132,20 @@ class FastRCNNDetector:
     config: FastRCNNConfig
     classes: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        self.set_precision(self.config.test.precision)
+
+    def set_precision(self, precision: str) -> None:
+        self.model.set_precision(precision)
+
+    @property
+    def timer(self):
+        return self.model.timer
+
+    @timer.setter
+    def timer(self, value) -> None:
+        self.model.timer = value
+
     @property
     def proposal_config(self) -> ProposalConfig:
         return self.config.proposal_config

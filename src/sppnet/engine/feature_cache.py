@@ -28,6 +28,7 @@ from sppnet.data.proposals import file_sha256, safe_file_name
 from sppnet.data.records import ImageRecord, Skipped
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
 from sppnet.atomic import atomic_replace
+from sppnet.fast_path import as_input, autocast, prepare
 
 __all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun"]
 
@@ -100,16 +101,26 @@ class FeatureCache:
         return CachedMap(features, scale, float(meta["factor"]))
 
     @torch.no_grad()
-    def _compute(self, record: ImageRecord) -> dict[tuple[int, bool], CachedMap]:
+    def compute(self, record: ImageRecord, variants: Sequence[bool] | None = None,
+                precision: str = "fp32") -> dict[tuple[int, bool], CachedMap]:
+        """The maps of one image, computed now and not stored: ``(scale,
+        flipped) -> map`` for each mirroring in ``variants`` (default: the
+        cache's). ``precision="bf16"`` is the CPU fast path (for timing and
+        testing; the cache itself always holds fp32 results)."""
         image = to_tensor(load_image(record.image_path))
         maps = {}
         self.trunk.eval()
-        for flipped in self.variants:
-            source = image.flip(-1) if flipped else image
-            for scale in self.scales:
-                scaled, factor = scale_image(source, scale, self.max_side)
-                features = self.trunk(scaled[None])[0].to(torch.float16).contiguous()
-                maps[scale, flipped] = CachedMap(features, scale, factor)
+        prepare(self.trunk, precision)
+        try:
+            for flipped in self.variants if variants is None else variants:
+                source = image.flip(-1) if flipped else image
+                for scale in self.scales:
+                    scaled, factor = scale_image(source, scale, self.max_side)
+                    with autocast(precision):
+                        features = self.trunk(as_input(scaled[None], precision))[0]
+                    maps[scale, flipped] = CachedMap(features.to(torch.float16).contiguous(), scale, factor)
+        finally:
+            prepare(self.trunk, "fp32")
         return maps
 
     def _write(self, record: ImageRecord, sha: str, maps: dict[tuple[int, bool], CachedMap]) -> None:
@@ -130,7 +141,7 @@ class FeatureCache:
         sha = self._image_sha(record.image_path)
         found = self._lookup(record, sha)
         if not all(isinstance(v, CachedMap) for v in found.values()):
-            found = self._compute(record)
+            found = self.compute(record)
             self._write(record, sha, found)
         return {s: found[s, flipped] for s in self.scales}
 
@@ -151,7 +162,7 @@ class FeatureCache:
                     run.reused += 1
                     continue
                 run.recomputed += any(isinstance(v, str) for v in found)
-                self._write(record, sha, self._compute(record))
+                self._write(record, sha, self.compute(record))
                 run.computed += 1
             except (ImageError, OSError) as error:
                 run.skipped.append(Skipped(record.image_path, str(error)))

@@ -44,13 +44,15 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig, TestConfig, dataset_proposals, label_dataset, train_box_regression, train_svms,
 )
-from sppnet.engine.feature_cache import FeatureCache
+from sppnet.engine.feature_cache import CachedMap, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import pool_windows
+from sppnet.fast_path import autocast, check_precision
 from sppnet.ops import class_nms, clip_boxes
+from sppnet.timing import StageTimer, stage
 
 __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 
@@ -122,6 +124,14 @@ class SPPNetDetector:
     config: SPPNetConfig
     classes: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
+    timer: StageTimer | None = None  # set to collect seconds per test stage
+    precision: str = "fp32"  # fc layers in "bf16" on the CPU fast path (the maps come from the cache)
+
+    def __post_init__(self) -> None:
+        self.set_precision(self.config.test.precision)
+
+    def set_precision(self, precision: str) -> None:
+        self.precision = check_precision(precision)
 
     @property
     def proposal_config(self) -> ProposalConfig:
@@ -132,25 +142,35 @@ class SPPNetDetector:
         return self.config.test
 
     @torch.no_grad()
-    def window_features(self, record: ImageRecord, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pool5 ``(R, C * B)`` pooled from the cached maps and fc7 ``(R, H)``."""
-        pooled = pool_windows(self.cache.load(record), boxes, self.cache.trunk.geometry, self.levels,
-                              target=self.config.window_target)
+    def window_features(self, record: ImageRecord, boxes: torch.Tensor,
+                        maps: dict[int, CachedMap] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` pooled from the image's maps (default: the
+        cached ones) and fc7 ``(R, H)``."""
+        maps = self.cache.load(record) if maps is None else maps
+        with stage(self.timer, "pooling"):
+            pooled = pool_windows(maps, boxes, self.cache.trunk.geometry, self.levels, target=self.config.window_target)
         self.head.eval()
-        return pooled, self.head.features(pooled)
+        with stage(self.timer, "fc"), autocast(self.precision):
+            fc7 = self.head.features(pooled).float()
+        return pooled, fc7
 
     @torch.no_grad()
-    def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:
-        """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image."""
+    def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None,
+               maps: dict[int, CachedMap] | None = None) -> dict:
+        """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image;
+        ``maps`` (scale -> map) instead of the cached ones."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
             return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
-        pooled, fc7 = self.window_features(record, boxes)
-        scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
-        window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
+        pooled, fc7 = self.window_features(record, boxes, maps)
+        with stage(self.timer, "classifier"):
+            scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
+        with stage(self.timer, "nms"):
+            window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
         use_regression = self.test.box_regression if box_regression is None else box_regression
         if use_regression and self.regressors is not None:
-            out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
+            with stage(self.timer, "classifier"):
+                out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
         out_boxes = clip_boxes(out_boxes, (record.height, record.width))
         return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
 

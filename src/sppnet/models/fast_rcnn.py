@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
+from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.windows import choose_scales, label_windows
 from sppnet.ops import BoxCoder, boxes_to_rois, class_nms, clip_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
@@ -156,6 +157,13 @@ class FastRCNN(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
+        self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
+
+    def set_precision(self, precision: str) -> FastRCNN:
+        """Inference in ``"fp32"`` or ``"bf16"`` (autocast, channels-last convs)."""
+        prepare(self.trunk, precision)
+        self.precision = precision
+        return self
 
     def train(self, mode: bool = True) -> FastRCNN:
         super().train(mode)
@@ -188,7 +196,7 @@ class FastRCNN(nn.Module):
         batch = resized[0].new_zeros(len(resized), 3, height, width)
         for index, scaled in enumerate(resized):
             batch[index, :, : scaled.shape[1], : scaled.shape[2]] = scaled
-        return self.trunk(batch), factors
+        return self.trunk(as_input(batch, self.precision)), factors
 
     def pool(self, features: torch.Tensor, boxes_per_image: Sequence[torch.Tensor]) -> torch.Tensor:
         """Boxes in input pixels of each image of ``features`` -> pooled ``(R, C * B)``."""
@@ -223,6 +231,10 @@ class FastRCNN(nn.Module):
     def score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One image, its RoIs (R, 4) -> class probabilities (R, K+1) and
         per-class boxes (R, K+1, 4) after regression, in original pixels, clipped."""
+        with autocast(self.precision, image.device):
+            return self._score(image, boxes)
+
+    def _score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         timer = self.timer
         with stage(timer, "conv"):
             maps = [self.feature_maps([image], [scale]) for scale in self.scales]

@@ -1,0 +1,42 @@
+"""The CPU inference fast path: bfloat16 autocast and channels-last convs.
+
+On CPUs with AMX or AVX-512 bf16 (this project's machines), matrix products
+in bfloat16 run several times faster than in float32, and oneDNN's bf16 convs
+want channels-last tensors. ``precision="bf16"`` turns both on for inference;
+``"fp32"`` is the exact path. ``benchmarks/RESULTS.md`` gives the measured
+speed and mAP of both (``sppnet bench detect``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["PRECISIONS", "check_precision", "autocast", "prepare", "as_input"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """bfloat16 autocast for ``"bf16"``; a no-op context for ``"fp32"``."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
+
+
+def prepare(module: nn.Module, precision: str) -> nn.Module:
+    """Channels-last weights for the bf16 path, contiguous ones for fp32 (in place)."""
+    memory_format = torch.channels_last if check_precision(precision) == "bf16" else torch.contiguous_format
+    return module.to(memory_format=memory_format)
+
+
+def as_input(images: torch.Tensor, precision: str) -> torch.Tensor:
+    """A conv input batch in the memory format ``prepare`` chose."""
+    if check_precision(precision) == "bf16":
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
