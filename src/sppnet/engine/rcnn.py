@@ -46,14 +46,22 @@ from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
-    MiningConfig, TestConfig, class_nms, dataset_proposals, label_dataset, train_box_regression, train_svms,
+    MiningConfig,
+    TestConfig,
+    class_nms,
+    dataset_proposals,
+    label_dataset,
+    train_box_regression,
+    train_svms,
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
+from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.ops import clip_boxes
+from sppnet.timing import StageTimer, stage
 
 __all__ = [
     "RCNNConfig", "RCNNFinetuneConfig", "RCNNNetwork", "RCNNDetector", "context_boxes", "warp_windows",
@@ -194,6 +202,15 @@ class RCNNDetector:
     config: RCNNConfig
     classes: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
+    timer: StageTimer | None = None  # set to collect seconds per test stage
+    precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
+
+    def __post_init__(self) -> None:
+        self.set_precision(self.config.test.precision)
+
+    def set_precision(self, precision: str) -> None:
+        prepare(self.network.trunk, precision)
+        self.precision = precision
 
     @property
     def proposal_config(self) -> ProposalConfig:
@@ -209,15 +226,21 @@ class RCNNDetector:
         batches of ``config.window_batch``; the image is loaded once."""
         image = to_tensor(load_image(record.image_path))
         boxes = boxes.float().reshape(-1, 4)
-        self.network.eval()
+        network, timer = self.network.eval(), self.timer
         pooled, fc7 = [], []
         # An empty box list still runs one (empty) batch, for the feature widths.
         for start in range(0, max(len(boxes), 1), self.config.window_batch):
-            warped = warp_windows(image, boxes[start : start + self.config.window_batch], self.config.warp_size,
-                                  self.config.context)
-            p, f = self.network.features(warped)
-            pooled.append(p)
-            fc7.append(f)
+            with autocast(self.precision):
+                with stage(timer, "conv"):
+                    warped = warp_windows(image, boxes[start : start + self.config.window_batch], self.config.warp_size,
+                                          self.config.context)
+                    maps = network.trunk(as_input(warped, self.precision))
+                with stage(timer, "pooling"):
+                    p = network.pool(maps)
+                with stage(timer, "fc"):
+                    f = network.fc7(network.fc6(p))
+            pooled.append(p.float())
+            fc7.append(f.float())
         return torch.cat(pooled), torch.cat(fc7)
 
     @torch.no_grad()
@@ -227,11 +250,14 @@ class RCNNDetector:
         if len(boxes) == 0:
             return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
         pooled, fc7 = self.window_features(record, boxes)
-        scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
-        window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
+        with stage(self.timer, "classifier"):
+            scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
+        with stage(self.timer, "nms"):
+            window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
         use_regression = self.test.box_regression if box_regression is None else box_regression
         if use_regression and self.regressors is not None:
-            out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
+            with stage(self.timer, "classifier"):
+                out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
         out_boxes = clip_boxes(out_boxes, (record.height, record.width))
         return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
 
