@@ -272,6 +272,27 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_detect(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sppnet.detection_bench import DetectBenchConfig, format_tables, run_detect_bench, save_summary, write_results_section
+
+    config = DetectBenchConfig(timing_images=args.timing_images, rcnn_images=args.rcnn_images, windows=args.windows,
+                               proposals=args.proposals, width=args.width, train=not args.no_train,
+                               precisions=tuple(args.precisions.split(",")))
+    work = args.work or args.json.with_suffix("")
+    summary = run_detect_bench(args.data, work, config)
+    save_summary(summary, args.json)
+    tables = format_tables(summary)
+    print(tables, end="")
+    if args.results_md is not None:
+        command = "sppnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "sppnet bench detect"
+        write_results_section(args.results_md, tables, command)
+        print(f"tables written to {args.results_md}")
+    print(f"summary written to {args.json}")
+    return 0
+
+
 def _config_class(preset: str):
     import importlib
 
@@ -417,6 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     detect_images.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                                help="inference precision (default: the run's; bf16 = the CPU fast path)")
     detect_images.set_defaults(handler=_detect_images)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    bench_detect = bench.add_parser("detect", help="R-CNN, SPP-net (1 and 5 scales), Fast R-CNN (+SVD) side by side: "
+                                    "seconds per image by stage, fp32 and bf16, and mAP of each trained on the data")
+    bench_detect.add_argument("--data", type=Path, required=True, help="VOC-layout folder with train and test splits")
+    bench_detect.add_argument("--json", type=Path, required=True, help="summary JSON (speed-ups, seconds, mAP)")
+    bench_detect.add_argument("--work", type=Path, default=None, help="runs and caches (default: the JSON path without .json)")
+    bench_detect.add_argument("--windows", type=int, default=2000, help="proposals per image (default: 2000)")
+    bench_detect.add_argument("--proposals", choices=("grid", "selective-search-fast"), default="grid")
+    bench_detect.add_argument("--timing-images", type=int, default=3)
+    bench_detect.add_argument("--rcnn-images", type=int, default=1, help="images timed for R-CNN (2000 passes each)")
+    bench_detect.add_argument("--width", type=float, default=1.0, help="ZF-5 width of the timing network (1 = paper)")
+    bench_detect.add_argument("--precisions", default="fp32,bf16")
+    bench_detect.add_argument("--no-train", action="store_true", help="speed only: skip training and mAP")
+    bench_detect.add_argument("--results-md", type=Path, default=None,
+                              help="also write the tables into this RESULTS.md (e.g. benchmarks/RESULTS.md)")
+    bench_detect.set_defaults(handler=_bench_detect)
 
     compress = commands.add_parser("compress", help="truncated SVD of a Fast R-CNN run's fc6 and fc7 (a new run folder)")
     compress.add_argument("--run", type=Path, required=True)
