@@ -138,7 +138,10 @@ def _train_detect(args: argparse.Namespace) -> int:
     config_file = args.config
     if args.resume and config_file is None and (args.out / "config.yaml").is_file():
         config_file = args.out / "config.yaml"
-    config = load_config(method.config_type, config_file or method.default_preset, args.set)
+    overrides = list(args.set) + ([f"pretrain.weights={args.backbone_weights.resolve()}"] if args.backbone_weights else [])
+    if args.backbone_weights and args.backbone:
+        raise ValueError("give either --backbone (a classifier run) or --backbone-weights (ImageNet weights), not both")
+    config = load_config(method.config_type, config_file or method.default_preset, overrides)
     dataset = open_detection_dataset(args.data, args.split)
     _print_skipped(dataset.skipped)
     data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
@@ -272,6 +275,21 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sppnet.export import export_run
+
+    summary = export_run(args.run, args.format, args.out)
+    sizes = ", ".join(" ".join(f"{name} {tuple(shape)}" for name, shape in case.items()) for case in summary["inputs"])
+    print(f"wrote {summary['path']} ({summary['kind']} run, {summary['format']})")
+    runtime = "ONNX Runtime" if args.format == "onnx" else "TorchScript"
+    print(f"{runtime} vs PyTorch on {sizes}: max abs difference {summary['max_abs_diff']:.3g} "
+          f"(tolerance {summary['tolerance']:.3g})")
+    if not summary["ok"]:
+        print("sppnet export: error: the exported model differs from PyTorch beyond the tolerance", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _bench_detect(args: argparse.Namespace) -> int:
     import shlex
 
@@ -381,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect_train.add_argument("--out", type=Path, required=True, help="run folder")
     detect_train.add_argument("--backbone", type=Path, default=None,
                               help="an SPP classifier run folder (sppnet train classify); default: pre-train one")
+    detect_train.add_argument("--backbone-weights", type=Path, default=None,
+                              help="local torchvision ImageNet weights (AlexNet, VGG16, ResNet-18/50 state_dict or "
+                                   ".safetensors): the pre-trained trunk starts from them")
     detect_train.add_argument("--config", type=Path, default=None,
                               help="YAML config file or preset (default: detect-<method>-tiny)")
     detect_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -462,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--out", type=Path, default=None, help="the compressed run (default: RUN-svd)")
     compress.set_defaults(handler=_compress)
 
+    export = commands.add_parser("export", help="export a classification, Fast R-CNN or SPP-net run to ONNX or "
+                                                "TorchScript, checked against PyTorch on a few input sizes")
+    export.add_argument("--run", type=Path, required=True, help="a run folder (sppnet train classify / detect)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--out", type=Path, required=True, help="the file to write (e.g. model.onnx, model.pt)")
+    export.set_defaults(handler=_export)
+
     draw = commands.add_parser("draw", help="draw ground truth (or a results folder's detections) on images")
     dataset_arguments(draw)
     draw.add_argument("--results", type=Path, default=None)
@@ -475,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train":  # under torchrun: join the process group (DDP); only rank 0 prints
+            from sppnet.engine.distributed import init_from_env
+
+            with init_from_env(quiet_workers=True):
+                return args.handler(args)
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"sppnet {args.command}: error: {error}", file=sys.stderr)

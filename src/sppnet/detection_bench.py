@@ -155,7 +155,8 @@ def _train_and_evaluate(config: DetectBenchConfig, data: Path, work: Path, log=p
     train = open_detection_dataset(data, config.train_split)
     test = open_detection_dataset(data, config.split)
     pretrain = load_config(SPPNetConfig, "detect-sppnet-tiny").pretrain
-    backbone = pretrain_backbone(pretrain, train, work / "shared", None, config.seed, log=lambda m: log(f"  {m}"))
+    backbone = pretrain_backbone(pretrain, train, work / "shared", None, config.seed,
+                                 log=lambda m: None if "pretrain: epoch" in m else log(f"  {m}"))
     runs = {
         "rcnn": ("rcnn", []),
         "sppnet-1": ("sppnet", ["scales=[384]"]),
@@ -223,11 +224,16 @@ def run_detect_bench(data: str | Path, work: str | Path, config: DetectBenchConf
     dataset = open_detection_dataset(data, config.split)
     for item in dataset.skipped:
         log(f"skipped: {item}")
-    proposal_config = ProposalConfig(method=config.proposals, max_proposals=config.windows, resize_to=None)
+    # A dense grid (stride a quarter of the window) so that even small images get `windows` boxes.
+    proposal_config = ProposalConfig(method=config.proposals, max_proposals=config.windows, resize_to=None,
+                                     grid_stride=0.25)
     run = compute_proposals(dataset.images[: max(config.timing_images, config.rcnn_images) + 2], proposal_config,
                             work / "proposals", progress=False)
     for item in run.skipped:
         log(f"skipped: {item}")
+    short = {k: len(v) for k, v in run.boxes.items() if len(v) < config.windows}
+    if short:
+        log(f"note: fewer than {config.windows} windows on {len(short)} image(s): {short}")
     log(f"timing on {config.timing_images} image(s) of {data} ({config.split}), {config.windows} {config.proposals} "
         f"windows each, ZF-5 width {config.width}, {torch.get_num_threads()} threads")
     try:

@@ -6,6 +6,13 @@ folder per class) and background crops (IoU < 0.3 with every object), written
 as an image folder to ``RUN/pretrain-data/``. The classifier run in
 ``RUN/pretrain/`` then plays the role of the paper's ImageNet model: its conv
 layers are the detector's trunk and its fc6/fc7 initialise the detector's.
+
+With ImageNet weights on disk (``pretrain.weights``, the CLI's
+``--backbone-weights FILE``: a torchvision AlexNet, VGG16 or ResNet-18/50
+state_dict or safetensors file, told apart by its keys), the classifier's
+trunk starts from them instead of from scratch; the crops then fine-tune it
+and train its fc layers (ImageNet's fc layers expect a single 6 x 6 or 7 x 7
+pool, not the pyramid, so they are not used).
 """
 
 from __future__ import annotations
@@ -19,10 +26,29 @@ from PIL import Image
 from sppnet.config import load_config
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
+from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, train_classifier
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "pretrain_backbone", "write_pretrain_crops"]
+__all__ = ["PretrainConfig", "pretrain_backbone", "write_pretrain_crops", "torchvision_architecture"]
+
+
+def torchvision_architecture(weights: str | Path) -> str:
+    """Which torchvision trunk a weights file is for: the one it loads into strictly."""
+    from sppnet.models.backbones import build_backbone
+    from sppnet.models.backbones.torchvision_trunks import TORCHVISION_TRUNKS
+
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    for name in TORCHVISION_TRUNKS:
+        try:
+            build_backbone(name, weights=path)
+        except ValueError:
+            continue
+        return name
+    raise ValueError(f"{path} holds the weights of none of the torchvision trunks {TORCHVISION_TRUNKS} "
+                     "(a state_dict of the full model or of its trunk)")
 
 
 @dataclass(frozen=True)
@@ -31,6 +57,7 @@ class PretrainConfig:
     epochs: int | None = None  # None: the preset's
     background_per_image: int = 2  # background crops (IoU < 0.3 with every object) per image
     min_crop: int = 8  # ground-truth boxes smaller than this are not used as crops
+    weights: Path | None = None  # local torchvision ImageNet weights for the trunk (alexnet/vgg16/resnet18/resnet50)
 
 
 def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainConfig, seed: int) -> None:
@@ -75,10 +102,17 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
         return classifier_run
     log("no --backbone given: pre-training the trunk as an SPP classifier on ground-truth and background crops")
     crops = run_dir / "pretrain-data"
-    if not (crops / "train").is_dir():
+    if not (crops / "train").is_dir() and distributed.is_main():
         write_pretrain_crops(train, crops / "train", config, seed)
+    resume = (classifier_run / "checkpoint.safetensors").is_file()
+    distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
     overrides = ["train.val_split=null"] + ([f"train.epochs={config.epochs}"] if config.epochs else [])
+    if config.weights is not None:
+        architecture = torchvision_architecture(config.weights)
+        log(f"the trunk starts from {config.weights} ({architecture})")
+        overrides += [f"model.backbone={architecture}", "model.width=1.0", f"model.weights={Path(config.weights).resolve()}"]
     classify = load_config(ClassifyConfig, config.preset, overrides)
-    train_classifier(classify, crops, classifier_run, resume=(classifier_run / "checkpoint.safetensors").is_file(),
+    # Under torchrun every rank trains its share of each mini-batch (DDP, see train_classifier).
+    train_classifier(classify, crops, classifier_run, resume=resume,
                      progress=False, log=lambda message: log(f"  pretrain: {message}"))
     return classifier_run

@@ -1,0 +1,118 @@
+"""The three detectors and the detection benchmark through the ``sppnet`` command."""
+
+import json
+
+import pytest
+
+from sppnet.cli import main
+
+
+@pytest.mark.parametrize("method, overrides", [
+    ("fast-rcnn", ["train.iterations=6", "train.checkpoint_every=3", "scales=[224]"]),
+    ("rcnn", ["finetune.iterations=3", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=64",
+              "context=5"]),
+])
+def test_train_eval_and_detect_each_method(method, overrides, detection_backbone, tmp_path, capsys):
+    data, backbone = detection_backbone
+    run = tmp_path / "run"
+    sets = [a for o in overrides + ["proposals=grid", "max_proposals=40"] for a in ("--set", o)]
+    assert main(["train", "detect", "--method", method, "--data", str(data), "--split", "train", "--out", str(run),
+                 "--backbone", str(backbone), *sets]) == 0
+    assert f"{method} run written" in capsys.readouterr().out
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"eval-{precision}.json"
+        assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(out),
+                     "--precision", precision]) == 0
+        assert 0.0 <= json.loads(out.read_text())["map"] <= 1.0
+    image = sorted((data / "JPEGImages").glob("test_*"))[0]
+    assert main(["detect", str(image), "--run", str(run), "--out", str(tmp_path / "drawn")]) == 0
+    assert (tmp_path / "drawn" / f"{image.stem}.png").is_file()
+
+
+def test_compress_refuses_runs_of_other_methods(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("scales: [192]\nwindow_target: 96.0\n")
+    assert main(["compress", "--run", str(tmp_path / "run"), "--ranks", "8,4"]) == 2
+    assert "not a Fast R-CNN run" in capsys.readouterr().err
+
+
+def test_bench_detect_times_every_system_side_by_side(detection_backbone, tmp_path, capsys):
+    data, _ = detection_backbone
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\nearlier text\n")
+    summary_path = tmp_path / "bench.json"
+    args = ["bench", "detect", "--data", str(data), "--json", str(summary_path), "--windows", "40", "--timing-images", "1",
+            "--width", "0.125", "--no-train", "--results-md", str(results)]
+    assert main(args) == 0
+    summary = json.loads(summary_path.read_text())
+    assert set(summary["seconds_per_image"]) == {"rcnn", "sppnet-1", "sppnet-5", "fast-rcnn", "fast-rcnn-svd"}
+    for per_precision in summary["seconds_per_image"].values():
+        assert set(per_precision) == {"fp32", "bf16"}
+        for stages in per_precision.values():
+            assert stages["total"] >= stages["conv"] > 0 and stages["fc"] > 0
+    for key in ("speedup_sppnet1_vs_rcnn", "speedup_fastrcnn_vs_sppnet5", "svd_fc_time_reduction"):
+        assert isinstance(summary[key], float)
+    text = results.read_text()
+    assert text.startswith("# Results\n\nearlier text\n") and "| rcnn | fp32 |" in text
+    assert main(args) == 0  # a second run replaces its section, it does not append another
+    assert results.read_text().count("| rcnn | fp32 |") == 1
+
+
+@pytest.fixture(scope="module")
+def alexnet_weights(tmp_path_factory):
+    """A torchvision AlexNet state_dict on disk, as a user's ImageNet file would be
+    (random weights: nothing is downloaded)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def test_torchvision_architecture_is_told_by_the_file(alexnet_weights, tmp_path):
+    import torch
+    import torchvision
+
+    from sppnet.engine.pretrain import torchvision_architecture
+
+    assert torchvision_architecture(alexnet_weights) == "alexnet"
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    assert torchvision_architecture(resnet) == "resnet18"
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(ValueError, match="none of the torchvision trunks"):
+        torchvision_architecture(other)
+
+
+@pytest.mark.parametrize("method, overrides", [
+    ("sppnet", ["scales=[224]", "finetune.iterations=2", "window_target=96.0"]),
+    ("fast-rcnn", ["scales=[224]", "train.iterations=2", "train.checkpoint_every=2"]),
+    ("rcnn", ["finetune.iterations=2", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=96",
+              "context=7"]),
+])
+def test_local_imagenet_weights_plug_into_every_detector(method, overrides, alexnet_weights, detection_backbone,
+                                                         tmp_path, capsys):
+    import torch
+    import yaml
+
+    from sppnet.engine.detectors import load_detector
+    from sppnet.models.backbones.torchvision_trunks import read_weights_file
+
+    data, _ = detection_backbone
+    run = tmp_path / "run"
+    sets = [a for o in overrides + ["proposals=grid", "max_proposals=30", "pretrain.epochs=1"] for a in ("--set", o)]
+    assert main(["train", "detect", "--method", method, "--data", str(data), "--split", "train", "--out", str(run),
+                 "--backbone-weights", str(alexnet_weights), *sets]) == 0
+    pretrain = yaml.safe_load((run / "pretrain" / "config.yaml").read_text())["model"]
+    assert pretrain["backbone"] == "alexnet" and pretrain["weights"] == str(alexnet_weights.resolve())
+    detector = load_detector(run)
+    trunk = detector.model.trunk if method == "fast-rcnn" else (
+        detector.network.trunk if method == "rcnn" else detector.cache.trunk)
+    assert type(trunk).__name__ == "TorchvisionTrunk"
+    # The trunk started from the file: one epoch of small steps leaves conv1 close to it.
+    start = read_weights_file(alexnet_weights)["features.0.weight"]
+    conv1 = next(m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)).weight.detach()
+    assert (conv1 - start).abs().mean() < 0.1 * start.abs().mean()
