@@ -56,3 +56,31 @@ def test_load_yaml_with_overrides(tmp_path):
         load_config(Outer, path)  # safe_load refuses python tags
     with pytest.raises(FileNotFoundError):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+def _assert_subset(written, resolved, where: str) -> None:
+    if isinstance(written, dict):
+        for key, value in written.items():
+            _assert_subset(value, resolved[key], f"{where}.{key}")
+    else:
+        assert written == resolved, where
+
+
+def test_every_shipped_preset_loads_into_its_typed_config_and_shows(capsys):
+    import yaml
+
+    from sppnet.cli import _config_class, main
+    from sppnet.config import preset_names, preset_path
+
+    names = preset_names()
+    for method in ("classify", "detect-sppnet", "detect-fast-rcnn", "detect-rcnn"):
+        assert {f"{method}-tiny", f"{method}-paper"} <= set(names), method
+    for name in names:
+        config_class = _config_class(name)
+        config = load_config(config_class, name)
+        # Every value written in the file is the resolved config's.
+        _assert_subset(yaml.safe_load(preset_path(name).read_text()), to_dict(config), name)
+        assert main(["config", "show", name]) == 0
+        assert from_dict(config_class, yaml.safe_load(capsys.readouterr().out)) == config
+        with pytest.raises(ConfigError, match="unknown config key 'no_such_key'"):
+            load_config(config_class, name, ["no_such_key=1"])
