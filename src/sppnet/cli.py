@@ -32,9 +32,14 @@ def _data_synth(args: argparse.Namespace) -> int:
     from sppnet.data.synthetic import DetectionSynthConfig, synthesize_classification, synthesize_detection
 
     if args.task == "detect":
-        counts = synthesize_detection(args.out, DetectionSynthConfig(train=args.train, test=args.test, seed=args.seed))
+        config = DetectionSynthConfig(train=args.train, test=args.test, seed=args.seed, corrupt=args.corrupt)
+        counts = synthesize_detection(args.out, config)
         print(f"wrote a VOC-layout detection set to {args.out}: {counts['images']} images, {counts['objects']} objects "
               f"({counts['difficult']} difficult, {counts['truncated']} truncated); splits train, trainval, test")
+        if args.corrupt:
+            print(f"injected {counts['corrupted']} faults (every kind in each split); listed in {args.out / 'corruptions.json'}")
+    elif args.corrupt:
+        raise ValueError("--corrupt applies to --task detect only")
     else:
         counts = synthesize_classification(args.out, train=args.train, test=args.test, seed=args.seed)
         print(f"wrote an image-folder classification set to {args.out}: {counts}")
@@ -355,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, default=60, help="training images (default: 60)")
     synth.add_argument("--test", type=int, default=30, help="test images (default: 30)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--corrupt", action="store_true",
+                       help="detect only: inject every kind of bad data (broken images and XML, bad boxes, unsafe ids), "
+                            "each into its own images, listed in OUT/corruptions.json")
     synth.set_defaults(handler=_data_synth)
 
     def dataset_arguments(sub):

@@ -5,6 +5,10 @@ EXIF orientation applied (so boxes drawn on the displayed image line up),
 grayscale and palette images expanded to RGB, alpha dropped, and 16-bit
 images scaled to 8 bits. Unreadable, truncated or oversized files raise
 ``ImageError`` (a ``ValueError``) naming the file.
+
+``image_size(path)`` reads the header only; ``checked_image_size(path)``
+also makes sure the file is whole (a truncated body is found when the image
+list is read, not midway through a run).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "load_image", "image_size", "MAX_PIXELS"]
+__all__ = ["ImageError", "load_image", "image_size", "checked_image_size", "MAX_PIXELS"]
 
 # Larger images are refused before they are decoded (decompression bombs).
 MAX_PIXELS = 64_000_000
@@ -26,6 +30,12 @@ class ImageError(ValueError):
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
+    try:
+        empty = path.stat().st_size == 0
+    except (OSError, ValueError):  # Image.open below says what is wrong
+        empty = False
+    if empty:
+        raise ImageError(f"{path}: not a readable image (empty file, 0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -52,6 +62,39 @@ def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int
         except Exception:  # a broken EXIF block is not worth refusing the image for
             orientation = 1
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+# The bytes a complete file of these formats ends with (JPEG's EOI marker, PNG's IEND chunk).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def _ends_with(path: Path, marker: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            if handle.tell() < len(marker):
+                return False
+            handle.seek(-len(marker), 2)
+            return handle.read() == marker
+    except OSError:
+        return False
+
+
+def checked_image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``image_size`` after checking that the file is whole.
+
+    A JPEG or PNG file that ends with its end marker (JPEG's EOI, PNG's IEND
+    chunk) is taken as whole: reading its last bytes costs next to nothing.
+    Any other file, and one that does not end so (a truncated file, or a
+    complete one with trailing bytes), is decoded in full, so a file that
+    cannot be decoded raises ``ImageError`` here.
+    """
+    path = Path(path)
+    with _open(path, max_pixels) as image:
+        marker = _END_MARKERS.get(image.format or "")
+    if marker is None or not _ends_with(path, marker):
+        load_image(path, max_pixels)
+    return image_size(path, max_pixels)
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -6,11 +6,28 @@
 
 VOC boxes are 1-based inclusive pixels (xmin..xmax). They become the package's
 0-based continuous boxes once, here: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax,
-y2 = ymax (and back when writing). Everything that cannot be used is reported
-in ``DetectionDataset.skipped`` with its file: a missing or malformed XML file
-or image skips the image; an unknown class, an inverted or empty box skips the
-object; a box reaching outside the image is clipped to it, and that is
-reported too. Nothing is dropped silently.
+y2 = ymax (and back when writing). Everything that cannot be used is
+reported in ``DetectionDataset.skipped`` with its file. Nothing is dropped
+silently:
+
+- the image is skipped (reported with its XML file; the reason names the
+  image file where the image is at fault): a missing or malformed (not
+  well-formed) XML file, a missing image file, an image that cannot be read:
+  empty, not an image, truncated (``check_images``: a JPEG or PNG must end
+  with its end marker, any other file is decoded), larger than
+  ``images.MAX_PIXELS`` (a decompression bomb); an id in the split file that
+  would leave the dataset root (``../x``, reported with the split file) or that
+  is no valid file name;
+- the object is skipped and the image kept with its other objects: an
+  unknown class (or the reserved background name), a missing or non-numeric
+  or non-finite coordinate, an inverted or zero-area box, a box that lies
+  wholly outside the image;
+- the box is clipped to the image, and that is reported: a box that reaches
+  partly outside.
+
+A file with faults of several kinds is reported once per fault. The reader
+raises only for the split as a whole: ``FileNotFoundError`` (no root or split
+file) and ``ValueError`` (an empty split, no usable image, bad ``classes``).
 """
 
 from __future__ import annotations
@@ -24,7 +41,7 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
 from sppnet.atomic import atomic_write_text
-from sppnet.data.images import ImageError, image_size
+from sppnet.data.images import ImageError, checked_image_size
 from sppnet.data.records import BACKGROUND, VOC_CLASSES, DetectionDataset, ImageRecord, Skipped
 
 __all__ = ["read_voc", "write_voc_annotation", "write_voc_split", "resolve_classes"]
@@ -56,12 +73,21 @@ def resolve_classes(classes: str | Sequence[str] | None, found: Sequence[str] = 
     return (BACKGROUND, *names)
 
 
-def _safe_child(root: Path, *parts: str) -> Path:
-    """root/parts, refusing ids that would leave the dataset root."""
-    path = root.joinpath(*parts)
-    if ".." in Path(*parts).parts or Path(parts[-1]).is_absolute():
-        raise _BadFile(f"image id {parts[-1]!r} points outside the dataset root")
-    return path
+def _safe_child(root: Path, folder: str, name: str, what: str) -> Path:
+    """root/folder/name, refusing a ``name`` that would leave the dataset root
+    (the error says it of ``what``)."""
+    if ".." in Path(name).parts or Path(name).is_absolute():
+        raise _BadFile(f"{what} points outside the dataset root")
+    return root / folder / name
+
+
+def _is_file(path: Path, what: str) -> bool:
+    """``path.is_file()``, with a path the system refuses (too long, a NUL
+    byte) reported as a bad item instead of ending the whole read."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError) as error:
+        raise _BadFile(f"cannot look up the {what} {str(path)!r} ({error})") from None
 
 
 def _read_split(root: Path, split: str) -> list[str]:
@@ -102,8 +128,20 @@ def _flag(node: ET.Element, tag: str) -> bool:
     text = _text(node, tag, "0")
     try:
         return bool(int(float(text)))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _BadFile(f"<{tag}> is not 0 or 1: {text!r}") from None
+
+
+def _xml_size(xml_root: ET.Element) -> tuple[int, int]:
+    """(width, height) from <size>, for a read that does not open the images."""
+    size = xml_root.find("size")
+    if size is None:
+        raise _BadFile("no <size> and the image was not read (check_images=False)")
+    width, height = _number(size, "width"), _number(size, "height")
+    if not (1 <= width <= 2**31 and 1 <= height <= 2**31):
+        raise _BadFile(f"<size> is not a valid image size (width={width:g}, height={height:g}) "
+                       "and the image was not read (check_images=False)")
+    return int(width), int(height)
 
 
 def _parse_objects(xml_root: ET.Element, xml_path: Path, width: int, height: int, classes, skipped, found):
@@ -119,6 +157,10 @@ def _parse_objects(xml_root: ET.Element, xml_path: Path, width: int, height: int
             hard, cut = _flag(obj, "difficult"), _flag(obj, "truncated")
         except _BadFile as error:
             skipped.append(Skipped(xml_path, f"{where}: {error}; object skipped"))
+            continue
+        if name == BACKGROUND:
+            skipped.append(Skipped(xml_path, f"{where}: {BACKGROUND!r} is reserved for the background, not an "
+                                             "object class; object skipped"))
             continue
         found.add(name)
         if classes is not None and name not in classes:
@@ -168,33 +210,30 @@ def read_voc(
     parsed = []
     for image_id in ids:
         try:
-            xml_path = _safe_child(root, "Annotations", f"{image_id}.xml")
+            xml_path = _safe_child(root, "Annotations", f"{image_id}.xml", f"image id {image_id!r}")
         except _BadFile as error:
             skipped.append(Skipped(root / "ImageSets" / "Main" / f"{split}.txt", f"{error}; image skipped"))
             continue
         try:
-            if not xml_path.is_file():
+            if not _is_file(xml_path, "annotation file"):
                 raise _BadFile("annotation file not found")
             try:
                 xml_root = SafeET.parse(xml_path).getroot()
-            except (ET.ParseError, DefusedXmlException) as error:
+            except (ET.ParseError, DefusedXmlException, ValueError) as error:
                 raise _BadFile(f"malformed XML ({error})") from None
             filename = _text(xml_root, "filename", f"{image_id}.jpg")
-            image_path = _safe_child(root, "JPEGImages", Path(filename).name)
-            if not image_path.is_file():
-                image_path = _safe_child(root, "JPEGImages", f"{image_id}.jpg")
-            if not image_path.is_file():
+            image_path = _safe_child(root, "JPEGImages", Path(filename).name, f"<filename> {filename!r}")
+            if not _is_file(image_path, "image file named in <filename>"):
+                image_path = _safe_child(root, "JPEGImages", f"{image_id}.jpg", f"image id {image_id!r}")
+            if not _is_file(image_path, "image file"):
                 raise _BadFile(f"image not found: {image_path}")
-            size = xml_root.find("size")
-            width = int(_number(size, "width")) if size is not None and size.find("width") is not None else 0
-            height = int(_number(size, "height")) if size is not None and size.find("height") is not None else 0
             if check_images:
                 try:
-                    height, width = image_size(image_path)
+                    height, width = checked_image_size(image_path)
                 except ImageError as error:
                     raise _BadFile(str(error)) from None
-            if width < 1 or height < 1:
-                raise _BadFile(f"no valid <size> and the image was not read (width={width}, height={height})")
+            else:
+                width, height = _xml_size(xml_root)
         except _BadFile as error:
             skipped.append(Skipped(xml_path, f"{error}; image skipped"))
             continue
