@@ -40,6 +40,8 @@ from torchvision.ops import (
     remove_small_boxes,
 )
 
+from sppnet.ops.tracing import is_exporting
+
 __all__ = [
     "BoxCoder",
     "batched_nms",
@@ -113,11 +115,14 @@ def clip_boxes(boxes: Tensor, image_size: Sequence[float]) -> Tensor:
     Args:
         boxes: ``Tensor[..., 4]`` xyxy (so ``Tensor[N, 4]`` boxes or
             ``Tensor[N, 4 * K]`` per-class boxes).
-        image_size: (height, width), positive.
+        image_size: (height, width), positive; while tracing, tensors such as
+            ``image.shape[-2:]`` (the graph then clips to each input's size).
 
     Returns:
         Clipped boxes, same shape, dtype and device as ``boxes``.
     """
+    if is_exporting():
+        return _traced_clip(boxes, image_size)
     if not isinstance(boxes, Tensor):
         raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
     if boxes.dim() == 0 or boxes.shape[-1] % 4 != 0:
@@ -129,6 +134,14 @@ def clip_boxes(boxes: Tensor, image_size: Sequence[float]) -> Tensor:
     if not (height > 0 and width > 0 and math.isfinite(height) and math.isfinite(width)):
         raise ValueError(f"image_size must be a positive (height, width), got {image_size!r}")
     return clip_boxes_to_image(boxes, (height, width))
+
+
+def _traced_clip(boxes: Tensor, image_size: Sequence) -> Tensor:
+    # float(height) would freeze the example's size into the graph: keep it a tensor.
+    height, width = (torch.as_tensor(v, device=boxes.device).to(boxes.dtype) for v in image_size)
+    x = torch.minimum(boxes[..., 0::2].clamp(min=0), width)
+    y = torch.minimum(boxes[..., 1::2].clamp(min=0), height)
+    return torch.stack([x, y], dim=-1).reshape(boxes.shape)
 
 
 def _check_four(values: Sequence[float], name: str) -> tuple[float, float, float, float]:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sppnet.ops.tracing import is_exporting
+
 __all__ = ["FeatureGeometry", "feature_geometry", "boxes_to_cells", "boxes_to_rois", "CELL_RULES"]
 
 CELL_RULES = ("sppnet", "fast-rcnn")
@@ -153,7 +155,8 @@ def boxes_to_cells(
             network's input scale.
         geometry: the trunk's ``FeatureGeometry``.
         rule: ``"sppnet"`` or ``"fast-rcnn"`` (see the module docstring).
-        feature_size: optional (height, width) of the map to clip to.
+        feature_size: optional (height, width) of the map to clip to; ints,
+            or tensors while tracing (then the graph clips to each input's map).
 
     Returns:
         ``LongTensor[R, 4]`` cells (x0, y0, x1, y1), inclusive, x1 >= x0 and
@@ -164,7 +167,9 @@ def boxes_to_cells(
     if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
         shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
         raise ValueError(f"boxes must be a (R, 4) tensor, got {shape}")
-    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+    exporting = is_exporting()
+    # A traced graph cannot raise: the data check runs only eagerly.
+    if not exporting and boxes.numel() and not bool(torch.isfinite(boxes).all()):
         bad = (~torch.isfinite(boxes)).any(1).nonzero()[0, 0].item()
         raise ValueError(f"boxes contain NaN or inf, first at row {bad}: {boxes[bad].tolist()}")
     pixels = boxes.double()
@@ -181,7 +186,14 @@ def boxes_to_cells(
     else:
         start = _round_half_up(first / stride)
         end = torch.maximum(_round_half_up(last / stride), start)
-    if feature_size is not None:
+    if feature_size is not None and (exporting or isinstance(feature_size, torch.Tensor)):
+        # Traced: (height, width) stay tensors (e.g. ``features.shape[-2:]``
+        # or ``shape_of(features)[2:]``), so the graph clips to each input's map.
+        height, width = (torch.as_tensor(v, device=start.device) for v in feature_size)
+        upper = torch.stack([width, height]).to(start.dtype) - 1
+        start = torch.minimum(start.clamp(min=0), upper)
+        end = torch.minimum(end.clamp(min=0), upper)
+    elif feature_size is not None:
         height, width = (int(v) for v in feature_size)
         if height < 1 or width < 1:
             raise ValueError(f"feature_size must be >= 1 in both dimensions, got {tuple(feature_size)}")

@@ -6,8 +6,14 @@ D = C * sum(n * n for n in levels).
 Bins (SPEC section 1): bin i of level n over a span of h cells starting at cell
 t covers rows [t + floor(i*h/n), t + ceil((i+1)*h/n)), and likewise columns.
 Every bin holds at least one cell, also when h < n (bins then share cells).
-These are the bins of ``adaptive_max_pool2d`` and of torchvision's
-``roi_pool`` on integer cell boxes.
+These are the bins of ``adaptive_max_pool2d``. torchvision's ``roi_pool``
+(and ONNX Runtime's ``MaxRoiPool``) compute the same edges in float32 as
+floor(i * float(h/n)) and ceil((i+1) * float(h/n)), which is off by one for
+some spans: at level 7 a span of 57 cells gets a last bin reaching one cell
+past the RoI (also 114, 121, ...; level 11 from 29, 13 from 7, 14 from 62).
+So the torchvision path (other devices, tracing and export) computes every
+bin's edges in integers and pools each bin as its own whole-cell box at
+output size 1 x 1, where that float arithmetic is exact.
 
 Output layout: levels in the order given; within a level the (C, n, n) block
 flattened, i.e. channel-major, then bin row, then bin column.
@@ -27,6 +33,7 @@ from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_pool
 
 from sppnet.ops import _spp_cpu
+from sppnet.ops.tracing import is_exporting, shape_of
 
 __all__ = ["roi_spp", "spp_output_size", "check_levels"]
 
@@ -182,13 +189,56 @@ class _RoISPPFunction(torch.autograd.Function):
         return grad, None, None
 
 
+def _traced_cells(rois: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``_clip_rois`` for a traced graph: the same rounding and clipping in
+    tensor ops, the map size read from the features' dynamic shape. No data
+    checks: a recorded graph cannot raise."""
+    if not isinstance(rois, torch.Tensor) or rois.dim() != 2:
+        shape = tuple(rois.shape) if isinstance(rois, torch.Tensor) else type(rois).__name__
+        raise ValueError(f"rois must be a (K, 5) tensor of (batch index, x0, y0, x1, y1), got {shape}")
+    shape = shape_of(features)
+    last = torch.stack([shape[3], shape[2]]) - 1  # last cell (x, y)
+    # Round half up in float64 as _clip_rois does (float32 would round 0.49999997 + 0.5 up to 1).
+    cells = torch.floor(rois.double() + 0.5).long() if rois.is_floating_point() else rois.long()
+    start = torch.minimum(cells[:, 1:3].clamp(min=0), last)
+    end = torch.maximum(torch.minimum(cells[:, 3:5].clamp(min=0), last), start)
+    return torch.cat([cells[:, :1], start, end], dim=1)
+
+
+def _bin_boxes(cells: torch.Tensor, n: int) -> torch.Tensor:
+    """Clipped cells ``(K, 5)`` -> the ``(K * n * n, 5)`` inclusive cell boxes
+    of level n's bins (SPEC section 1 in integer arithmetic), each RoI's bins
+    row-major. Tensor ops only, so a traced graph keeps K dynamic."""
+    batch, x0, y0, x1, y1 = cells.unbind(1)
+    steps = torch.arange(n, device=cells.device)
+
+    def edges(first: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        span = (last - first + 1)[:, None]
+        start = first[:, None] + torch.div(steps * span, n, rounding_mode="floor")
+        end = first[:, None] + torch.div((steps + 1) * span + (n - 1), n, rounding_mode="floor") - 1
+        return start, end  # (K, n) each
+
+    ys, ye = edges(y0, y1)
+    xs, xe = edges(x0, x1)
+    rows, columns = (slice(None), slice(None), None), (slice(None), None, slice(None))
+    # Broadcast by addition (not expand) so the ONNX graph needs no shape arithmetic.
+    grid = ys[rows] * 0 + xs[columns] * 0  # (K, n, n) zeros
+    boxes = [batch[:, None, None] + grid, xs[columns] + grid, ys[rows] + grid, xe[columns] + grid, ye[rows] + grid]
+    return torch.stack(boxes, dim=-1).reshape(-1, 5)
+
+
 def _torchvision_spp(features: torch.Tensor, cells: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    """Non-CPU path: torchvision's roi_pool once per level on the clipped cells.
-    Bins and argmax ties are the same as the CPU kernel's."""
+    """Non-CPU and export path: torchvision's roi_pool at output size 1 x 1
+    on every bin's box (see the module docstring for why not roi_pool at
+    n x n). Bins and argmax ties (first maximum in row-major order) are the
+    same as the CPU kernel's."""
     dtype = features.dtype
     work = features if dtype != torch.bfloat16 else features.float()
-    boxes = cells.to(work.dtype)
-    pooled = [roi_pool(work, boxes, (n, n), 1.0).flatten(1) for n in levels]
+    num_rois, channels = cells.shape[0], work.shape[1]
+    pooled = []
+    for n in levels:
+        bins = roi_pool(work, _bin_boxes(cells, n).to(work.dtype), (1, 1), 1.0)  # (K * n * n, C, 1, 1)
+        pooled.append(bins.reshape(num_rois, n * n, channels).transpose(1, 2).flatten(1))
     return torch.cat(pooled, dim=1).to(dtype)
 
 
@@ -211,8 +261,15 @@ def roi_spp(features: torch.Tensor, rois: torch.Tensor, levels: Sequence[int] = 
     Differentiable with respect to ``features``: the gradient of each output
     goes to the cell that held the maximum (the first one in row-major order
     on ties). On CPU a multi-threaded numba kernel runs; other devices use
-    torchvision's ``roi_pool`` per level, with identical results.
+    torchvision's ``roi_pool`` on every bin, with identical results. While
+    tracing or exporting (``sppnet.ops.tracing.is_exporting``) the
+    torchvision path runs on every device: it is a recorded op with an ONNX
+    form (``MaxRoiPool``), where the numba kernel is opaque to the tracer.
     """
+    if is_exporting():
+        if not isinstance(features, torch.Tensor) or features.dim() != 4 or features.dtype not in _FLOAT_DTYPES:
+            raise ValueError("features must be a floating point (N, C, H, W) tensor")
+        return _torchvision_spp(features, _traced_cells(rois, features), check_levels(levels))
     _check_features(features)
     levels = check_levels(levels)
     cells = _clip_rois(rois, features)

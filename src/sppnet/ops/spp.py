@@ -9,6 +9,12 @@ every size, including maps smaller than the finest level.
 A batch whose images had different sizes can be padded to a common H x W and
 pooled in one call by passing ``sizes``: row i = (h_i, w_i), the valid
 top-left region of image i's map. Padding is then never pooled.
+
+While tracing or exporting, the RoIs are built from the map's dynamic shape
+and ``roi_spp`` takes its torchvision (ONNX ``MaxRoiPool``) path, so an
+exported graph pools correctly at every H x W, not only at sizes that divide
+evenly as ONNX's adaptive pooling would need. ``mode="avg"`` has no such
+path.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sppnet.ops.roi_spp import check_levels, roi_spp, spp_output_size
+from sppnet.ops.tracing import is_exporting, shape_of
 
 __all__ = ["spatial_pyramid_pool", "SpatialPyramidPooling"]
 
@@ -44,6 +51,19 @@ def _whole_map_rois(x: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor
     return torch.stack([index, zeros, zeros, widths - 1, heights - 1], dim=1)
 
 
+def _traced_whole_map_rois(x: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
+    """``_whole_map_rois`` for a traced graph: N, H and W come from the map's
+    dynamic shape (``sizes`` unchecked), so one graph serves every input size."""
+    ones = torch.ones_like(x[:, 0, 0, 0], dtype=torch.long)  # (N,)
+    if sizes is None:
+        shape = shape_of(x)
+        heights, widths = ones * shape[2], ones * shape[3]
+    else:
+        heights, widths = sizes[:, 0].long(), sizes[:, 1].long()
+    zeros = ones * 0
+    return torch.stack([ones.cumsum(0) - 1, zeros, zeros, widths - 1, heights - 1], dim=1)
+
+
 def spatial_pyramid_pool(
     x: torch.Tensor, levels: Sequence[int] = (6, 3, 2, 1), sizes: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -61,7 +81,8 @@ def spatial_pyramid_pool(
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a (N, C, H, W) tensor, got {shape}")
-    return roi_spp(x, _whole_map_rois(x, sizes), levels)
+    rois = _traced_whole_map_rois(x, sizes) if is_exporting() else _whole_map_rois(x, sizes)
+    return roi_spp(x, rois, levels)
 
 
 def _spatial_pyramid_avg_pool(x: torch.Tensor, levels: tuple[int, ...], sizes: torch.Tensor | None) -> torch.Tensor:
