@@ -26,6 +26,7 @@ R-CNN / SPP-net / Fast R-CNN regression parameterisation (SPEC sections 4, 6)::
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,6 +126,8 @@ def clip_boxes(boxes: Tensor, image_size: Sequence[float]) -> Tensor:
         return _traced_clip(boxes, image_size)
     if not isinstance(boxes, Tensor):
         raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"boxes must have a floating point dtype, got {boxes.dtype}")
     if boxes.dim() == 0 or boxes.shape[-1] % 4 != 0:
         raise ValueError(f"boxes must have a last dimension divisible by 4, got shape {tuple(boxes.shape)}")
     try:
@@ -133,6 +136,10 @@ def clip_boxes(boxes: Tensor, image_size: Sequence[float]) -> Tensor:
         raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
     if not (height > 0 and width > 0 and math.isfinite(height) and math.isfinite(width)):
         raise ValueError(f"image_size must be a positive (height, width), got {image_size!r}")
+    # A bound beyond the dtype's range (float16 above 65504) clips nothing: say so
+    # with inf, which every dtype holds, rather than a number it cannot.
+    largest = torch.finfo(boxes.dtype).max
+    height, width = (v if v <= largest else math.inf for v in (height, width))
     return clip_boxes_to_image(boxes, (height, width))
 
 
@@ -264,6 +271,11 @@ class BoxCoder:
                 f"deltas and boxes must have the same number of rows, "
                 f"got {deltas.shape[0]} and {boxes.shape[0]}"
             )
+        # float16 / bfloat16 are decoded in float32 (their range cannot hold
+        # exp(clip_log_scale) * width, nor every mean, std or clip value).
+        out_dtype = deltas.dtype
+        if out_dtype in (torch.float16, torch.bfloat16):
+            deltas = deltas.float()
         boxes = boxes.to(deltas.dtype)
         n = deltas.shape[0]
         d = deltas.reshape(n, deltas.shape[1] // 4, 4)
@@ -274,15 +286,19 @@ class BoxCoder:
         ctr_x = boxes[:, 0][:, None] + 0.5 * widths
         ctr_y = boxes[:, 1][:, None] + 0.5 * heights
 
-        dw = d[..., 2].clamp(max=self.clip_log_scale)
-        dh = d[..., 3].clamp(max=self.clip_log_scale)
+        # a clip beyond the dtype's range is no clip (and torch refuses such a bound)
+        clip = self.clip_log_scale
+        if abs(clip) > torch.finfo(d.dtype).max:
+            clip = math.copysign(math.inf, clip)
+        dw = d[..., 2].clamp(max=clip)
+        dh = d[..., 3].clamp(max=clip)
         pred_x = d[..., 0] * widths + ctr_x
         pred_y = d[..., 1] * heights + ctr_y
         half_w = 0.5 * torch.exp(dw) * widths
         half_h = 0.5 * torch.exp(dh) * heights
 
         out = torch.stack((pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=2)
-        return out.reshape(deltas.shape)
+        return out.reshape(deltas.shape).to(out_dtype)
 
 
 def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int):
@@ -292,13 +308,44 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, t
     (R, K), column k for class k + 1. Keeps at most ``top_k`` per class.
     Returns ``(window (D,), labels (D,) in 1..K, boxes (D, 4), scores (D,))``,
     each class's detections by decreasing score.
+
+    Raises ``TypeError`` for non-tensors or non-float boxes or scores, and
+    ``ValueError`` for shapes that do not fit, a NaN ``iou_threshold`` or a
+    ``top_k`` that is not an int >= 0. NaN or infinite boxes and scores are
+    not checked: what is kept among them is unspecified.
     """
+    for name, value in (("boxes", boxes), ("scores", scores)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"class_nms: {name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(f"class_nms: {name} must have a floating point dtype, got {value.dtype}")
+    if scores.dim() != 2:
+        raise ValueError(f"class_nms: scores must have shape (R, K), got {tuple(scores.shape)}")
     num_windows, num_classes = scores.shape
+    if tuple(boxes.shape) not in ((num_windows, 4), (num_windows, num_classes, 4)):
+        raise ValueError(f"class_nms: boxes must have shape ({num_windows}, 4) or ({num_windows}, {num_classes}, 4) "
+                         f"for scores of shape {tuple(scores.shape)}, got {tuple(boxes.shape)}")
+    try:
+        threshold = float(iou_threshold)
+    except (TypeError, ValueError):
+        threshold = math.nan
+    if math.isnan(threshold):
+        raise ValueError(f"class_nms: iou_threshold must be a number, got {iou_threshold!r}")
+    try:
+        count = operator.index(top_k) if not isinstance(top_k, bool) else -1
+    except TypeError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"class_nms: top_k must be an int >= 0, got {top_k!r}")
+    top_k = count
+    if num_windows == 0 or num_classes == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=scores.device)
+        return empty, empty.clone(), boxes.new_zeros((0, 4)), scores.new_zeros((0,))
     if boxes.dim() == 2:
         boxes = boxes[:, None, :].expand(num_windows, num_classes, 4)
     all_boxes = boxes.reshape(-1, 4)
     all_labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_windows)
     all_scores = scores.reshape(-1)
-    keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, iou_threshold)
+    keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, threshold)
     keep = torch.cat([keep[all_labels[keep] == c][:top_k] for c in range(1, num_classes + 1)])
     return keep // num_classes, all_labels[keep], all_boxes[keep], all_scores[keep]

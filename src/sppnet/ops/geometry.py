@@ -194,7 +194,10 @@ def boxes_to_cells(
         start = torch.minimum(start.clamp(min=0), upper)
         end = torch.minimum(end.clamp(min=0), upper)
     elif feature_size is not None:
-        height, width = (int(v) for v in feature_size)
+        try:
+            height, width = (int(v) for v in feature_size)
+        except (TypeError, ValueError, OverflowError):  # not two numbers, NaN, inf
+            raise ValueError(f"feature_size must be (height, width) in cells, got {feature_size!r}") from None
         if height < 1 or width < 1:
             raise ValueError(f"feature_size must be >= 1 in both dimensions, got {tuple(feature_size)}")
         upper = torch.tensor([width - 1, height - 1], dtype=start.dtype, device=start.device)

@@ -122,6 +122,8 @@ class SpatialPyramidPooling(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or min(x.shape[1:]) < 1:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a (N, C, H, W) tensor with C, H, W >= 1, got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point for average pooling, got dtype {x.dtype}")
         return _spatial_pyramid_avg_pool(x, self.levels, sizes)
 
     def extra_repr(self) -> str:
