@@ -9,9 +9,24 @@ SPP makes the fc layers independent of the input size.
 A run folder holds ``config.yaml``, ``classes.txt``, ``checkpoint.safetensors``
 (everything needed to resume, written atomically after every epoch),
 ``model.safetensors`` (final weights), ``metrics.csv``, ``curves.png`` and
-TensorBoard events (when tensorboard is installed). Data order and
-augmentation are functions of (seed, epoch, index), so ``--resume`` after an
-interruption continues exactly where the last completed epoch left off.
+TensorBoard events (when tensorboard is installed). Data order,
+augmentation and dropout masks are functions of (seed, epoch, index), so
+``--resume`` after an interruption continues exactly where the last
+completed epoch left off.
+
+Data-parallel training (``torchrun --nproc_per_node N -m sppnet train
+classify ...``, see ``sppnet.engine.distributed``): the global mini-batch is
+``train.batch_size`` whatever N is; rank r takes the images r, r + N, ... of
+each global mini-batch, the model is wrapped in DistributedDataParallel and
+each rank's summed loss is scaled by N / (images in the global mini-batch),
+so the averaged gradient is that of the global mean loss. The learning rate
+therefore stays ``train.lr`` for any N, and the run follows the one-process
+run up to float summation order (dropout draws each image's mask from the
+image's own generator, so masks do not depend on the split). Validation is
+sharded the same way; only rank 0 logs and writes the run folder. One
+exception to the equality: trunks with batch normalisation (resnet18/50)
+normalise with each rank's own share of the batch, as plain DDP does
+(SyncBatchNorm needs GPUs).
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from sppnet.config import from_dict, to_dict
+from sppnet.engine import distributed
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import random_crop, resize_min_side, to_tensor
@@ -95,8 +111,12 @@ def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size
     return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, config.spp, input_size)
 
 
-def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) % (2**63))
+def _sample_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """Sample ``index``'s generator in ``epoch``: stream 0 crops and mirrors, stream 1 draws dropout masks."""
+    value = ((seed * 1_000_003 + epoch) * 1_000_003 + index) % (2**63)
+    if stream:
+        value = (value * 1_000_003 + stream) % (2**63)
+    return torch.Generator().manual_seed(value)
 
 
 class _TrainCrops(Dataset):
@@ -116,15 +136,40 @@ class _TrainCrops(Dataset):
             return str(error)
         generator = _sample_generator(self.config.seed, self.epoch, index)
         image = resize_min_side(image, self.config.resize)
-        return random_crop(image, self.config.crop, self.config.flip, generator), label
+        return random_crop(image, self.config.crop, self.config.flip, generator), label, index
 
 
 def _collate(items):
+    """-> (images, labels, dataset indices, errors); ``None`` for the first three when no image loaded."""
     good = [item for item in items if not isinstance(item, str)]
     errors = [item for item in items if isinstance(item, str)]
     if not good:
-        return None, None, errors
-    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), errors
+        return None, None, None, errors
+    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), [g[2] for g in good], errors
+
+
+def _global_batches(count: int, batch_size: int, order: torch.Generator) -> list[list[int]]:
+    """The epoch's global mini-batches: a permutation drawn from ``order``
+    cut into ``batch_size`` pieces, the last one possibly smaller. Every rank
+    draws the same ones and takes its share of each (``distributed.shard``)."""
+    permutation = torch.randperm(count, generator=order).tolist()
+    return [permutation[start: start + batch_size] for start in range(0, count, batch_size)]
+
+
+class _SummedLoss(torch.nn.Module):
+    """The model and its loss as DDP wraps them: ``(images, labels)`` ->
+    (summed cross-entropy, wrong predictions); no images -> a zero that still
+    reaches every parameter (the rank joins the gradient all-reduce)."""
+
+    def __init__(self, model: SPPClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor | None, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if images is None:
+            return distributed.zero_loss(self.model), torch.zeros((), dtype=torch.long)
+        logits = self.model(images)
+        return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) != labels).sum()
 
 
 def _learning_rate(config: ClassifyTrainConfig, epoch: int) -> float:
@@ -138,13 +183,13 @@ def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torc
 
 
 @torch.no_grad()
-def center_view_error(model: SPPClassifier, dataset: ClassificationDataset, resize: int, crop: int) -> float:
-    """Top-1 error of the centre crop (a cheap per-epoch check)."""
+def _center_view_mistakes(model: SPPClassifier, samples, resize: int, crop: int) -> tuple[int, int]:
+    """(wrong, readable) over ``samples`` ((path, label) pairs), centre views."""
     from sppnet.evaluation.classification import predict_views
 
     model.eval()
     wrong, total = 0, 0
-    for path, label in dataset.samples:
+    for path, label in samples:
         try:
             image = to_tensor(load_image(path))
         except ImageError:
@@ -152,6 +197,14 @@ def center_view_error(model: SPPClassifier, dataset: ClassificationDataset, resi
         probs = predict_views(model, image, "center", resize, crop)
         wrong += int(probs.argmax().item() != label)
         total += 1
+    return wrong, total
+
+
+def center_view_error(model: SPPClassifier, dataset: ClassificationDataset, resize: int, crop: int) -> float:
+    """Top-1 error of the centre crop (a cheap per-epoch check); in a process
+    group each rank scores its shard of the images and the counts are summed."""
+    wrong, total = _center_view_mistakes(model, distributed.shard(dataset.samples), resize, crop)
+    wrong, total = distributed.all_reduce_sum(torch.tensor([wrong, total], dtype=torch.float64)).tolist()
     return wrong / max(total, 1)
 
 
@@ -187,8 +240,16 @@ def train_classifier(
     config: ClassifyConfig, data: str | Path, run_dir: str | Path, resume: bool = False, progress: bool = True,
     log=print,
 ) -> SPPClassifier:
-    """Train (or resume) a classifier on ``data/train``; returns the model."""
+    """Train (or resume) a classifier on ``data/train``; returns the model.
+
+    In a process group (torchrun) every rank calls this with the same
+    arguments: each takes its share of every global mini-batch of
+    ``train.batch_size`` images, gradients are averaged by DDP, the learning
+    rate is ``train.lr`` for any number of processes (the global batch does
+    not change), and rank 0 alone logs and writes the run folder."""
     run_dir = Path(run_dir)
+    log = distributed.main_only(log)
+    main = distributed.is_main()
     train_config = config.train
     dataset = read_image_folder(data, "train")
     for item in dataset.skipped:
@@ -199,6 +260,7 @@ def train_classifier(
     checkpoint_path = run_dir / "checkpoint.safetensors"
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
+    distributed.barrier()  # every rank has looked at the folder before rank 0 writes into it
 
     torch.manual_seed(train_config.seed)
     model = build_classifier(config.model, len(dataset.classes), train_config.crop)
@@ -213,68 +275,91 @@ def train_classifier(
         torch.set_rng_state(saved.rng_state)
         start_epoch, rows = saved.extra["epoch"], saved.extra["rows"]
         log(f"resuming {run_dir} after epoch {start_epoch}")
-    else:
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
         (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir) if main else None
     from tqdm import tqdm
 
-    for epoch in range(start_epoch, train_config.epochs):
-        lr = _learning_rate(train_config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
-        order = torch.Generator().manual_seed(train_config.seed * 7919 + epoch)
-        loader = DataLoader(_TrainCrops(dataset, train_config, epoch), batch_size=train_config.batch_size,
-                            shuffle=True, generator=order, num_workers=train_config.workers, collate_fn=_collate)
-        model.train()
-        started, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)", disable=None if progress else True, leave=False)
-        for images, labels, errors in bar:
-            for error in errors:
-                log(f"skipped: {error}")
-            if images is None:
-                continue
-            if size != images.shape[-1]:
-                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} in epoch {epoch + 1}; stopped. The last good checkpoint "
-                    f"({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            wrong += int((logits.argmax(1) != labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        val_error = center_view_error(model, val, train_config.resize, train_config.crop) if val else ""
-        row = {"epoch": epoch + 1, "size": size, "lr": lr, "train_loss": loss_sum / max(seen, 1),
-               "train_top1_error": wrong / max(seen, 1), "val_top1_error": val_error,
-               "seconds": round(time.perf_counter() - started, 2)}
-        rows.append(row)
-        if writer is not None:
-            for key in ("train_loss", "train_top1_error", "lr") + (("val_top1_error",) if val_error != "" else ()):
-                writer.add_scalar(key, row[key], epoch + 1)
-            writer.flush()
-        with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as stream:
-            table = csv.DictWriter(stream, fieldnames=list(row))
-            table.writeheader()
-            table.writerows(rows)
-        _write_curves(rows, run_dir / "curves.png")
-        save_checkpoint(checkpoint_path, Checkpoint(
-            model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
-            extra={"epoch": epoch + 1, "rows": rows, "config": to_dict(config)}))
-        log(f"epoch {epoch + 1}/{train_config.epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
-            f"train error {row['train_top1_error']:.3f}"
-            + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
-    save_weights(run_dir / "model.safetensors", model.state_dict())
+    with distributed.per_sample_dropout(model) as set_dropout_generators:
+        step = distributed.wrap_ddp(_SummedLoss(model))
+        for epoch in range(start_epoch, train_config.epochs):
+            lr = _learning_rate(train_config, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
+            order = torch.Generator().manual_seed(train_config.seed * 7919 + epoch)
+            batches = [distributed.shard(batch) for batch in _global_batches(len(dataset), train_config.batch_size, order)]
+            loader = DataLoader(_TrainCrops(dataset, train_config, epoch), batch_sampler=batches,
+                                num_workers=train_config.workers, collate_fn=_collate)
+            step.train()
+            started, loss_sum, wrong, seen, errors = time.perf_counter(), 0.0, 0, 0, []
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)",
+                       disable=None if progress and main else True, leave=False)
+            for images, labels, indices, batch_errors in bar:
+                errors.extend(batch_errors)
+                if images is not None:
+                    if size != images.shape[-1]:
+                        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                    set_dropout_generators([_sample_generator(train_config.seed, epoch, i, stream=1) for i in indices])
+                local_loss, local_wrong = step(images, labels)
+                count = 0 if labels is None else len(labels)
+                # Global-batch totals: the loss normalisation, the divergence check and the logs.
+                totals = distributed.all_reduce_sum(torch.tensor(
+                    [float(local_loss.detach()), float(local_wrong), count], dtype=torch.float64))
+                batch_loss, batch_wrong, batch_count = totals.tolist()
+                if not math.isfinite(batch_loss):
+                    raise TrainingDiverged(
+                        f"loss became {batch_loss} in epoch {epoch + 1}; stopped. The last good checkpoint "
+                        f"({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
+                optimizer.zero_grad()
+                # DDP averages over the N ranks: N / global count turns the summed losses into the global mean.
+                (local_loss * (distributed.world() / max(batch_count, 1))).backward()
+                if batch_count == 0:
+                    continue
+                optimizer.step()
+                loss_sum += batch_loss
+                wrong += int(batch_wrong)
+                seen += int(batch_count)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            for gathered in distributed.gather_objects(errors):
+                for error in gathered:
+                    log(f"skipped: {error}")
+            val_error = center_view_error(model, val, train_config.resize, train_config.crop) if val else ""
+            row = {"epoch": epoch + 1, "size": size, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                   "train_top1_error": wrong / max(seen, 1), "val_top1_error": val_error,
+                   "seconds": round(time.perf_counter() - started, 2)}
+            rows.append(row)
+            if main:
+                _write_epoch(run_dir, writer, rows, model, optimizer, config)
+            log(f"epoch {epoch + 1}/{train_config.epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
+                f"train error {row['train_top1_error']:.3f}"
+                + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
+    if main:
+        save_weights(run_dir / "model.safetensors", model.state_dict())
     if writer is not None:
         writer.close()
+    distributed.barrier()  # the other ranks may read the finished run (e.g. a detector's pre-trained trunk)
     return model
+
+
+def _write_epoch(run_dir: Path, writer, rows: list[dict], model: SPPClassifier, optimizer: torch.optim.Optimizer,
+                 config: ClassifyConfig) -> None:
+    """Rank 0, after each epoch: TensorBoard scalars, metrics.csv, curves.png and the checkpoint."""
+    row = rows[-1]
+    if writer is not None:
+        for key in ("train_loss", "train_top1_error", "lr") + (("val_top1_error",) if row["val_top1_error"] != "" else ()):
+            writer.add_scalar(key, row[key], row["epoch"])
+        writer.flush()
+    with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as stream:
+        table = csv.DictWriter(stream, fieldnames=list(row))
+        table.writeheader()
+        table.writerows(rows)
+    _write_curves(rows, run_dir / "curves.png")
+    save_checkpoint(run_dir / "checkpoint.safetensors", Checkpoint(
+        model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
+        extra={"epoch": row["epoch"], "rows": rows, "config": to_dict(config)}))
 
 
 def load_classify_config(run_dir: str | Path) -> ClassifyConfig:

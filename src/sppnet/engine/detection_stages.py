@@ -23,6 +23,7 @@ import torch
 from sppnet.data.images import ImageError
 from sppnet.data.proposals import ProposalConfig, compute_proposals
 from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.engine import distributed
 from sppnet.evaluation.voc import Detections
 from sppnet.fast_path import check_precision
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_box_regressors
@@ -59,11 +60,26 @@ class TestConfig:
 
 
 def dataset_proposals(dataset: DetectionDataset, config: ProposalConfig, data_root: Path, log=print) -> dict[str, torch.Tensor]:
-    """Proposals of every readable image (cached under ``data_root/proposals``)."""
-    run = compute_proposals(dataset.images, config, Path(data_root) / "proposals", progress=False)
+    """Proposals of every readable image (cached under ``data_root/proposals``).
+
+    In a process group (torchrun) the work is sharded: rank r computes and
+    caches the images r, r + N, ..., all ranks wait at a barrier, then each
+    reads the whole set from the cache (every rank gets every image's boxes)."""
+    cache = Path(data_root) / "proposals"
+    computed_by_shards = 0
+    if distributed.world() > 1:
+        first = {}
+        for record in dataset.images:  # an id listed twice is computed once
+            first.setdefault(record.image_id, record)
+        part = compute_proposals(distributed.shard(list(first.values())), config, cache, progress=False)
+        distributed.barrier()
+        computed_by_shards = sum(distributed.gather_objects(part.computed))
+    run = compute_proposals(dataset.images, config, cache, progress=False)
     for item in run.skipped:
         log(f"skipped: {item}")
-    log(f"proposals ({config.method}) for {dataset.split}: {run.computed} computed, {run.reused} reused")
+    computed, reused = run.computed + computed_by_shards, run.reused - computed_by_shards
+    log(f"proposals ({config.method}) for {dataset.split}: {computed} computed, {reused} reused"
+        + (f" ({distributed.world()} processes)" if distributed.world() > 1 else ""))
     return run.boxes
 
 

@@ -11,8 +11,20 @@ Mini-batches are hierarchical: ``images_per_batch`` images (each mirrored
 with probability 1/2 and resized to a scale drawn from ``train_scales``),
 ``rois_per_image`` RoIs sampled from each. The images of iteration i come
 from a permutation of the training set drawn from (seed, epoch), and all
-randomness of iteration i (mirroring, scales, RoI sampling, dropout) from
-(seed, i): a resumed run repeats the uninterrupted one exactly.
+randomness of the j-th image of iteration i (mirroring, scale, RoI sampling,
+dropout) from (seed, i, j): a resumed run repeats the uninterrupted one
+exactly. Each image goes through the network on its own (no padded batch),
+and the losses are those of the whole mini-batch: cross-entropy and
+smooth-L1 summed over its RoIs and divided by their number.
+
+Data-parallel training (``torchrun --nproc_per_node N -m sppnet train detect
+--method fast-rcnn ...``, see ``sppnet.engine.distributed``): rank r takes
+the images r, r + N, ... of each iteration, its summed losses are scaled by
+N / (RoIs of the whole mini-batch) and DDP averages the gradients, which are
+then those of the one-process mini-batch. ``images_per_batch`` stays the
+global mini-batch, so the learning rate does not change with N. Proposals are
+computed sharded (``dataset_proposals``); rank 0 alone logs and writes
+``log.csv``, checkpoints and the final weights.
 
 Conv layers above the first ``frozen_convs`` are fine-tuned with fc6, fc7 and
 the two output layers: SGD, momentum 0.9, weight decay 5e-4 on weights only,
@@ -37,6 +49,7 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
+from sppnet.engine import distributed
 from sppnet.engine.classification import TrainingDiverged
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
@@ -197,22 +210,67 @@ def _optimizer(model: FastRCNN, train: FastRCNNTrainConfig) -> torch.optim.SGD:
 def _check_run_folder(run_dir: Path, config: FastRCNNConfig, resume: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
     if saved.is_file() and from_dict(FastRCNNConfig, yaml.safe_load(saved.read_text())) != config:
         raise ValueError(f"{saved} differs from the given config; resume with the run's own config")
-    saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+class _SummedLosses(nn.Module):
+    """The model and its losses as DDP wraps them. ``forward(images, boxes,
+    targets, generators, dropout_seeds)`` runs each image through
+    ``FastRCNN.losses`` on its own, with its own generator (scale, RoI
+    sampling) and dropout seed, and returns the classification and box losses
+    summed over the RoIs and the RoI count (a 0-d tensor); with no RoIs, zeros
+    that still reach every trainable parameter."""
+
+    def __init__(self, model: FastRCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, boxes, targets, generators, dropout_seeds):
+        classification, box, count = [], [], 0
+        for image, proposals, target, generator, seed in zip(images, boxes, targets, generators, dropout_seeds):
+            torch.manual_seed(seed)  # dropout
+            rois = []
+            hook = self.model.head.register_forward_hook(lambda module, inputs, outputs: rois.append(len(outputs[0])))
+            try:
+                losses = self.model.losses([image], [proposals], [target], generator=generator)
+            finally:
+                hook.remove()
+            if rois[0] == 0:
+                continue
+            # losses() divides by the image's RoI count: back to sums.
+            classification.append(losses["loss_classifier"] * rois[0])
+            box.append(losses["loss_box_reg"] * rois[0])
+            count += rois[0]
+        if count == 0:
+            zero = distributed.zero_loss(self.model)
+            return zero, zero, torch.zeros(())
+        return torch.stack(classification).sum(), torch.stack(box).sum(), torch.tensor(float(count))
 
 
 def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path,
                     backbone: Path | None = None, resume: bool = False, log=print) -> FastRCNNDetector:
-    """Train (or continue) a Fast R-CNN run; returns the trained detector."""
+    """Train (or continue) a Fast R-CNN run; returns the trained detector.
+
+    In a process group (torchrun) every rank calls this with the same
+    arguments; each takes its share of every iteration's images (see the
+    module docstring). The learning rate is ``train.lr`` for any number of
+    processes: ``images_per_batch`` is the global mini-batch."""
     run_dir = Path(run_dir)
+    log = distributed.main_only(log)
+    main = distributed.is_main()
     _check_run_folder(run_dir, config, resume)
-    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    if main:
+        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
     settings = config.train
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log)
-    (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    if main:
+        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
     torch.manual_seed(settings.seed)  # the new output layers' initial weights
     model = build_fast_rcnn(classifier, train.num_classes, config)
@@ -237,18 +295,20 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         log(f"resumed at iteration {start} from {checkpoint_path}")
     log_path = run_dir / "log.csv"
     rows = _read_log(log_path, start)
-    model.train()
+    summed_losses = distributed.wrap_ddp(_SummedLosses(model))
+    summed_losses.train()
     started = time.perf_counter()
     iteration = start
     for iteration in range(start, settings.iterations):
         lr = settings.lr * 0.1 ** sum(iteration >= step for step in settings.lr_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
-        generator = _generator(settings.seed, iteration)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout
-        images, boxes, targets = [], [], []
-        for index in _batch_indices(len(records), iteration, settings.images_per_batch, settings.seed):
-            record = records[index]
+        images, boxes, targets, generators, dropout_seeds = [], [], [], [], []
+        batch = _batch_indices(len(records), iteration, settings.images_per_batch, settings.seed)
+        for position in distributed.shard(range(len(batch))):  # this rank's images of the global mini-batch
+            record = records[batch[position]]
+            generator = _generator(settings.seed, iteration, position)
+            dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
             try:
                 image = image_tensor(record.image_path)
             except ImageError as error:
@@ -261,21 +321,27 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             images.append(image)
             boxes.append(proposals_i)
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
-        if not images:
-            continue
-        losses = model.losses(images, boxes, targets, generator=generator)
-        loss = losses["loss_classifier"] + losses["loss_box_reg"]
-        if not torch.isfinite(loss):
+            generators.append(generator)
+            dropout_seeds.append(dropout_seed)
+        classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
+        # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
+        totals = distributed.all_reduce_sum(torch.tensor(
+            [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
+        rois = totals[2].item()
+        loss_classifier, loss_box = (totals[:2] / max(rois, 1)).tolist()
+        if not np.isfinite(loss_classifier + loss_box):
             raise TrainingDiverged(
-                f"Fast R-CNN loss became {loss.item()} at iteration {iteration}; stopped. The last good checkpoint "
-                f"({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
+                f"Fast R-CNN loss became {loss_classifier + loss_box} at iteration {iteration}; stopped. The last good "
+                f"checkpoint ({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
         optimizer.zero_grad()
-        loss.backward()
+        # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.
+        ((classification + box) * (distributed.world() / max(rois, 1))).backward()
+        if rois == 0:
+            continue
         optimizer.step()
-        rows.append({"iteration": iteration + 1, "lr": lr, "loss_classifier": losses["loss_classifier"].item(),
-                     "loss_box_reg": losses["loss_box_reg"].item()})
+        rows.append({"iteration": iteration + 1, "lr": lr, "loss_classifier": loss_classifier, "loss_box_reg": loss_box})
         done = iteration + 1
-        if done % settings.checkpoint_every == 0 or done == settings.iterations:
+        if main and (done % settings.checkpoint_every == 0 or done == settings.iterations):
             _write_log(log_path, rows)
             save_checkpoint(checkpoint_path, Checkpoint(model=model.state_dict(), optimizer=optimizer.state_dict(),
                                                         extra={"iteration": done}))
@@ -284,7 +350,9 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             log(f"  iteration {done}/{settings.iterations}: loss_cls {np.mean([r['loss_classifier'] for r in recent]):.3f}, "
                 f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, lr {lr:g} "
                 f"({time.perf_counter() - started:.0f} s)")
-    save_weights(final, model.state_dict())
+    if main:
+        save_weights(final, model.state_dict())
+    distributed.barrier()
     return FastRCNNDetector(model.eval(), config, train.classes)
 
 

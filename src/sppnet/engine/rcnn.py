@@ -24,6 +24,10 @@ Stages, each written to the run folder and skipped on ``--resume`` when done
    updated (``finetune.train_conv``).
 3. ``svm.safetensors`` and 4. ``bbox.safetensors``: the SPP-net stages
    (``detection_stages``), fed with fc7 and pool5 of warped windows.
+
+Under torchrun (``sppnet.engine.distributed``): stage 0 is data-parallel
+(DDP), stage 1 sharded over the ranks, and stages 2-4 run on rank 0 alone
+while the other ranks wait, then load them from the run folder.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from sppnet.data.images import load_image
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
+from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig,
@@ -335,19 +340,29 @@ def train_rcnn(
     config: RCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path, backbone: Path | None = None,
     resume: bool = False, log=print,
 ) -> RCNNDetector:
-    """Run every stage that is not done yet; returns the trained detector."""
+    """Run every stage that is not done yet; returns the trained detector.
+
+    In a process group (torchrun) every rank calls this with the same
+    arguments: pre-training is data-parallel (DDP), proposals are computed
+    sharded, and fine-tuning, SVMs and box regression run on rank 0 while the
+    others wait (each rank returns the finished detector)."""
     run_dir = Path(run_dir)
+    log = distributed.main_only(log)
+    main = distributed.is_main()
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file() and from_dict(RCNNConfig, yaml.safe_load(saved_config.read_text())) != config:
         raise ValueError(f"{saved_config} differs from the given config; resume with the run's own config")
-    saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
-    (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    if main:
+        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
     network = RCNNNetwork(classifier, train.num_classes)
     _check_warp(network, config.warp_size, Path(classifier_run))
@@ -356,6 +371,9 @@ def train_rcnn(
     clock = time.perf_counter()
     proposals = dataset_proposals(train, config.proposal_config, data_root, log)
     seconds["proposals"], clock = time.perf_counter() - clock, time.perf_counter()
+    if not main:  # fine-tuning, SVMs and box regression run on rank 0; wait, then read them from the run folder
+        distributed.wait_for_main()
+        return load_rcnn(run_dir)
     tune = config.finetune
     windows = label_dataset(train, proposals, tune.fg_threshold, (tune.bg_low, tune.bg_high))
 
@@ -392,6 +410,7 @@ def train_rcnn(
     log(f"R-CNN training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
     detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
 
 

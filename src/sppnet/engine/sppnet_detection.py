@@ -23,6 +23,12 @@ Stages, each written to the run folder and skipped on ``--resume`` when done:
 
 Testing scores every proposal with every SVM, keeps the top 100 per class
 after NMS at 0.3, regresses the kept boxes and clips them to the image.
+
+Under torchrun (``sppnet.engine.distributed``): stage 0 is data-parallel
+(DDP, see ``train_classifier``), stage 1 is sharded (rank r computes the
+proposals and conv5 maps of the images r, r + N, ..., then every rank reads
+the whole caches), and stages 2-4 run on rank 0 alone while the other ranks
+wait, then load them from the run folder.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ from torch.nn import functional as F
 from sppnet.config import from_dict, to_dict
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig, TestConfig, dataset_proposals, label_dataset, train_box_regression, train_svms,
 )
-from sppnet.engine.feature_cache import CachedMap, FeatureCache
+from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
@@ -222,23 +229,45 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels, train: DetectionDat
     head.eval()
 
 
+def _fill_cache_sharded(cache: FeatureCache, records, progress: bool = False) -> CacheRun:
+    """``cache.fill`` with the images shared out over the ranks of a process
+    group (rank r: images r, r + N, ...), then a barrier: afterwards every
+    rank can read every image's maps. Returns the ranks' runs merged."""
+    run = cache.fill(records, shard=(distributed.rank(), distributed.world()), progress=progress)
+    distributed.barrier()
+    runs = distributed.gather_objects(run)
+    return CacheRun(computed=sum(r.computed for r in runs), reused=sum(r.reused for r in runs),
+                    recomputed=sum(r.recomputed for r in runs), skipped=[s for r in runs for s in r.skipped],
+                    seconds=max(r.seconds for r in runs))
+
+
 def train_sppnet(
     config: SPPNetConfig, train: DetectionDataset, data_root: Path, run_dir: Path, backbone: Path | None = None,
     resume: bool = False, log=print,
 ) -> SPPNetDetector:
-    """Run every stage that is not done yet; returns the trained detector."""
+    """Run every stage that is not done yet; returns the trained detector.
+
+    In a process group (torchrun) every rank calls this with the same
+    arguments: pre-training is data-parallel, proposals and conv5 maps are
+    computed sharded, and fine-tuning, SVMs and box regression run on rank 0
+    while the others wait (each rank returns the finished detector)."""
     run_dir = Path(run_dir)
+    log = distributed.main_only(log)
+    main = distributed.is_main()
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     saved_config = run_dir / "config.yaml"
     if saved_config.is_file() and from_dict(SPPNetConfig, yaml.safe_load(saved_config.read_text())) != config:
         raise ValueError(f"{saved_config} differs from the given config; resume with the run's own config")
-    saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-    (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
-    (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    if main:
+        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
     if not classifier.uses_spp:
         raise ValueError(f"{classifier_run} is a no-SPP classifier; SPP-net detection needs SPP levels")
@@ -249,12 +278,16 @@ def train_sppnet(
     clock = time.perf_counter()
     proposals = dataset_proposals(train, config.proposal_config, data_root, log)
     seconds["proposals"], clock = time.perf_counter() - clock, time.perf_counter()
-    filled = cache.fill(train.images, progress=False)
+    filled = _fill_cache_sharded(cache, train.images)
     seconds["conv5 features"], clock = time.perf_counter() - clock, time.perf_counter()
     for item in filled.skipped:
         log(f"skipped: {item}")
     log(f"conv5 maps of {len(train)} training images at scales {config.scales}: {filled.computed} computed, "
-        f"{filled.reused} reused ({filled.seconds:.1f} s)")
+        f"{filled.reused} reused ({filled.seconds:.1f} s"
+        + (f", {distributed.world()} processes)" if distributed.world() > 1 else ")"))
+    if not main:  # stages 2-4 run on rank 0; wait for them, then read them from the run folder
+        distributed.wait_for_main()
+        return load_sppnet(run_dir)
     unreadable = {item.path for item in filled.skipped}
     readable = {r.image_id for r in train.images if r.image_path not in unreadable}
     tune = config.finetune
@@ -295,6 +328,7 @@ def train_sppnet(
     log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
     detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
 
 
