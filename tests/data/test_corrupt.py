@@ -38,6 +38,7 @@ from sppnet.data.synthetic import (
     IMAGE_FAULTS,
     MANIFEST,
     OBJECT_FAULTS,
+    SPLIT_FAULTS,
     DetectionSynthConfig,
     corrupt_detection,
     synthesize_detection,
@@ -48,7 +49,7 @@ from sppnet.evaluation.results import write_voc_results
 from sppnet.evaluation.voc import Detections
 from torchvision.ops import box_iou
 
-CONFIG = DetectionSynthConfig(train=14, test=14, seed=5, min_side=64, max_side=96)
+CONFIG = DetectionSynthConfig(train=15, test=15, seed=5, min_side=64, max_side=96)
 SPLITS = ("train", "test")
 # Faults that leave an image file the reader rejects but a reader that does
 # not open images (check_images=False) lets through to the stages.
@@ -80,9 +81,9 @@ def entries(manifest, split, kinds=FAULT_KINDS):
 
 
 def good_ids(manifest, split):
-    """The images a clean run should see, in split order: untouched ones and
-    those whose only fault is one extra bad object."""
-    keep = set(manifest["clean"][split]) | set(entries(manifest, split, OBJECT_FAULTS))
+    """The images a clean run should see, in split order: untouched ones,
+    those whose only fault is one extra bad object, the one listed twice."""
+    keep = set(manifest["clean"][split]) | set(entries(manifest, split, {**OBJECT_FAULTS, "duplicate-id": ""}))
     return sorted(keep)  # generated ids sort in split order
 
 
@@ -115,8 +116,8 @@ def test_every_kind_in_its_own_image_in_each_split_deterministic(sets, tmp_path)
     assert _digest(again) == _digest(corrupted)
     with pytest.raises(ValueError, match="already been corrupted"):
         corrupt_detection(again, 0)
-    with pytest.raises(ValueError, match="at least 14 images per split"):
-        DetectionSynthConfig(train=13, test=0, corrupt=True)
+    with pytest.raises(ValueError, match="at least 15 images per split"):
+        DetectionSynthConfig(train=14, test=0, corrupt=True)
 
 
 # ----------------------------------------------------------------------------- the reader
@@ -131,10 +132,12 @@ def test_reader_reports_every_fault_with_its_file(sets, split):
     ids = [r.image_id for r in data.images]
     for key, kind in faults.items():
         file = manifest["files"][key]
-        if kind == "unsafe-id":
-            file = f"ImageSets/Main/{split}.txt"  # trainval lists it too
+        if kind in SPLIT_FAULTS:
+            file = f"ImageSets/Main/{split}.txt"  # trainval lists them too
             mine = [r for r in reports if str(corrupted / file) in r and repr(key) in r]
-            assert mine and "points outside the dataset root" in mine[0], (key, reports)
+            expected = "points outside the dataset root" if kind == "unsafe-id" else "listed more than once"
+            assert len(mine) == 1 and expected in mine[0], (key, reports)
+            assert (key in ids) == (kind == "duplicate-id")
             continue
         mine = [r for r in reports if str(corrupted / file) in r]
         assert len(mine) == 1, (key, kind, reports)
@@ -261,7 +264,7 @@ def test_cli_propose_finishes_and_names_every_bad_file(sets, tmp_path, capsys):
 
 def test_cli_synth_corrupt(tmp_path, capsys):
     out = tmp_path / "set"
-    assert main(["data", "synth", "--task", "detect", "--corrupt", "--out", str(out), "--train", "14", "--test", "0",
+    assert main(["data", "synth", "--task", "detect", "--corrupt", "--out", str(out), "--train", "15", "--test", "0",
                  "--seed", "2"]) == 0
     printed = capsys.readouterr().out
     manifest = json.loads((out / MANIFEST).read_text())

@@ -26,10 +26,11 @@ image of its own, chosen by the seed, and writes ``corruptions.json``::
      "clean":  {"train": [ids untouched], "test": [...]},
      "kinds":  {"truncated-image": "what it is", ...}}
 
-``files`` is the file holding the fault (relative to the root). Faults of the
-``OBJECT_FAULTS`` kinds add one bad object to an image's annotation and leave
-its own objects as they were, so a reader that drops the bad object reads
-exactly the clean image back.
+``files`` is the file holding the fault (relative to the root; the split
+file for the ``SPLIT_FAULTS``). Faults of the ``OBJECT_FAULTS`` kinds add one
+bad object to an image's annotation and leave its own objects as they were,
+and a duplicate id leaves its image as it was, so a reader that drops the bad
+object (the repeated listing) reads exactly the clean image back.
 
 The same seed writes the same files.
 """
@@ -89,11 +90,13 @@ OBJECT_FAULTS = {
 }
 # Faults of a split file.
 SPLIT_FAULTS = {
+    "duplicate-id": "an image's id listed a second time at the end of the split file (the image itself is good)",
     "unsafe-id": "an id '../outside_<split>' appended to the split file (it would leave the dataset root)",
 }
 FAULT_KINDS = {**IMAGE_FAULTS, **OBJECT_FAULTS, **SPLIT_FAULTS}
-# Images a corrupted split needs: one per image or object fault, two left clean.
-_CORRUPT_MIN_IMAGES = len(IMAGE_FAULTS) + len(OBJECT_FAULTS) + 2
+# Images a corrupted split needs: one per image or object fault and for the
+# duplicate id, two left clean.
+_CORRUPT_MIN_IMAGES = len(IMAGE_FAULTS) + len(OBJECT_FAULTS) + 1 + 2
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ def corrupt_detection(out: str | Path, seed: int = 0) -> dict:
     split_dir = root / "ImageSets" / "Main"
     generator = torch.Generator().manual_seed(seed + 7919)  # not the stream that drew the images
     manifest: dict = {"seed": seed, "faults": {}, "files": {}, "splits": {}, "clean": {}, "kinds": dict(FAULT_KINDS)}
-    kinds = [*IMAGE_FAULTS, *OBJECT_FAULTS]
+    kinds = [*IMAGE_FAULTS, *OBJECT_FAULTS, "duplicate-id"]
     for split in ("train", "test"):
         split_file = split_dir / f"{split}.txt"
         if not split_file.is_file():
@@ -355,16 +358,22 @@ def corrupt_detection(out: str | Path, seed: int = 0) -> dict:
                              f"{_CORRUPT_MIN_IMAGES} (one per fault kind and 2 clean ones)")
         order = torch.randperm(len(ids), generator=generator).tolist()
         chosen = [ids[i] for i in order[: len(kinds)]]
+        lists = [split_dir / f"{name}.txt" for name in ((split, "trainval") if split == "train" else (split,))]
+        lists = [path for path in lists if path.is_file()]
+        appended = ""
         for image_id, kind in zip(chosen, kinds):
-            manifest["files"][image_id] = _inject(root, image_id, kind)
+            if kind == "duplicate-id":
+                appended += f"{image_id}\n"
+                manifest["files"][image_id] = split_file.relative_to(root).as_posix()
+            else:
+                manifest["files"][image_id] = _inject(root, image_id, kind)
             manifest["faults"][image_id] = kind
             manifest["splits"][image_id] = split
         manifest["clean"][split] = [i for i in ids if i not in set(chosen)]
         unsafe = f"../outside_{split}"
-        for name in (split, "trainval") if split == "train" else (split,):
-            path = split_dir / f"{name}.txt"
-            if path.is_file():
-                atomic_write_text(path, path.read_text(encoding="utf-8") + f"{unsafe}\n")
+        appended += f"{unsafe}\n"
+        for path in lists:
+            atomic_write_text(path, path.read_text(encoding="utf-8") + appended)
         manifest["faults"][unsafe] = "unsafe-id"
         manifest["files"][unsafe] = split_file.relative_to(root).as_posix()
         manifest["splits"][unsafe] = split

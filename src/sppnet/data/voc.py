@@ -12,16 +12,20 @@ silently:
 
 - the image is skipped (reported with its XML file; the reason names the
   image file where the image is at fault): a missing or malformed (not
-  well-formed) XML file, a missing image file, an image that cannot be read:
+  well-formed, or in an unknown encoding) XML file, a missing image file,
+  without ``check_images`` a missing or invalid <size>, an image that cannot
+  be read:
   empty, not an image, truncated (``check_images``: a JPEG or PNG must end
   with its end marker, any other file is decoded), larger than
   ``images.MAX_PIXELS`` (a decompression bomb); an id in the split file that
   would leave the dataset root (``../x``, reported with the split file) or that
-  is no valid file name;
+  is no valid file name; the second listing of an id already listed
+  (reported with the split file; the first listing is read);
 - the object is skipped and the image kept with its other objects: an
   unknown class (or the reserved background name), a missing or non-numeric
-  or non-finite coordinate, an inverted or zero-area box, a box that lies
-  wholly outside the image;
+  or non-finite coordinate, a difficult/truncated flag that is no number, an
+  inverted or zero-area box (or one thinner than float32 can hold), a box
+  that lies wholly outside the image;
 - the box is clipped to the image, and that is reported: a box that reaches
   partly outside.
 
@@ -36,6 +40,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
@@ -175,9 +180,16 @@ def _parse_objects(xml_root: ET.Element, xml_path: Path, width: int, height: int
         if cx2 <= cx1 or cy2 <= cy1:
             skipped.append(Skipped(xml_path, f"{where} ({name}): box lies outside the {width} x {height} image; object skipped"))
             continue
+        # The boxes are float32 tensors: a side thinner than float32 can tell
+        # apart (e.g. ymax = 1e-300 at ymin = 1) would become an empty box.
+        fx1, fy1, fx2, fy2 = (float(np.float32(v)) for v in (cx1, cy1, cx2, cy2))
+        if fx2 <= fx1 or fy2 <= fy1:
+            skipped.append(Skipped(xml_path, f"{where} ({name}): box is thinner than float32 precision "
+                                             f"xmin={xmin!r} ymin={ymin!r} xmax={xmax!r} ymax={ymax!r}; object skipped"))
+            continue
         if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
             skipped.append(Skipped(xml_path, f"{where} ({name}): box reaches outside the {width} x {height} image; clipped to it"))
-        rows.append([cx1, cy1, cx2, cy2])
+        rows.append([fx1, fy1, fx2, fy2])
         labels.append(name)
         difficult.append(hard)
         truncated.append(cut)
@@ -208,22 +220,32 @@ def read_voc(
     skipped: list[Skipped] = []
     found: set[str] = set()
     parsed = []
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    listed: set[str] = set()
     for image_id in ids:
+        if image_id in listed:
+            skipped.append(Skipped(split_file, f"image id {image_id!r} is listed more than once; repeat skipped"))
+            continue
+        listed.add(image_id)
         try:
             xml_path = _safe_child(root, "Annotations", f"{image_id}.xml", f"image id {image_id!r}")
         except _BadFile as error:
-            skipped.append(Skipped(root / "ImageSets" / "Main" / f"{split}.txt", f"{error}; image skipped"))
+            skipped.append(Skipped(split_file, f"{error}; image skipped"))
             continue
         try:
             if not _is_file(xml_path, "annotation file"):
                 raise _BadFile("annotation file not found")
             try:
                 xml_root = SafeET.parse(xml_path).getroot()
-            except (ET.ParseError, DefusedXmlException, ValueError) as error:
+            except (ET.ParseError, DefusedXmlException, ValueError, LookupError) as error:  # LookupError: unknown encoding
                 raise _BadFile(f"malformed XML ({error})") from None
             filename = _text(xml_root, "filename", f"{image_id}.jpg")
-            image_path = _safe_child(root, "JPEGImages", Path(filename).name, f"<filename> {filename!r}")
-            if not _is_file(image_path, "image file named in <filename>"):
+            try:  # <filename>, else <id>.jpg (a <filename> that is no usable name falls back too)
+                image_path = _safe_child(root, "JPEGImages", Path(filename).name, f"<filename> {filename!r}")
+                named = _is_file(image_path, "image file named in <filename>")
+            except _BadFile:
+                named = False
+            if not named:
                 image_path = _safe_child(root, "JPEGImages", f"{image_id}.jpg", f"image id {image_id!r}")
             if not _is_file(image_path, "image file"):
                 raise _BadFile(f"image not found: {image_path}")
