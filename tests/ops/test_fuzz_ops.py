@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,8 @@ from sppnet.ops.roi_spp import roi_spp
 from sppnet.ops.spp import SpatialPyramidPooling, spatial_pyramid_pool
 
 DOCUMENTED = (TypeError, ValueError)
+# A silent cast that drops data (complex -> real) is a bug too.
+pytestmark = pytest.mark.filterwarnings("error:Casting complex values to real")
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e30, -1e30, 1e-30, 65504.0, 3.4e38]

@@ -264,6 +264,8 @@ class BoxCoder:
             raise ValueError(f"deltas must have shape (N, 4 * K) with K >= 1, got {tuple(deltas.shape)}")
         if not isinstance(boxes, Tensor):
             raise TypeError(f"boxes must be a torch.Tensor of shape (N, 4), got {type(boxes).__name__}")
+        if boxes.is_complex():
+            raise TypeError(f"boxes must hold real numbers, got dtype {boxes.dtype}")
         if boxes.dim() != 2 or boxes.shape[1] != 4:
             raise ValueError(f"boxes must have shape (N, 4) (x1, y1, x2, y2), got {tuple(boxes.shape)}")
         if boxes.shape[0] != deltas.shape[0]:

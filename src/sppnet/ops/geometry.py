@@ -167,6 +167,8 @@ def boxes_to_cells(
     if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
         shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
         raise ValueError(f"boxes must be a (R, 4) tensor, got {shape}")
+    if boxes.is_complex():
+        raise TypeError(f"boxes must hold real numbers, got dtype {boxes.dtype}")
     exporting = is_exporting()
     # A traced graph cannot raise: the data check runs only eagerly.
     if not exporting and boxes.numel() and not bool(torch.isfinite(boxes).all()):

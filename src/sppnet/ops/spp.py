@@ -41,6 +41,8 @@ def _whole_map_rois(x: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor
         if not isinstance(sizes, torch.Tensor) or sizes.shape != (n, 2):
             shape = tuple(sizes.shape) if isinstance(sizes, torch.Tensor) else type(sizes).__name__
             raise ValueError(f"sizes must be a ({n}, 2) tensor of valid (height, width) per image, got {shape}")
+        if sizes.is_complex() or sizes.dtype == torch.bool:
+            raise TypeError(f"sizes must hold real numbers of cells, got dtype {sizes.dtype}")
         sizes = sizes.to(x.device)
         if sizes.is_floating_point() and not bool((sizes == sizes.round()).all()):
             raise ValueError(f"sizes must be whole numbers of cells, got {sizes.tolist()}")
