@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from sppnet.atomic import DiskFullError
 from sppnet.data import proposals as P
 from sppnet.data.proposals import (
     ProposalCache,
@@ -428,6 +432,95 @@ def test_workers_give_identical_boxes(tmp_path):
 def test_workers_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="workers"):
         compute_proposals([], SS_FAST, tmp_path, workers=0)
+
+
+GRID = ProposalConfig(method="grid", max_proposals=300)
+
+
+def fresh_boxes(record, config=GRID):
+    return propose(np.array(Image.open(record.image_path).convert("RGB")), config)
+
+
+@pytest.mark.parametrize(
+    "fault", ["truncated", "flipped-byte", "rewritten-boxes", "other-image", "other-config", "no-checksum"]
+)
+def test_damaged_or_foreign_entries_are_detected_and_recomputed(tmp_path, fault):
+    records = write_dataset(tmp_path, n=2)
+    cache_root = tmp_path / "cache"
+    compute_proposals(records, GRID, cache_root, progress=False)
+    cache = ProposalCache(cache_root, GRID)
+    entry = cache.path_for(records[0].image_id)
+    if fault == "truncated":
+        entry.write_bytes(entry.read_bytes()[:-30])
+    elif fault == "flipped-byte":  # one byte in the middle of the stored boxes
+        data = bytearray(entry.read_bytes())
+        boxes = fresh_boxes(records[0]).numpy().tobytes()
+        start = bytes(data).find(boxes)
+        assert start > 0
+        data[start + len(boxes) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    elif fault in ("rewritten-boxes", "no-checksum"):  # a valid file whose boxes are not the ones checksummed
+        with np.load(entry, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays["boxes"] = arrays["boxes"][::-1].copy()
+        if fault == "no-checksum":  # as written before entries had a checksum
+            del arrays["boxes_sha256"]
+        with open(entry, "wb") as out:
+            np.savez(out, **arrays)
+    elif fault == "other-image":
+        entry.write_bytes(cache.path_for(records[1].image_id).read_bytes())
+    else:
+        other = ProposalConfig(method="grid", max_proposals=300, grid_stride=0.4)
+        compute_proposals(records[:1], other, cache_root, progress=False)
+        entry.write_bytes(ProposalCache(cache_root, other).path_for(records[0].image_id).read_bytes())
+    damaged = entry.read_bytes()
+    got, reason = cache.lookup(records[0].image_id, P.file_sha256(records[0].image_path))
+    assert got is None and str(entry) in reason
+    run = compute_proposals(records, GRID, cache_root, progress=False)
+    assert (run.computed, run.reused, run.recomputed_stale, run.skipped) == (1, 1, 1, [])
+    assert entry.read_bytes() != damaged
+    for record in records:
+        torch.testing.assert_close(run.boxes[record.image_id], fresh_boxes(record), rtol=0, atol=0)
+    assert compute_proposals(records, GRID, cache_root, progress=False).reused == 2
+
+
+@contextlib.contextmanager
+def file_size_limit(size):
+    """A real per-process file size limit (ulimit -f): a write past ``size``
+    bytes fails with EFBIG (SIGXFSZ ignored, else it would kill the process)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_entry(tmp_path):
+    records = write_dataset(tmp_path, n=2)
+    cache = ProposalCache(tmp_path / "cache", GRID)
+    old = fresh_boxes(records[0]).numpy()
+    entry = cache.store(records[0].image_id, old, "h1")
+    old_bytes = entry.read_bytes()
+    assert len(old_bytes) > 2048
+    with file_size_limit(2048), pytest.raises(DiskFullError) as caught:
+        cache.store(records[0].image_id, old[::-1], "h2")
+    assert caught.value.errno == errno.EFBIG
+    assert f"cannot write {entry}: the file size limit is reached" in str(caught.value)
+    assert entry.read_bytes() == old_bytes  # the older entry is untouched
+    assert [p.name for p in cache.folder.iterdir()] == [entry.name]  # no temporary file left
+    # a run still returns the boxes and says clearly why they were not cached
+    with file_size_limit(2048), pytest.warns(RuntimeWarning, match="file size limit is reached") as warned:
+        run = compute_proposals(records, GRID, tmp_path / "cache", progress=False)
+    assert (run.computed, run.recomputed_stale) == (2, 1) and len(warned) == 2
+    assert str(cache.path_for(records[1].image_id)) in str(warned[0].message) + str(warned[1].message)
+    assert entry.read_bytes() == old_bytes and [p.name for p in cache.folder.iterdir()] == [entry.name]
+    for record in records:
+        torch.testing.assert_close(run.boxes[record.image_id], fresh_boxes(record), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- recall

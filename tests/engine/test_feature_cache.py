@@ -1,8 +1,13 @@
+import contextlib
+import errno
+import signal
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from sppnet.atomic import DiskFullError
 from sppnet.data.records import ImageRecord
 from sppnet.data.transforms import scale_image, to_tensor
 from sppnet.engine.feature_cache import FeatureCache
@@ -72,3 +77,101 @@ def test_unreadable_images_are_reported(tmp_path, trunk):
     records[0].image_path.write_bytes(b"not an image")
     run = FeatureCache(tmp_path / "cache", trunk, scales=(64,)).fill(records, progress=False)
     assert run.computed == 1 and len(run.skipped) == 1 and "img0.png" in str(run.skipped[0])
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def flip_middle_data_byte(entry):
+    """Flip one byte in the middle of the tensor data of a safetensors file
+    (after its 8-byte length and JSON header): the file still parses."""
+    data = bytearray(entry.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start + (len(data) - start) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+
+
+def assert_equals_fresh(cache, record):
+    fresh = cache.compute(record)
+    for flipped in cache.variants:
+        maps = cache.load(record, flipped=flipped)
+        for scale in cache.scales:
+            assert torch.equal(maps[scale].features, fresh[scale, flipped].features)
+            assert maps[scale].factor == fresh[scale, flipped].factor
+
+
+@pytest.mark.parametrize("fault", ["truncated", "flipped-byte", "other-image", "other-trunk", "mirror-swapped"])
+def test_damaged_or_foreign_entries_are_detected_and_recomputed(tmp_path, trunk, fault):
+    records = make_records(tmp_path, 2)
+    cache = FeatureCache(tmp_path / "cache", trunk, scales=(64,), flips=True)
+    cache.fill(records, progress=False)
+    entry = cache.path(records[0].image_id, 64)
+    if fault == "truncated":
+        entry.write_bytes(entry.read_bytes()[:-7])
+    elif fault == "flipped-byte":
+        flip_middle_data_byte(entry)
+    elif fault == "other-image":
+        entry.write_bytes(cache.path(records[1].image_id, 64).read_bytes())
+    elif fault == "other-trunk":
+        torch.manual_seed(1)
+        other = FeatureCache(tmp_path / "other", ZF5(width=0.125).eval(), scales=(64,), flips=True)
+        other.fill(records[:1], progress=False)
+        entry.write_bytes(other.path(records[0].image_id, 64).read_bytes())
+    else:  # the mirrored map in place of the plain one: same image, scale and trunk
+        entry.write_bytes(cache.path(records[0].image_id, 64, flipped=True).read_bytes())
+    damaged = entry.read_bytes()
+    run = cache.fill(records, progress=False)
+    assert (run.computed, run.recomputed, run.reused, run.skipped) == (1, 1, 1, [])
+    assert entry.read_bytes() != damaged
+    assert_equals_fresh(cache, records[0])
+    assert cache.fill(records, progress=False).reused == 2
+
+
+def test_load_recomputes_a_corrupted_entry(tmp_path, trunk):
+    records = make_records(tmp_path, 1)
+    cache = FeatureCache(tmp_path / "cache", trunk, scales=(64, 96))
+    cache.fill(records, progress=False)
+    flip_middle_data_byte(cache.path(records[0].image_id, 96))
+    assert "corrupted" in cache._read(cache.path(records[0].image_id, 96), records[0].image_id,
+                                      cache._image_sha(records[0].image_path), 96, False)
+    assert_equals_fresh(cache, records[0])  # load() found the damage and wrote a good entry
+    assert cache.fill(records, progress=False).reused == 1
+
+
+@contextlib.contextmanager
+def file_size_limit(size):
+    """A real per-process file size limit (ulimit -f): a write past ``size``
+    bytes fails with EFBIG (SIGXFSZ ignored, else it would kill the process)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_entry(tmp_path, trunk):
+    records = make_records(tmp_path, 2)
+    cache = FeatureCache(tmp_path / "cache", trunk, scales=(128,))
+    cache.fill(records[:1], progress=False)
+    old_entry = cache.path(records[0].image_id, 128)
+    old_bytes = old_entry.read_bytes()
+    assert len(old_bytes) > 2048
+    Image.fromarray(np.full((60, 80, 3), 7, np.uint8)).save(records[0].image_path)  # the entry is now stale
+    with file_size_limit(2048), pytest.raises(DiskFullError) as caught:
+        cache.fill(records, progress=False)  # not a skipped image: the run stops
+    message = str(caught.value)
+    assert caught.value.errno == errno.EFBIG and "file size limit" in message
+    assert f"cannot write {old_entry}:" in message  # the first image of the run, the stale one
+    assert old_entry.read_bytes() == old_bytes  # the older entry is untouched
+    leftovers = [p for p in cache.folder.rglob("*") if p.is_file() and p.suffix != ".safetensors"]
+    assert leftovers == [] and len(list(cache.folder.rglob("*.safetensors"))) == 1
+    with file_size_limit(2048), pytest.raises(DiskFullError, match="file size limit"):
+        cache.load(records[1])
+    run = cache.fill(records, progress=False)  # room again: both are (re)computed
+    assert (run.computed, run.recomputed) == (2, 1)
+    assert_equals_fresh(cache, records[0])

@@ -4,11 +4,15 @@ computed once and pooled by every later stage (SPEC section 3).
 Layout: ``ROOT/<trunk key>/<image id>/s<scale>.safetensors`` (``s<scale>f``
 for the mirrored image, cached too when ``flips``), one file per image, scale
 and mirroring, holding the map as float16 ``(C, h, w)`` and, in its
-metadata, the image file's SHA-256, the scale, the resize factor and the
-trunk key (a hash of the trunk's weights and the normalisation). Entries are
-written atomically; an entry that is truncated, unreadable or made for
-another image file or trunk is recomputed. ``shard=(i, n)`` makes a process
-handle images i, i+n, ... so several processes can fill one cache.
+metadata, the image file's SHA-256, the image id, the scale, the mirroring,
+the resize factor, the trunk key (a hash of the trunk's weights and the
+normalisation) and the SHA-256 of the map's bytes. Entries are written
+atomically; an entry that is truncated, unreadable, corrupted (its bytes no
+longer match the checksum) or made for another image file, image, scale,
+mirroring or trunk is recomputed. A full disk raises
+:class:`sppnet.atomic.DiskFullError` and leaves no partial entry.
+``shard=(i, n)`` makes a process handle images i, i+n, ... so several
+processes can fill one cache.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.data.proposals import file_sha256, safe_file_name
 from sppnet.data.records import ImageRecord, Skipped
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
-from sppnet.atomic import atomic_replace
+from sppnet.atomic import DiskFullError, atomic_replace
 from sppnet.fast_path import as_input, autocast, prepare
 
-__all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun"]
+__all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun", "map_sha256"]
 
 
 def trunk_key(trunk: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> str:
@@ -40,6 +44,14 @@ def trunk_key(trunk: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> s
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def map_sha256(features: torch.Tensor) -> str:
+    """SHA-256 of a cached map's dtype, shape and bytes (the entry's checksum)."""
+    features = features.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{features.dtype}{tuple(features.shape)}".encode())
+    digest.update(features.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -87,18 +99,31 @@ class FeatureCache:
     def path(self, image_id: str, scale: int, flipped: bool = False) -> Path:
         return self.folder / safe_file_name(image_id) / f"s{scale}{'f' if flipped else ''}.safetensors"
 
-    def _read(self, path: Path, sha: str, scale: int) -> CachedMap | str | None:
+    def _read(self, path: Path, image_id: str, sha: str, scale: int, flipped: bool) -> CachedMap | str | None:
+        """The entry at ``path``; None when there is none, a reason (str) when
+        it cannot be used."""
         if not path.is_file():
             return None
         try:
             with safe_open(path, framework="pt") as handle:
                 meta = handle.metadata() or {}
                 features = handle.get_tensor("map")
-        except (SafetensorError, OSError, ValueError) as error:
-            return f"unreadable cache entry ({error})"
-        if meta.get("image_sha256") != sha or meta.get("trunk") != self.key or meta.get("scale") != str(scale):
-            return "cache entry made for another image file or trunk"
-        return CachedMap(features, scale, float(meta["factor"]))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            return f"unreadable cache entry {path} ({error})"
+        if "map_sha256" not in meta or "flipped" not in meta:
+            return f"cache entry {path} has no checksum (damaged or from an older sppnet)"
+        if (meta.get("image_sha256") != sha or meta.get("image_id") != image_id or meta.get("trunk") != self.key
+                or meta.get("scale") != str(scale) or meta.get("flipped") != str(int(flipped))):
+            return f"cache entry {path} was made for another image file, scale, mirroring or trunk"
+        try:
+            factor = float(meta.get("factor", "nan"))
+        except ValueError:
+            factor = float("nan")
+        if features.dtype != torch.float16 or features.ndim != 3 or not (0 < factor < float("inf")):
+            return f"cache entry {path} is malformed (dtype {features.dtype}, shape {tuple(features.shape)})"
+        if meta.get("map_sha256") != map_sha256(features):
+            return f"cache entry {path} is corrupted (its bytes do not match the checksum)"
+        return CachedMap(features, scale, factor)
 
     @torch.no_grad()
     def compute(self, record: ImageRecord, variants: Sequence[bool] | None = None,
@@ -126,12 +151,15 @@ class FeatureCache:
     def _write(self, record: ImageRecord, sha: str, maps: dict[tuple[int, bool], CachedMap]) -> None:
         for (scale, flipped), cached in maps.items():
             meta = {"image_sha256": sha, "trunk": self.key, "scale": str(scale), "factor": repr(cached.factor),
-                    "image_id": record.image_id}
+                    "image_id": record.image_id, "flipped": str(int(flipped)),
+                    "map_sha256": map_sha256(cached.features)}
             path = self.path(record.image_id, scale, flipped)
-            atomic_replace(path, lambda temp: save_file({"map": cached.features}, temp, metadata=meta))
+            # not fsynced: a lost or damaged entry fails its checksum and is recomputed
+            atomic_replace(path, lambda temp: save_file({"map": cached.features}, temp, metadata=meta), durable=False)
 
     def _lookup(self, record: ImageRecord, sha: str) -> dict:
-        return {(s, f): self._read(self.path(record.image_id, s, f), sha, s) for f in self.variants for s in self.scales}
+        return {(s, f): self._read(self.path(record.image_id, s, f), record.image_id, sha, s, f)
+                for f in self.variants for s in self.scales}
 
     def load(self, record: ImageRecord, flipped: bool = False) -> dict[int, CachedMap]:
         """scale -> map of one image (or its mirror), from the cache or computed
@@ -164,6 +192,8 @@ class FeatureCache:
                 run.recomputed += any(isinstance(v, str) for v in found)
                 self._write(record, sha, self.compute(record))
                 run.computed += 1
+            except DiskFullError:
+                raise  # every later image would fail the same way
             except (ImageError, OSError) as error:
                 run.skipped.append(Skipped(record.image_path, str(error)))
         run.seconds = time.perf_counter() - started
