@@ -1,8 +1,9 @@
 """Checkpoints: one safetensors file per save, written atomically.
 
-A checkpoint holds model tensors under ``model.``, optimizer state (tensors under ``optimizer.state.<param>.<name>``, everything else as
-JSON in the file's metadata), the torch RNG state and a JSON ``extra`` dict
-(epoch, config, ...). Nothing is pickled, so loading an untrusted file cannot
+A checkpoint holds model tensors under ``model.``, optimizer state (tensors
+under ``optimizer.state.<param>.<name>``, everything else as JSON in the
+file's metadata), the global torch RNG state, the state of a training loop's
+own ``torch.Generator`` and a JSON ``extra`` dict (epoch, config, ...). Nothing is pickled, so loading an untrusted file cannot
 run code. Writes go to a temporary file in the same folder that replaces the
 old checkpoint only when complete: a crash mid-save leaves the previous one.
 """
@@ -19,15 +20,22 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from sppnet.atomic import atomic_replace
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights"]
+__all__ = [
+    "Checkpoint", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "save_weights", "load_weights",
+]
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
 class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict | None = None
-    rng_state: torch.Tensor | None = None
+    rng_state: torch.Tensor | None = None  # torch.get_rng_state()
     extra: dict = field(default_factory=dict)
+    generator_state: torch.Tensor | None = None  # a loop's own torch.Generator().get_state()
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,6 +67,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         metadata["optimizer"] = json.dumps(optimizer_rest)
     if checkpoint.rng_state is not None:
         tensors["rng.torch"] = checkpoint.rng_state.clone()
+    if checkpoint.generator_state is not None:
+        tensors["rng.generator"] = checkpoint.generator_state.clone()
     atomic_replace(Path(path), lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
@@ -78,7 +88,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     optimizer = None
     if optimizer_rest is not None:
         optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")}, optimizer_rest)
-    return Checkpoint(model=model, optimizer=optimizer, rng_state=tensors.get("rng.torch"), extra=extra)
+    return Checkpoint(model=model, optimizer=optimizer, rng_state=tensors.get("rng.torch"),
+                      generator_state=tensors.get("rng.generator"), extra=extra)
 
 
 def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

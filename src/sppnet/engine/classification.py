@@ -48,7 +48,7 @@ from sppnet.engine import distributed
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import random_crop, resize_min_side, to_tensor
-from sppnet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_weights
+from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, save_checkpoint, save_weights
 from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
@@ -99,10 +99,6 @@ class ClassifyTrainConfig:
 class ClassifyConfig:
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
     train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size: int) -> SPPClassifier:

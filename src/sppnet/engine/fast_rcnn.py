@@ -44,15 +44,17 @@ import yaml
 from safetensors.torch import safe_open
 from torch import nn
 
-from sppnet.config import from_dict, to_dict
+from sppnet.config import from_dict
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
-from sppnet.engine.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint, save_weights
+from sppnet.engine.checkpoint import (
+    Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
+)
 from sppnet.engine import distributed
-from sppnet.engine.classification import TrainingDiverged
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
+from sppnet.engine.run_folder import open_run_folder
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
@@ -207,18 +209,6 @@ def _optimizer(model: FastRCNN, train: FastRCNNTrainConfig) -> torch.optim.SGD:
     ], lr=train.lr, momentum=train.momentum)
 
 
-def _check_run_folder(run_dir: Path, config: FastRCNNConfig, resume: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    saved = run_dir / "config.yaml"
-    if saved.is_file() and from_dict(FastRCNNConfig, yaml.safe_load(saved.read_text())) != config:
-        raise ValueError(f"{saved} differs from the given config; resume with the run's own config")
-    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-
-
 class _SummedLosses(nn.Module):
     """The model and its losses as DDP wraps them. ``forward(images, boxes,
     targets, generators, dropout_seeds)`` runs each image through
@@ -264,9 +254,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     run_dir = Path(run_dir)
     log = distributed.main_only(log)
     main = distributed.is_main()
-    _check_run_folder(run_dir, config, resume)
-    if main:
-        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    open_run_folder(run_dir, config, resume, train.classes)
     settings = config.train
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log)
     if main:

@@ -36,14 +36,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from sppnet.config import from_dict, to_dict
+from sppnet.config import from_dict
 from sppnet.data.images import load_image
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
@@ -56,12 +55,14 @@ from sppnet.engine.detection_stages import (
     class_nms,
     dataset_proposals,
     label_dataset,
-    train_box_regression,
-    train_svms,
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.fast_path import as_input, autocast, prepare
+from sppnet.engine.run_folder import open_run_folder
+from sppnet.engine.window_training import (
+    WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
+)
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.svm import LinearSVMs, SVMConfig
@@ -75,34 +76,13 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class RCNNFinetuneConfig:
-    iterations: int = 2000
-    batch_size: int = 128  # windows per mini-batch (R-CNN: 32 foreground + 96 background)
-    fg_fraction: float = 0.25
-    fg_threshold: float = 0.5
-    bg_low: float = 0.1  # R-CNN itself took every window below fg_threshold as background (0.0)
-    bg_high: float = 0.5
-    # R-CNN drew each window of a batch from the whole set; drawing them from a
-    # few images at a time keeps image decoding per iteration bounded.
-    images_per_batch: int = 8
-    lr: float = 0.001
-    lr_steps: tuple[int, ...] = (1000, 1500)  # iterations after which lr /= 10
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    flip: bool = True  # each chosen image is mirrored with probability 1/2
-    seed: int = 0
+class RCNNFinetuneConfig(WindowFinetuneConfig):
+    # batch_size 128 = R-CNN's 32 foreground + 96 background windows. R-CNN
+    # drew each window of a batch from the whole set; drawing them from
+    # images_per_batch images at a time keeps image decoding per iteration
+    # bounded. R-CNN took every window below fg_threshold as background
+    # (bg_low 0.0).
     train_conv: bool = True  # R-CNN fine-tunes the whole network; False: fc6, fc7, fc8 only (as SPP-net)
-
-    def __post_init__(self) -> None:
-        for name, low in (("iterations", 0), ("batch_size", 1), ("images_per_batch", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"finetune.{name} must be an integer >= {low}, got {value!r}")
-        if not 0.0 <= self.fg_fraction <= 1.0:
-            raise ValueError(f"finetune.fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
-        if not 0.0 <= self.bg_low < self.bg_high <= self.fg_threshold:
-            raise ValueError(f"finetune needs 0 <= bg_low < bg_high <= fg_threshold, got bg_low={self.bg_low}, "
-                             f"bg_high={self.bg_high}, fg_threshold={self.fg_threshold}")
 
 
 @dataclass(frozen=True)
@@ -281,59 +261,28 @@ def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:
             module.eval()
 
 
-def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, config: RCNNConfig, log) -> None:
+def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, config: RCNNConfig, log=print,
+              checkpoint: Path | None = None) -> None:
+    """Fine-tune on warped windows: the whole network, or with
+    ``finetune.train_conv`` False fc6, fc7 and fc8 only."""
     tune = config.finetune
-    generator = torch.Generator().manual_seed(tune.seed)
-    torch.manual_seed(tune.seed)  # dropout
+
+    def warped_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
+        # Images with proposals were decoded by the proposal stage (its
+        # cache is keyed by file content), so they load here too.
+        image = to_tensor(load_image(record.image_path))
+        if flipped:
+            image, boxes = image.flip(-1), _mirror_boxes(boxes, record.width)
+        return warp_windows(image, boxes, config.warp_size, config.context)
+
     for parameter in network.trunk.parameters():
         parameter.requires_grad_(tune.train_conv)
-    parameters = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
-    records = [r for r in train.images if r.image_id in windows]
-    per_image = max(1, tune.batch_size // tune.images_per_batch)
-    fg_per_image = max(1, round(per_image * tune.fg_fraction))
-    _train_mode(network, tune.train_conv)
-    started, losses = time.perf_counter(), []
-    for iteration in range(tune.iterations):
-        lr = tune.lr * 0.1 ** sum(iteration >= step for step in tune.lr_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
-        warped, labels = [], []
-        for index in chosen:
-            record = records[index]
-            labelled = windows[record.image_id]
-            fg = (labelled.labels > 0).nonzero().flatten()
-            bg = (labelled.labels == 0).nonzero().flatten()
-            fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
-            bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
-            picked = torch.cat([fg, bg])
-            if len(picked) == 0:
-                continue
-            # Images with proposals were decoded by the proposal stage (its
-            # cache is keyed by file content), so they load here too.
-            image = to_tensor(load_image(record.image_path))
-            boxes = labelled.boxes[picked]
-            if tune.flip and bool(torch.rand(1, generator=generator) < 0.5):
-                image = image.flip(-1)
-                boxes = _mirror_boxes(boxes, record.width)
-            warped.append(warp_windows(image, boxes, config.warp_size, config.context))
-            labels.append(labelled.labels[picked])
-        if not warped:
-            continue
-        loss = F.cross_entropy(network(torch.cat(warped)), torch.cat(labels))
-        if not torch.isfinite(loss):
-            raise ValueError(f"fine-tuning diverged at iteration {iteration} (loss {loss.item()}); lower finetune.lr")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (iteration + 1) % max(1, tune.iterations // 10) == 0:
-            log(f"  fine-tune {iteration + 1}/{tune.iterations}: loss {np.mean(losses[-50:]):.3f}, lr {lr:g} "
-                f"({time.perf_counter() - started:.0f} s)")
-    for parameter in network.parameters():
-        parameter.requires_grad_(True)
-    network.eval()
+    try:
+        finetune_on_windows(network, [p for p in network.parameters() if p.requires_grad], train.images, windows,
+                            tune, warped_windows, checkpoint, log, lambda: _train_mode(network, tune.train_conv))
+    finally:
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
 
 
 def train_rcnn(
@@ -349,16 +298,7 @@ def train_rcnn(
     run_dir = Path(run_dir)
     log = distributed.main_only(log)
     main = distributed.is_main()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    saved_config = run_dir / "config.yaml"
-    if saved_config.is_file() and from_dict(RCNNConfig, yaml.safe_load(saved_config.read_text())) != config:
-        raise ValueError(f"{saved_config} differs from the given config; resume with the run's own config")
-    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    open_run_folder(run_dir, config, resume, train.classes)
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
     if main:
@@ -382,30 +322,20 @@ def train_rcnn(
         network.load_state_dict(load_weights(finetuned))
         network.eval()
     else:
-        layers = "the whole network" if tune.train_conv else "fc6, fc7, fc8"
-        log(f"fine-tuning {layers} on warped windows ({tune.iterations} iterations)")
-        _finetune(network, train, windows, config, log)
+        log(f"fine-tuning {'the whole network' if tune.train_conv else 'fc6, fc7, fc8'} on warped windows "
+            f"({tune.iterations} iterations)")
+
+        checkpoint = run_dir / "finetune-checkpoint.safetensors"
+        _finetune(network, train, windows, config, log, checkpoint)
         save_weights(finetuned, network.state_dict())
+        checkpoint.unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
     detector = RCNNDetector(network, None, 1.0, None, config, train.classes, seconds)
-    svm_file = run_dir / "svm.safetensors"
-    if svm_file.is_file():
-        state = load_weights(svm_file)
-        svms, svm_scale = LinearSVMs(state["weight"], state["bias"]), float(state["scale"])
-    else:
-        log("training per-class SVMs with hard-negative mining")
-        svms, svm_scale = train_svms(detector.window_features, train.images, windows, config.svm, config.mining,
-                                     train.num_classes, log)
-        save_weights(svm_file, {"weight": svms.weight, "bias": svms.bias, "scale": torch.tensor(svm_scale)})
+    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
+                                config.svm, config.mining, train.num_classes, log)
     seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
-    bbox_file = run_dir / "bbox.safetensors"
-    if bbox_file.is_file():
-        state = load_weights(bbox_file)
-        regressors = BoxRegressors(state["weights"], float(state["scale"]))
-    else:
-        log("training box regressors")
-        regressors = train_box_regression(detector.window_features, train.images, windows, config.bbox, train.num_classes)
-        save_weights(bbox_file, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
+    regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, train.images, windows,
+                                      config.bbox, train.num_classes, log)
     seconds["box regression"] = time.perf_counter() - clock
     log(f"R-CNN training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
@@ -425,7 +355,5 @@ def load_rcnn(run_dir: str | Path) -> RCNNDetector:
     classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
     network = RCNNNetwork(classifier, len(classes))
     network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
-    svm = load_weights(run_dir / "svm.safetensors")
-    bbox = load_weights(run_dir / "bbox.safetensors")
-    return RCNNDetector(network.eval(), LinearSVMs(svm["weight"], svm["bias"]), float(svm["scale"]),
-                        BoxRegressors(bbox["weights"], float(bbox["scale"])), config, classes)
+    svms, svm_scale = load_svms(run_dir / "svm.safetensors")
+    return RCNNDetector(network.eval(), svms, svm_scale, load_regressors(run_dir / "bbox.safetensors"), config, classes)

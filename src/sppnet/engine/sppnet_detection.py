@@ -16,6 +16,8 @@ Stages, each written to the run folder and skipped on ``--resume`` when done:
    windows pooled from the cached maps: foreground IoU >= 0.5, background IoU
    in [0.1, 0.5), 25% foreground per mini-batch of 128 drawn across images,
    mirrored windows too.
+   ``finetune-checkpoint.safetensors`` holds its progress every
+   ``finetune.checkpoint_every`` iterations (``window_training``).
 3. ``svm.safetensors``: one linear SVM per class on fc7 features scaled to
    mean norm 20; positives are the ground-truth boxes, negatives windows with
    IoU < 0.3 with every box of the class, mined hard in one pass.
@@ -37,23 +39,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.nn import functional as F
 
-from sppnet.config import from_dict, to_dict
+from sppnet.config import from_dict
 from sppnet.data.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
-from sppnet.engine.detection_stages import (
-    MiningConfig, TestConfig, dataset_proposals, label_dataset, train_box_regression, train_svms,
-)
+from sppnet.engine.detection_stages import MiningConfig, TestConfig, dataset_proposals, label_dataset
 from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.run_folder import open_run_folder
+from sppnet.engine.window_training import (
+    WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
+)
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import pool_windows
@@ -65,23 +67,6 @@ __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    iterations: int = 2000
-    batch_size: int = 128  # windows per mini-batch
-    images_per_batch: int = 8  # images the windows of one mini-batch are drawn from
-    fg_fraction: float = 0.25
-    fg_threshold: float = 0.5
-    bg_low: float = 0.1
-    bg_high: float = 0.5
-    lr: float = 0.001
-    lr_steps: tuple[int, ...] = (1000, 1500)  # iterations after which lr /= 10 (code: 1e-3, 1e-4, 1e-5)
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    flip: bool = True  # also pool windows from the mirrored image's maps
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class SPPNetConfig:
     scales: tuple[int, ...] = (688,)  # shorter side of each scale; paper multi-scale: 480, 576, 688, 864, 1200
     max_side: int | None = None
@@ -90,7 +75,7 @@ class SPPNetConfig:
     max_proposals: int = 2000
     proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: WindowFinetuneConfig = field(default_factory=WindowFinetuneConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     bbox: BoxRegressorConfig = field(default_factory=BoxRegressorConfig)
@@ -182,51 +167,17 @@ class SPPNetDetector:
         return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
 
 
-def _finetune(head: SPPNetHead, cache: FeatureCache, levels, train: DetectionDataset, windows: dict, config: SPPNetConfig, log):
-    tune = config.finetune
-    generator = torch.Generator().manual_seed(tune.seed)
-    torch.manual_seed(tune.seed)
-    optimizer = torch.optim.SGD(head.parameters(), lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
-    records = [r for r in train.images if r.image_id in windows]
-    per_image = max(1, tune.batch_size // tune.images_per_batch)
-    fg_per_image = max(1, round(per_image * tune.fg_fraction))
+def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,
+              config: SPPNetConfig, log=print, checkpoint: Path | None = None) -> None:
+    """Fine-tune fc6, fc7 and fc8 on windows pooled from the cached maps."""
     geometry = cache.trunk.geometry
-    head.train()
-    started, losses = time.perf_counter(), []
-    for iteration in range(tune.iterations):
-        lr = tune.lr * 0.1 ** sum(iteration >= step for step in tune.lr_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
-        pooled, labels = [], []
-        for index in chosen:
-            record = records[index]
-            labelled = windows[record.image_id]
-            fg = (labelled.labels > 0).nonzero().flatten()
-            bg = (labelled.labels == 0).nonzero().flatten()
-            fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
-            bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
-            picked = torch.cat([fg, bg])
-            if len(picked) == 0:
-                continue
-            flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
-            maps = cache.load(record, flipped=flipped)
-            pooled.append(pool_windows(maps, labelled.boxes[picked], geometry, levels, target=config.window_target,
-                                       flipped=flipped, image_width=record.width))
-            labels.append(labelled.labels[picked])
-        if not pooled:
-            continue
-        loss = F.cross_entropy(head(torch.cat(pooled)), torch.cat(labels))
-        if not torch.isfinite(loss):
-            raise ValueError(f"fine-tuning diverged at iteration {iteration} (loss {loss.item()}); lower finetune.lr")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if (iteration + 1) % max(1, tune.iterations // 10) == 0:
-            log(f"  fine-tune {iteration + 1}/{tune.iterations}: loss {np.mean(losses[-50:]):.3f}, lr {lr:g} "
-                f"({time.perf_counter() - started:.0f} s)")
-    head.eval()
+
+    def pooled_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
+        return pool_windows(cache.load(record, flipped=flipped), boxes, geometry, levels,
+                            target=config.window_target, flipped=flipped, image_width=record.width)
+
+    finetune_on_windows(head, list(head.parameters()), train.images, windows, config.finetune, pooled_windows,
+                        checkpoint, log)
 
 
 def _fill_cache_sharded(cache: FeatureCache, records, progress: bool = False) -> CacheRun:
@@ -254,16 +205,7 @@ def train_sppnet(
     run_dir = Path(run_dir)
     log = distributed.main_only(log)
     main = distributed.is_main()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
-    saved_config = run_dir / "config.yaml"
-    if saved_config.is_file() and from_dict(SPPNetConfig, yaml.safe_load(saved_config.read_text())) != config:
-        raise ValueError(f"{saved_config} differs from the given config; resume with the run's own config")
-    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved_config.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-        (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in train.classes), encoding="utf-8")
+    open_run_folder(run_dir, config, resume, train.classes)
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
     if main:
@@ -300,30 +242,17 @@ def train_sppnet(
         head.load_state_dict(load_weights(finetuned))
         head.eval()
     else:
-        log(f"fine-tuning fc6, fc7, fc8 on pooled windows ({config.finetune.iterations} iterations)")
-        _finetune(head, cache, levels, train, windows, config, log)
+        log(f"fine-tuning fc6, fc7, fc8 on pooled windows ({tune.iterations} iterations)")
+        _finetune(head, cache, levels, train, windows, config, log, run_dir / "finetune-checkpoint.safetensors")
         save_weights(finetuned, head.state_dict())
+        (run_dir / "finetune-checkpoint.safetensors").unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
-    detector = SPPNetDetector(cache, levels, head, None, 1.0, None, config,
-                              train.classes, seconds)
-    svm_file = run_dir / "svm.safetensors"
-    if svm_file.is_file():
-        state = load_weights(svm_file)
-        svms, svm_scale = LinearSVMs(state["weight"], state["bias"]), float(state["scale"])
-    else:
-        log("training per-class SVMs with hard-negative mining")
-        svms, svm_scale = train_svms(detector.window_features, train.images, windows, config.svm, config.mining,
-                                     train.num_classes, log)
-        save_weights(svm_file, {"weight": svms.weight, "bias": svms.bias, "scale": torch.tensor(svm_scale)})
+    detector = SPPNetDetector(cache, levels, head, None, 1.0, None, config, train.classes, seconds)
+    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
+                                config.svm, config.mining, train.num_classes, log)
     seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
-    bbox_file = run_dir / "bbox.safetensors"
-    if bbox_file.is_file():
-        state = load_weights(bbox_file)
-        regressors = BoxRegressors(state["weights"], float(state["scale"]))
-    else:
-        log("training box regressors")
-        regressors = train_box_regression(detector.window_features, train.images, windows, config.bbox, train.num_classes)
-        save_weights(bbox_file, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
+    regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, train.images, windows,
+                                      config.bbox, train.num_classes, log)
     seconds["box regression"] = time.perf_counter() - clock
     log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
@@ -342,8 +271,7 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
-    svm = load_weights(run_dir / "svm.safetensors")
-    bbox = load_weights(run_dir / "bbox.safetensors")
+    svms, svm_scale = load_svms(run_dir / "svm.safetensors")
     cache = FeatureCache(run_dir / "features", classifier.trunk, config.scales, config.max_side, flips=config.finetune.flip)
-    return SPPNetDetector(cache, classifier.spp.levels, head.eval(), LinearSVMs(svm["weight"], svm["bias"]),
-                          float(svm["scale"]), BoxRegressors(bbox["weights"], float(bbox["scale"])), config, classes)
+    return SPPNetDetector(cache, classifier.spp.levels, head.eval(), svms, svm_scale,
+                          load_regressors(run_dir / "bbox.safetensors"), config, classes)

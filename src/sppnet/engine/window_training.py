@@ -1,0 +1,186 @@
+"""The training stages SPP-net and R-CNN share once proposals are labelled:
+fine-tuning on windows, then per-class SVMs and box regressors, each stored in
+the run folder (SPEC sections 4, 5 and 7).
+
+The two methods differ only in what a window becomes before the fc layers:
+SPP-net pools it from the image's cached conv5 maps, R-CNN warps its pixels
+and runs the whole network. Fine-tuning therefore takes a ``window_inputs``
+function ``(record, boxes (R, 4), flipped) -> network input``.
+
+Crash safety: fine-tuning writes ``finetune-checkpoint.safetensors`` (weights,
+momentum, the sampling generator's and torch's RNG states, iteration) every
+``checkpoint_every`` iterations, atomically; resuming from it repeats the
+uninterrupted run bit for bit on CPU. The SVM and box-regression stages are
+deterministic functions of the fine-tuned weights and the data: interrupted,
+they are recomputed whole on ``--resume`` with the same result. A NaN or
+infinite loss stops fine-tuning with ``TrainingDiverged``; the last good
+checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sppnet.data.records import ImageRecord
+from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights
+from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
+from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
+from sppnet.models.svm import LinearSVMs, SVMConfig
+from sppnet.models.windows import LabelledWindows
+
+__all__ = [
+    "WindowFinetuneConfig", "finetune_on_windows", "svm_stage", "box_regression_stage", "load_svms", "load_regressors",
+]
+
+WindowInputs = Callable[[ImageRecord, torch.Tensor, bool], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WindowFinetuneConfig:
+    iterations: int = 2000
+    batch_size: int = 128  # windows per mini-batch
+    images_per_batch: int = 8  # images the windows of one mini-batch are drawn from
+    fg_fraction: float = 0.25
+    fg_threshold: float = 0.5
+    bg_low: float = 0.1
+    bg_high: float = 0.5
+    lr: float = 0.001
+    lr_steps: tuple[int, ...] = (1000, 1500)  # iterations after which lr /= 10 (code: 1e-3, 1e-4, 1e-5)
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    flip: bool = True  # each chosen image's windows come from its mirror with probability 1/2
+    seed: int = 0
+    checkpoint_every: int = 200  # iterations between crash-safe checkpoints
+
+    def __post_init__(self) -> None:
+        for name, low in (("iterations", 0), ("batch_size", 1), ("images_per_batch", 1), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"finetune.{name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= self.fg_fraction <= 1.0:
+            raise ValueError(f"finetune.fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
+        if not 0.0 <= self.bg_low < self.bg_high <= self.fg_threshold:
+            raise ValueError(f"finetune needs 0 <= bg_low < bg_high <= fg_threshold, got bg_low={self.bg_low}, "
+                             f"bg_high={self.bg_high}, fg_threshold={self.fg_threshold}")
+        if not self.lr > 0:
+            raise ValueError(f"finetune.lr must be positive, got {self.lr!r}")
+
+
+def finetune_on_windows(
+    network: nn.Module, parameters: Sequence[nn.Parameter], records: Sequence[ImageRecord],
+    windows: dict[str, LabelledWindows], tune: WindowFinetuneConfig, window_inputs: WindowInputs,
+    checkpoint_path: Path | None, log=print, train_mode: Callable[[], None] | None = None,
+) -> None:
+    """SGD on (K+1)-way cross-entropy of ``network(window_inputs(...))``:
+    each iteration draws ``images_per_batch`` images, then up to
+    ``fg_fraction`` foreground and the rest background windows from each.
+    Checkpoints go to ``checkpoint_path`` (None: no checkpoints), and
+    training continues from there when it exists. ``train_mode`` puts
+    the network in training mode (default ``network.train()``)."""
+    generator = torch.Generator().manual_seed(tune.seed)  # images, windows, flips
+    torch.manual_seed(tune.seed)  # dropout
+    optimizer = torch.optim.SGD(parameters, lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
+    records = [r for r in records if r.image_id in windows]
+    if not records:
+        raise ValueError("no training image has labelled windows (every image was skipped or has no proposals)")
+    start = 0
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        network.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        torch.set_rng_state(saved.rng_state)
+        generator.set_state(saved.generator_state)
+        start = int(saved.extra["iteration"])
+        log(f"  fine-tuning resumed at iteration {start} from {checkpoint_path}")
+    per_image = max(1, tune.batch_size // tune.images_per_batch)
+    fg_per_image = max(1, round(per_image * tune.fg_fraction))
+    (train_mode or network.train)()
+    started, losses = time.perf_counter(), []
+    for iteration in range(start, tune.iterations):
+        lr = tune.lr * 0.1 ** sum(iteration >= step for step in tune.lr_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
+        inputs, labels = [], []
+        for index in chosen:
+            record = records[index]
+            labelled = windows[record.image_id]
+            fg = (labelled.labels > 0).nonzero().flatten()
+            bg = (labelled.labels == 0).nonzero().flatten()
+            fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
+            bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
+            picked = torch.cat([fg, bg])
+            if len(picked) == 0:
+                continue
+            flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
+            inputs.append(window_inputs(record, labelled.boxes[picked], flipped))
+            labels.append(labelled.labels[picked])
+        done = iteration + 1
+        if inputs:
+            loss = F.cross_entropy(network(torch.cat(inputs)), torch.cat(labels))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"fine-tuning loss became {loss.item()} at iteration {done}; stopped. The last good checkpoint "
+                    f"({checkpoint_path if checkpoint_path and checkpoint_path.exists() else 'none'}) is kept; "
+                    "lower finetune.lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        if checkpoint_path is not None and done % tune.checkpoint_every == 0 and done < tune.iterations:
+            save_checkpoint(checkpoint_path, Checkpoint(
+                model=network.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
+                generator_state=generator.get_state(), extra={"iteration": done}))
+        if done % max(1, tune.iterations // 10) == 0 and losses:
+            log(f"  fine-tune {done}/{tune.iterations}: loss {np.mean(losses[-50:]):.3f}, lr {lr:g} "
+                f"({time.perf_counter() - started:.0f} s)")
+    network.eval()
+
+
+def load_svms(path: Path) -> tuple[LinearSVMs, float]:
+    state = load_weights(path)
+    return LinearSVMs(state["weight"], state["bias"]), float(state["scale"])
+
+
+def load_regressors(path: Path) -> BoxRegressors:
+    state = load_weights(path)
+    return BoxRegressors(state["weights"], float(state["scale"]))
+
+
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise TrainingDiverged(f"{name} has NaN or infinite weights (the fine-tuned features are not finite?); "
+                               "nothing was written")
+
+
+def svm_stage(path: Path, features: WindowFeatures, records: Sequence[ImageRecord], windows: dict[str, LabelledWindows],
+              svm: SVMConfig, mining: MiningConfig, num_classes: int, log=print) -> tuple[LinearSVMs, float]:
+    """The SVMs stored at ``path``, trained now unless a finished run left them."""
+    if path.is_file():
+        return load_svms(path)
+    log("training per-class SVMs with hard-negative mining")
+    svms, scale = train_svms(features, records, windows, svm, mining, num_classes, log)
+    _check_finite("the SVMs", torch.cat([svms.weight.flatten(), svms.bias.flatten()]))
+    save_weights(path, {"weight": svms.weight, "bias": svms.bias, "scale": torch.tensor(scale)})
+    return svms, scale
+
+
+def box_regression_stage(path: Path, features: WindowFeatures, records: Sequence[ImageRecord],
+                         windows: dict[str, LabelledWindows], config: BoxRegressorConfig, num_classes: int,
+                         log=print) -> BoxRegressors:
+    """The box regressors stored at ``path``, trained now unless a finished run left them."""
+    if path.is_file():
+        return load_regressors(path)
+    log("training box regressors")
+    regressors = train_box_regression(features, records, windows, config, num_classes)
+    _check_finite("the box regressors", regressors.weights)
+    save_weights(path, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
+    return regressors
