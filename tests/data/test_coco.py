@@ -43,3 +43,22 @@ def test_bad_coco_files(tmp_path):
     (tmp_path / "shape.json").write_text('{"images": []}')
     with pytest.raises(ValueError, match="needs lists"):
         read_coco(tmp_path / "shape.json", tmp_path)
+
+
+def test_file_names_cannot_leave_the_image_folder(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    outside = tmp_path / "secret.jpg"  # a real image, but not in the image folder
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(outside)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(images / "ok.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": str(outside), "width": 60, "height": 40},
+                   {"id": 2, "file_name": "../secret.jpg", "width": 60, "height": 40},
+                   {"id": 3, "file_name": "ok.jpg", "width": 60, "height": 40}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in (1, 2, 3)],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    dataset = read_coco(tmp_path / "instances.json", images)
+    assert [r.image_id for r in dataset.images] == ["3"]
+    assert sum("unsafe path" in str(s) for s in dataset.skipped) == 2

@@ -205,3 +205,23 @@ def test_registry_names_and_errors():
         build_backbone("resnet18", width=0.5)
     mean, std = imagenet_normalization()
     assert len(mean) == len(std) == 3 and all(0 < s < 1 for s in std)
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_weights_file_with_code_in_it_is_refused_without_running_it(tmp_path):
+    from sppnet.models.backbones.torchvision_trunks import read_weights_file
+
+    marker = tmp_path / "code-ran"
+    torch.save({"conv.weight": torch.zeros(1), "payload": _RunsCodeWhenUnpickled(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="evil.pth"):
+        read_weights_file(tmp_path / "evil.pth")
+    assert not marker.exists()

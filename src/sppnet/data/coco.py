@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sppnet.data.records import BACKGROUND, DetectionDataset, ImageRecord, Skipped
+from sppnet.data.records import BACKGROUND, DetectionDataset, ImageRecord, Skipped, leaves_root
 
 __all__ = ["read_coco"]
 
@@ -61,9 +61,10 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, split: str | N
             objects[ann["image_id"]].append(ann)
     records = []
     for image_id, image in images_by_id.items():
-        path = image_dir / str(image.get("file_name", ""))
+        name = str(image.get("file_name", ""))
+        path = image_dir / name
         width, height = int(image.get("width", 0)), int(image.get("height", 0))
-        if ".." in Path(str(image.get("file_name", ""))).parts or not path.is_file() or width < 1 or height < 1:
+        if leaves_root(name) or not path.is_file() or width < 1 or height < 1:
             skipped.append(Skipped(path, f"image {image_id!r}: missing file, unsafe path or no size; skipped"))
             continue
         anns = objects.get(image_id, [])

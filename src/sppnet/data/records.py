@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BACKGROUND", "VOC_CLASSES", "ImageRecord", "DetectionDataset", "Skipped"]
+__all__ = ["BACKGROUND", "VOC_CLASSES", "ImageRecord", "DetectionDataset", "Skipped", "leaves_root"]
 
 BACKGROUND = "__background__"
 
@@ -25,6 +25,13 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+
+
+def leaves_root(name: str) -> bool:
+    """Whether a file name read from an annotation file would point outside
+    the dataset folder it is joined to (absolute, or through ``..``)."""
+    path = Path(name)
+    return path.is_absolute() or ".." in path.parts or bool(path.drive)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from defusedxml.common import DefusedXmlException
 
 from sppnet.atomic import atomic_write_text
 from sppnet.data.images import ImageError, checked_image_size
-from sppnet.data.records import BACKGROUND, VOC_CLASSES, DetectionDataset, ImageRecord, Skipped
+from sppnet.data.records import BACKGROUND, VOC_CLASSES, DetectionDataset, ImageRecord, Skipped, leaves_root
 
 __all__ = ["read_voc", "write_voc_annotation", "write_voc_split", "resolve_classes"]
 
@@ -81,7 +81,7 @@ def resolve_classes(classes: str | Sequence[str] | None, found: Sequence[str] = 
 def _safe_child(root: Path, folder: str, name: str, what: str) -> Path:
     """root/folder/name, refusing a ``name`` that would leave the dataset root
     (the error says it of ``what``)."""
-    if ".." in Path(name).parts or Path(name).is_absolute():
+    if leaves_root(name):
         raise _BadFile(f"{what} points outside the dataset root")
     return root / folder / name
 

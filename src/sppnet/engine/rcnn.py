@@ -304,6 +304,7 @@ def train_rcnn(
     if main:
         (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
+    torch.manual_seed(config.finetune.seed)  # fc8's initial weights: the same whatever ran before in this process
     network = RCNNNetwork(classifier, train.num_classes)
     _check_warp(network, config.warp_size, Path(classifier_run))
     started = time.perf_counter()

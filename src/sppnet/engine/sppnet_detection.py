@@ -236,6 +236,7 @@ def train_sppnet(
     windows = {k: v for k, v in label_dataset(train, proposals, tune.fg_threshold, (tune.bg_low, tune.bg_high)).items()
                if k in readable}
 
+    torch.manual_seed(tune.seed)  # fc8's initial weights: the same whatever ran before in this process
     head = SPPNetHead(classifier.fc6, classifier.fc7, train.num_classes)
     finetuned = run_dir / "finetune.safetensors"
     if finetuned.is_file():
