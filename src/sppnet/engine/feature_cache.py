@@ -18,6 +18,7 @@ processes can fill one cache.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from sppnet.data.records import ImageRecord, Skipped
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
 from sppnet.atomic import DiskFullError, atomic_replace
 from sppnet.fast_path import as_input, autocast, prepare
+
+_HASHES_KEPT = 20_000  # image hashes remembered (~0.5 KiB each)
 
 __all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun", "map_sha256"]
 
@@ -85,15 +88,20 @@ class FeatureCache:
         self.variants = (False, True) if flips else (False,)
         self.key = trunk_key(trunk)
         self.folder = Path(root) / self.key
-        self._hashes: dict[tuple[Path, int, int], str] = {}
+        # Bounded (least recently used out): memory must not grow with the dataset.
+        self._hashes: OrderedDict[tuple[Path, int, int], str] = OrderedDict()
 
     def _image_sha(self, path: Path) -> str:
         """The image file's SHA-256, hashed once per file version: fine-tuning
         loads the same images thousands of times."""
         stat = Path(path).stat()
         key = (Path(path), stat.st_mtime_ns, stat.st_size)
-        if key not in self._hashes:
+        if key in self._hashes:
+            self._hashes.move_to_end(key)
+        else:
             self._hashes[key] = file_sha256(path)
+            if len(self._hashes) > _HASHES_KEPT:
+                self._hashes.popitem(last=False)
         return self._hashes[key]
 
     def path(self, image_id: str, scale: int, flipped: bool = False) -> Path:
