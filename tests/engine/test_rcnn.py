@@ -135,7 +135,7 @@ OVERRIDES = [
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("rcnn")
     data = root / "data"
-    synthesize_detection(data, DetectionSynthConfig(train=20, test=8, seed=1, min_side=160, max_side=220))
+    synthesize_detection(data, DetectionSynthConfig(train=30, test=20, seed=1, min_side=160, max_side=220))
     (root / "classify-mini.yaml").write_text(CLASSIFY_MINI)
     config = load_config(RCNNConfig, "detect-rcnn-tiny", OVERRIDES + [f"pretrain.preset={root / 'classify-mini.yaml'}"])
     train = open_detection_dataset(data, "train")
