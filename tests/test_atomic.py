@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import sppnet.atomic
-from sppnet.atomic import DiskFullError, atomic_replace, atomic_write_text, full_disk_errno
+from sppnet.atomic import DiskFullError, atomic_replace, atomic_write_text, full_disk_errno, remove_stale_temp_files
 
 
 def files_in(folder):
@@ -122,3 +122,23 @@ def test_full_disk_is_a_clear_error_and_leaves_the_old_file(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "old notes"
     assert (tmp_path / "weights.safetensors").read_bytes() == b"old weights"
     assert files_in(tmp_path) == ["new", "notes.txt", "weights.safetensors"] and files_in(tmp_path / "new") == []
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_resume(tmp_path):
+    # What kill -9 during atomic_replace leaves: the temp file, next to the old file.
+    script = textwrap.dedent(f"""
+        import os, signal
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("atomic", {sppnet.atomic.__file__!r})
+        atomic = importlib.util.module_from_spec(spec); spec.loader.exec_module(atomic)
+        def write(temp):
+            open(temp, "w").write("half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic.atomic_replace({str(tmp_path / "sub" / "ckpt.bin")!r}, write)
+    """)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "ckpt.bin").write_text("old")
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+    assert len(files_in(tmp_path / "sub")) == 2
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert files_in(tmp_path / "sub") == ["ckpt.bin"] and (tmp_path / "sub" / "ckpt.bin").read_text() == "old"

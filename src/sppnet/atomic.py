@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_replace", "atomic_write_text", "DiskFullError", "full_disk_errno"]
+__all__ = ["atomic_replace", "atomic_write_text", "remove_stale_temp_files", "DiskFullError", "full_disk_errno"]
 
 # errno -> what it means for the user
 _FULL = {
@@ -114,3 +114,15 @@ def _fsync_folder(folder: Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
     atomic_replace(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"), durable=durable)
+
+
+def remove_stale_temp_files(folder: str | Path) -> int:
+    """Delete the temporary files that writes killed mid-way (``kill -9``,
+    power loss) left under ``folder``; returns how many. Call it only while
+    nothing else writes there (a run being resumed)."""
+    removed = 0
+    for temp in Path(folder).rglob(".*.tmp"):
+        if temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from sppnet.config import from_dict, to_dict
+from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
@@ -262,6 +263,8 @@ def train_classifier(
     model = build_classifier(config.model, len(dataset.classes), train_config.crop)
     optimizer = _make_optimizer(model, train_config)
     start_epoch, rows = 0, []
+    if resume and main and run_dir.is_dir():
+        remove_stale_temp_files(run_dir)  # left by a process killed while writing
     if resume and checkpoint_path.is_file():
         saved = load_checkpoint(checkpoint_path)
         if saved.extra.get("config") != to_dict(config):
