@@ -373,8 +373,16 @@ def _selective_search(rgb: np.ndarray, quality: bool) -> np.ndarray:
         search.switchToSelectiveSearchQuality()
     else:
         search.switchToSelectiveSearchFast()
-    _seed_c_rand(_SS_SEED)
-    rects = search.process()  # (x, y, w, h), w = pixel count: x + w is the continuous right edge
+    # One OpenCV thread: the search draws from C rand(), and with several
+    # threads the draws' order (so the boxes) changes from run to run and
+    # between the serial path and the workers (which run single-threaded).
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        _seed_c_rand(_SS_SEED)
+        rects = search.process()  # (x, y, w, h), w = pixel count: x + w is the continuous right edge
+    finally:
+        cv2.setNumThreads(threads)
     return np.asarray(rects, dtype=np.float64).reshape(-1, 4)
 
 
