@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import signal
@@ -25,6 +24,7 @@ from sppnet.data.proposals import (
     safe_file_name,
 )
 from sppnet.data.records import ImageRecord
+from tests.faults import file_size_limit
 
 SS_FAST = ProposalConfig(method="selective-search-fast", resize_to=None)
 COLOURS = ((220, 40, 40), (40, 200, 60), (30, 60, 220), (230, 220, 40))
@@ -482,21 +482,6 @@ def test_damaged_or_foreign_entries_are_detected_and_recomputed(tmp_path, fault)
     for record in records:
         torch.testing.assert_close(run.boxes[record.image_id], fresh_boxes(record), rtol=0, atol=0)
     assert compute_proposals(records, GRID, cache_root, progress=False).reused == 2
-
-
-@contextlib.contextmanager
-def file_size_limit(size):
-    """A real per-process file size limit (ulimit -f): a write past ``size``
-    bytes fails with EFBIG (SIGXFSZ ignored, else it would kill the process)."""
-    resource = pytest.importorskip("resource")
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")

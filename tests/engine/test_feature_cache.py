@@ -1,4 +1,3 @@
-import contextlib
 import errno
 import signal
 
@@ -12,6 +11,7 @@ from sppnet.data.records import ImageRecord
 from sppnet.data.transforms import scale_image, to_tensor
 from sppnet.engine.feature_cache import FeatureCache
 from sppnet.models.backbones import ZF5
+from tests.faults import file_size_limit
 
 
 def make_records(root, count=3):
@@ -136,21 +136,6 @@ def test_load_recomputes_a_corrupted_entry(tmp_path, trunk):
                                       cache._image_sha(records[0].image_path), 96, False)
     assert_equals_fresh(cache, records[0])  # load() found the damage and wrote a good entry
     assert cache.fill(records, progress=False).reused == 1
-
-
-@contextlib.contextmanager
-def file_size_limit(size):
-    """A real per-process file size limit (ulimit -f): a write past ``size``
-    bytes fails with EFBIG (SIGXFSZ ignored, else it would kill the process)."""
-    resource = pytest.importorskip("resource")
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
