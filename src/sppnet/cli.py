@@ -182,6 +182,29 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.evaluation.diagnosis import DiagnosisConfig, analyze_results_folder, parse_groups
+
+    if args.run is None and args.results is None:
+        raise ValueError("analyze needs --run (a detector run evaluated with `sppnet eval detect --run`) or --results")
+    # Where `sppnet eval detect --run RUN` writes the run's detections.
+    results = args.results or Path(args.run) / f"results-{args.split}"
+    if not results.is_dir():
+        how = (f"run `sppnet eval detect --run {args.run} --data {args.data} --split {args.split}` first (it writes "
+               "them there), or give --results" if args.results is None else "expected a VOC results folder")
+        raise FileNotFoundError(f"no detections at {results}: {how}")
+    config = DiagnosisConfig(metric=args.metric, groups=parse_groups(args.groups), top_fp=args.top_fp)
+    dataset = open_detection_dataset(args.data, args.split, images=args.images)
+    _print_skipped(dataset.skipped)
+    report = analyze_results_folder(dataset, results, args.out, config)
+    print(report.diagnosis.table())
+    _print_skipped(list(report.skipped))
+    print(f"wrote {report.json_path}, {report.fp_plot.name}, {report.size_plot.name} and {len(report.drawings)} "
+          f"drawing(s) of the worst false positives in {args.out}")
+    return 0
+
+
 def _detect_images(args: argparse.Namespace) -> int:
     from sppnet.data.images import image_size
     from sppnet.data.proposals import compute_proposals
@@ -438,6 +461,20 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")
     detect.set_defaults(handler=_eval_detect)
+
+    analyze = commands.add_parser("analyze", help="error analysis of a detector (Hoiem et al.): false-positive types, "
+                                                  "AP by object size, the worst false positives drawn")
+    dataset_arguments(analyze)
+    analyze.add_argument("--run", type=Path, default=None,
+                         help="a detector run: reads RUN/results-SPLIT, written by `sppnet eval detect --run`")
+    analyze.add_argument("--results", type=Path, default=None, help="a VOC results folder to read instead")
+    analyze.add_argument("--out", type=Path, required=True, help="output folder (JSON, plots, drawings)")
+    analyze.add_argument("--groups", default=None, metavar="A,B;C,D",
+                         help="similarity groups: a false positive on an object of a class in its group is Sim, "
+                              "not Oth")
+    analyze.add_argument("--top-fp", type=int, default=5, metavar="N", help="worst false positives drawn per class")
+    analyze.add_argument("--metric", choices=("voc07", "voc12"), default="voc07")
+    analyze.set_defaults(handler=_analyze)
 
     features = commands.add_parser("features", help="SPP features (pool or fc7) of an image folder split, to safetensors")
     features.add_argument("--run", type=Path, required=True, help="an SPP classifier run")
