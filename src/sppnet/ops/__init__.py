@@ -1,5 +1,5 @@
 """Operators shared by every pipeline: pyramid pooling, image-to-cell
-geometry, box utilities."""
+geometry, box utilities, local response normalisation."""
 
 from sppnet.ops.boxes import (
     BoxCoder,
@@ -13,6 +13,7 @@ from sppnet.ops.boxes import (
     remove_small_boxes,
 )
 from sppnet.ops.geometry import CELL_RULES, FeatureGeometry, boxes_to_cells, boxes_to_rois, feature_geometry
+from sppnet.ops.lrn import LocalResponseNorm, local_response_norm
 from sppnet.ops.roi_spp import roi_spp, spp_output_size
 from sppnet.ops.spp import SpatialPyramidPooling, spatial_pyramid_pool
 
@@ -20,6 +21,7 @@ __all__ = [
     "BoxCoder",
     "CELL_RULES",
     "FeatureGeometry",
+    "LocalResponseNorm",
     "SpatialPyramidPooling",
     "batched_nms",
     "box_area",
@@ -30,6 +32,7 @@ __all__ = [
     "class_nms",
     "clip_boxes",
     "feature_geometry",
+    "local_response_norm",
     "nms",
     "remove_small_boxes",
     "roi_spp",

@@ -6,13 +6,16 @@ import torch
 from torch import nn
 
 from sppnet.ops.geometry import FeatureGeometry, feature_geometry
+from sppnet.ops.lrn import LocalResponseNorm
 
 __all__ = ["PaperTrunk", "channels_for", "lrn"]
 
 
-def lrn() -> nn.LocalResponseNorm:
+def lrn() -> LocalResponseNorm:
     # Caffe's LRN as in Krizhevsky's net: local_size 5, alpha 1e-4, beta 0.75.
-    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+    # sppnet's LRN is torch's layer (same state dict, an nn.LocalResponseNorm)
+    # with numba kernels on CPU in eager mode; exported graphs get torch's ops.
+    return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 def channels_for(width: float, channels: tuple[int, ...]) -> tuple[int, ...]:
