@@ -1,9 +1,10 @@
+import pytest
 import torch
 
 from sppnet.engine.feature_cache import CachedMap
 from sppnet.models.box_regression import BoxRegressorConfig, fit_box_regressors
 from sppnet.models.windows import choose_scales, label_windows, pool_windows
-from sppnet.ops import FeatureGeometry, box_iou, roi_spp
+from sppnet.ops import BoxCoder, FeatureGeometry, box_iou, roi_spp
 
 
 def test_label_windows_hand_worked():
@@ -31,12 +32,18 @@ def test_choose_scales_picks_the_area_closest_to_224_squared():
 def test_pool_windows_uses_each_windows_scale_and_mirrors():
     geometry = FeatureGeometry(stride=4, offset=1.5, receptive_field=7)
     maps = {s: CachedMap(torch.randn(3, s // 4, s // 4).half(), s, s / 100) for s in (100, 200)}
-    boxes = torch.tensor([[10.0, 10.0, 60.0, 50.0], [0.0, 0.0, 99.0, 99.0]])
+    boxes = torch.tensor([[10.0, 10.0, 60.0, 50.0], [10.0, 10.0, 30.0, 30.0]])
     out = pool_windows(maps, boxes, geometry, (2, 1), target=40.0)
-    # box 0 (50 x 40): at factor 1 about 44 px -> scale 100; box 1 (99 px): factor 1 still closest -> scale 100
+    # box 0 (50 x 40): sqrt(area) 44.7 at factor 1, 89 at factor 2 -> scale 100;
+    # box 1 (20 x 20): 20 at factor 1, 40 at factor 2 -> scale 200, pooled from the 50 x 50 map.
+    assert choose_scales(boxes, [1.0, 2.0], 40.0).tolist() == [0, 1]
     from sppnet.ops import boxes_to_rois
-    rois = boxes_to_rois([boxes], geometry, "sppnet", feature_size=(25, 25))
-    assert torch.equal(out, roi_spp(maps[100].features.float()[None], rois, (2, 1)))
+    at_100 = boxes_to_rois([boxes[:1]], geometry, "sppnet", feature_size=(25, 25))
+    at_200 = boxes_to_rois([boxes[1:] * 2], geometry, "sppnet", feature_size=(50, 50))
+    assert torch.equal(out[:1], roi_spp(maps[100].features.float()[None], at_100, (2, 1)))
+    assert torch.equal(out[1:], roi_spp(maps[200].features.float()[None], at_200, (2, 1)))
+    assert not torch.equal(out[1:], roi_spp(maps[100].features.float()[None],
+                                            boxes_to_rois([boxes[1:]], geometry, "sppnet", feature_size=(25, 25)), (2, 1)))
     mirrored = pool_windows(maps, boxes, geometry, (2, 1), target=40.0, flipped=True, image_width=100.0)
     flipped_boxes = torch.stack([100 - boxes[:, 2], boxes[:, 1], 100 - boxes[:, 0], boxes[:, 3]], 1)
     assert torch.equal(mirrored, pool_windows(maps, flipped_boxes, geometry, (2, 1), target=40.0))
@@ -56,3 +63,22 @@ def test_box_regression_moves_boxes_towards_ground_truth():
     before = box_iou(boxes, gt[None]).mean()
     after = box_iou(moved, gt[None]).mean()
     assert after > before + 0.05 and after > 0.9
+
+
+@pytest.mark.parametrize("windows, dim", [(30, 200), (300, 20)])  # dual (fewer windows than features) and primal
+def test_box_regression_solves_the_ridge_problem_of_its_docstring(windows, dim):
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(windows, dim, generator=generator)
+    boxes = torch.rand(windows, 2, generator=generator).repeat(1, 2) * 50 + torch.tensor([0.0, 0.0, 20.0, 30.0])
+    targets = boxes + torch.randn(windows, 4, generator=generator)
+    labels = torch.ones(windows, dtype=torch.long)
+    ridge = 7.0
+    regressors = fit_box_regressors(features, boxes, targets, labels, torch.ones(windows), num_classes=2,
+                                    config=BoxRegressorConfig(ridge=ridge, min_overlap=0.5), feature_scale=0.5)
+    # Reference: the stacked least-squares system [x; sqrt(ridge) I] W = [t; 0] (no normal equations).
+    x = torch.cat([features.double() * 0.5, torch.ones(windows, 1, dtype=torch.float64)], 1)
+    t = BoxCoder().encode(boxes.double(), targets.double())
+    stacked = torch.cat([x, ridge ** 0.5 * torch.eye(dim + 1, dtype=torch.float64)])
+    expected = torch.linalg.lstsq(stacked, torch.cat([t, torch.zeros(dim + 1, 4, dtype=torch.float64)])).solution
+    torch.testing.assert_close(regressors.weights[1].double(), expected, atol=1e-5, rtol=1e-4)
+    assert regressors.weights[0].abs().max() == 0

@@ -43,6 +43,21 @@ class BoxRegressors:
         return BoxCoder().decode(self.predict_deltas(features, labels), boxes)
 
 
+def _ridge(x: torch.Tensor, t: torch.Tensor, ridge: float) -> torch.Tensor:
+    """argmin_W ||x W - t||^2 + ridge ||W||^2 for x (N, D), t (N, 4) -> (D, 4).
+
+    Solved in whichever of the two equal forms is smaller: the primal
+    (x^T x + ridge I_D)^-1 x^T t, or, with fewer windows than features (a
+    12,800-d pool5 and a few hundred windows), the dual x^T (x x^T + ridge
+    I_N)^-1 t, an N x N system instead of a D x D one."""
+    count, dim = x.shape
+    if count < dim:
+        gram = x @ x.T + ridge * torch.eye(count, dtype=x.dtype)
+        return x.T @ torch.linalg.solve(gram, t)
+    gram = x.T @ x + ridge * torch.eye(dim, dtype=x.dtype)
+    return torch.linalg.solve(gram, x.T @ t)
+
+
 def fit_box_regressors(
     features: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, overlaps: torch.Tensor,
     num_classes: int, config: BoxRegressorConfig = BoxRegressorConfig(), feature_scale: float = 1.0,
@@ -60,6 +75,5 @@ def fit_box_regressors(
             continue
         x = torch.cat([features[chosen].double() * feature_scale, torch.ones(int(chosen.sum()), 1, dtype=torch.float64)], 1)
         t = coder.encode(boxes[chosen].double(), targets[chosen].double())
-        gram = x.T @ x + config.ridge * torch.eye(dim + 1, dtype=torch.float64)
-        weights[label] = torch.linalg.solve(gram, x.T @ t)
+        weights[label] = _ridge(x, t, config.ridge)
     return BoxRegressors(weights.float(), feature_scale)
