@@ -27,7 +27,11 @@ onnxruntime = pytest.importorskip("onnxruntime")
 # conv5 maps of ZF-5 (width 0.125) at these sizes: 1 x 1, 2 x 2, 3 x 3, 5 x 7,
 # 13 x 13, 14 x 10: four smaller than the finest level (6), odd and uneven ones.
 CLASSIFIER_SIZES = [(32, 32), (47, 61), (64, 64), (97, 131), (224, 224), (250, 180)]
-TOLERANCE = 1e-4
+# Largest differences measured (2026-12-03): classifier 2.4e-7 (logits), Fast
+# R-CNN 1.5e-5 and SPP-net 3.1e-5 (scores and boxes in pixels, up to ~300).
+# Each bound leaves a 3-4x margin; the README quotes these bounds.
+CLASSIFIER_TOLERANCE = 1e-6
+DETECTOR_TOLERANCE = 1e-4
 
 
 class _Pool(torch.nn.Module):
@@ -68,6 +72,8 @@ def _classifier_cases(classifier):
     return cases, references
 
 
+# The test traces the op itself, with the tracing API torch has deprecated (export.py filters the same warnings).
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_traced_roi_spp_equals_the_numba_kernel_on_random_maps_and_rois():
     levels = (6, 3, 2, 1)
     generator = torch.Generator().manual_seed(0)
@@ -138,7 +144,7 @@ def test_onnx_max_roi_pool_path_gives_exactly_the_bins_of_the_integer_rule(tmp_p
 def test_classifier_export_matches_pytorch_at_every_size(classifier, tmp_path, format, check):
     path = export_classifier(classifier, tmp_path / f"classifier.{format}", format, example_size=(64, 64))
     cases, references = _classifier_cases(classifier)
-    assert check(path, cases, references) <= TOLERANCE
+    assert check(path, cases, references) <= CLASSIFIER_TOLERANCE
 
 
 def test_onnx_classifier_graph_pools_with_max_roi_pool_not_adaptive_pooling(classifier, tmp_path):
@@ -183,7 +189,7 @@ def test_fast_rcnn_scoring_export_matches_pytorch(tmp_path, format, check):
     with torch.no_grad():
         references = [list(scoring(case["image"], case["boxes"])) for case in cases]
     assert references[0][1].shape == (30, 4, 4)
-    assert check(path, cases, references) <= TOLERANCE
+    assert check(path, cases, references) <= DETECTOR_TOLERANCE
 
 
 def test_fast_rcnn_scoring_graph_is_the_models_score_at_one_scale():
@@ -234,7 +240,7 @@ def test_sppnet_scoring_graph_matches_the_library_and_exports(tmp_path):
     cases = _detector_cases(seed=6)
     with torch.no_grad():
         references = [list(scoring(c["image"], c["boxes"])) for c in cases]
-    assert check_onnx(path, cases, references) <= TOLERANCE
+    assert check_onnx(path, cases, references) <= DETECTOR_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +262,7 @@ def test_cli_exports_a_classification_run_and_reports_parity(classify_run, tmp_p
     printed = capsys.readouterr().out
     assert out.is_file() and "max abs difference" in printed and "(1, 3, 49, 83)" in printed
     diff = float(printed.split("max abs difference ")[1].split()[0])
-    assert diff <= TOLERANCE
+    assert diff <= CLASSIFIER_TOLERANCE
 
 
 def _detector_run(method, classify_run, run):
@@ -299,7 +305,7 @@ def test_cli_exports_detector_run_folders(classify_run, tmp_path, capsys, method
     out = tmp_path / "detector.onnx"
     assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"{method} run" in printed and float(printed.split("max abs difference ")[1].split()[0]) <= TOLERANCE
+    assert f"{method} run" in printed and float(printed.split("max abs difference ")[1].split()[0]) <= DETECTOR_TOLERANCE
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ["image", "boxes"]
     assert [o.name for o in graph.output] == ["scores", "pred_boxes"]

@@ -3,35 +3,34 @@ import pytest
 
 from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
-from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.engine.detection_stages import detect_dataset
 from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppnet
 from sppnet.evaluation.voc import Detections, evaluate_detections
 
 OVERRIDES = [
-    "scales=[160, 320]", "proposals=grid", "max_proposals=300", "pretrain.epochs=25", "finetune.iterations=80",
+    "scales=[160, 320]", "proposals=grid", "max_proposals=300", "finetune.iterations=80",
     "finetune.lr_steps=[60]",
 ]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(detection_backbone, tmp_path_factory):
+    # The session's pre-trained trunk (conftest): pre-training itself is
+    # exercised by that fixture and by the kill -9 and CLI tests.
+    data, backbone = detection_backbone
     root = tmp_path_factory.mktemp("sppnet")
-    data = root / "data"
-    synthesize_detection(data, DetectionSynthConfig(train=30, test=10, seed=1, min_side=160, max_side=240))
     config = load_config(SPPNetConfig, "detect-sppnet-tiny", OVERRIDES)
     train = open_detection_dataset(data, "train")
     messages = []
-    detector = train_sppnet(config, train, data, root / "run", log=messages.append)
+    detector = train_sppnet(config, train, data, root / "run", backbone=backbone, log=messages.append)
     return data, root / "run", detector, messages, config
 
 
 def test_stages_are_written_and_a_run_reloads(trained):
     data, run, detector, messages, _ = trained
-    for name in ("config.yaml", "classes.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors",
-                 "pretrain/model.safetensors"):
+    for name in ("config.yaml", "classes.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors"):
         assert (run / name).is_file(), name
-    assert any("pre-training the trunk" in m for m in messages)
+    assert not (run / "pretrain").exists()  # --backbone given: no pre-training
     assert any("SVMs: retrains per class" in m for m in messages)
     test = open_detection_dataset(data, "test")
     reloaded = load_sppnet(run)
@@ -56,14 +55,15 @@ def test_detector_learns_well_above_chance(trained):
     assert trained_map > 3 * chance_map, (trained_map, chance_map)
 
 
-def test_resume_skips_finished_stages_and_refuses_other_configs(trained):
+def test_resume_skips_finished_stages_and_refuses_other_configs(trained, detection_backbone):
     data, run, _, _, config = trained
+    backbone = detection_backbone[1]
     train = open_detection_dataset(data, "train")
     messages = []
-    train_sppnet(config, train, data, run, resume=True, log=messages.append)
+    train_sppnet(config, train, data, run, backbone=backbone, resume=True, log=messages.append)
     assert not any("fine-tuning fc6" in m or "training per-class SVMs" in m or "pre-training the trunk" in m for m in messages), messages
     with pytest.raises(ValueError, match="differs from the given config"):
         other = load_config(SPPNetConfig, "detect-sppnet-tiny", OVERRIDES + ["test.nms=0.5"])
-        train_sppnet(other, train, data, run, resume=True, log=messages.append)
+        train_sppnet(other, train, data, run, backbone=backbone, resume=True, log=messages.append)
     with pytest.raises(ValueError, match="not empty"):
-        train_sppnet(config, train, data, run, log=messages.append)
+        train_sppnet(config, train, data, run, backbone=backbone, log=messages.append)
