@@ -372,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the end-to-end demo on generated data")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default: demo-out)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--train-images", type=int, default=1000, help="generated training images (default: 1000)")
+    demo.add_argument("--train-images", type=int, default=4000, help="generated training images (default: 4000)")
     demo.add_argument("--test-images", type=int, default=200, help="generated test images (default: 200)")
-    demo.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: the preset's)")
+    demo.add_argument("--epochs", type=int, default=10,
+                      help="classifier epochs (default: 10; the lr drops tenfold after 80%% of them)")
     demo.add_argument("--detect-train", type=int, default=60, help="generated detection training images (default: 60)")
     demo.add_argument("--detect-test", type=int, default=30, help="generated detection test images (default: 30)")
     demo.set_defaults(handler=_demo)

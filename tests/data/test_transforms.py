@@ -24,3 +24,18 @@ def test_view_boxes_hand_worked():
     assert multi_view_boxes(224, 300, 224).tolist() == [[0, 0, 224, 224], [38, 0, 262, 224], [76, 0, 300, 224]]
     with pytest.raises(ValueError, match="smaller than"):
         ten_view_boxes(200, 300, 224)
+
+
+def test_to_tensor_takes_read_only_arrays_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    from sppnet.data.transforms import to_tensor
+
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    image.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_tensor(image, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert torch.equal(out, torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)

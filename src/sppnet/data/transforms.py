@@ -30,7 +30,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def to_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> normalised float ``[3, H, W]``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch.from_numpy warns on read-only memory
+        image = image.copy()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
