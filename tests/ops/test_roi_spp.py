@@ -258,3 +258,29 @@ def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, paralle
         out.backward(seed)
         grads.append((out.detach(), x.grad))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    # Enough outputs for the parallel kernels (>= 2**20); the backward once
+    # grouped RoI gradients by thread, so 1 and 2 threads summed differently.
+    import numba
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 64, 40, 50, generator=generator)
+    n = 3000
+    xs = torch.randint(0, 50, (n, 2), generator=generator).sort(1).values
+    ys = torch.randint(0, 40, (n, 2), generator=generator).sort(1).values
+    rois = torch.stack([torch.randint(0, 2, (n,), generator=generator), xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], 1)
+    weights = torch.randn(n, 64 * 50, generator=generator)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            x = features.clone().requires_grad_(True)
+            out = roi_spp(x, rois, (6, 3, 2, 1))
+            (out * weights).sum().backward()
+            results.append((out.detach(), x.grad))
+    finally:
+        numba.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(results[0], results[-1]))

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sppnet.ops.threads import torch_thread_count_kept
+
 __all__ = ["SVMConfig", "LinearSVMs", "train_linear_svms", "svm_objective", "feature_scale", "HardNegativeMiner"]
 
 _LOSSES = ("hinge", "squared_hinge")
@@ -225,12 +227,13 @@ def _fit(x: Tensor, offsets: Tensor, rows: Tensor, labels: Tensor, config: SVMCo
     chunksize = numba.get_parallel_chunksize()
     numba.set_parallel_chunksize(1)  # classes differ in size: hand them out one at a time
     try:
-        _dual_cd_classes(
-            x.numpy(), float(config.bias_feature), offsets.numpy(), rows.numpy(), labels.numpy(),
-            upper.numpy(), diag.numpy(), float(config.tol), int(config.max_iter), np.uint64(_SEED),
-            w, np.zeros(scratch, dtype=np.float64), np.zeros(scratch, dtype=np.float64),
-            np.zeros(scratch, dtype=np.int64), iterations, converged,
-        )
+        with torch_thread_count_kept():
+            _dual_cd_classes(
+                x.numpy(), float(config.bias_feature), offsets.numpy(), rows.numpy(), labels.numpy(),
+                upper.numpy(), diag.numpy(), float(config.tol), int(config.max_iter), np.uint64(_SEED),
+                w, np.zeros(scratch, dtype=np.float64), np.zeros(scratch, dtype=np.float64),
+                np.zeros(scratch, dtype=np.int64), iterations, converged,
+            )
     finally:
         numba.set_parallel_chunksize(chunksize)
     if not converged.all():

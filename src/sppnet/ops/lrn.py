@@ -32,7 +32,7 @@ on the way out (NaN stays NaN). With beta = 0.75 the forward is
 ``s ** -1.75``); 0.5 and 1 have their own forms; any other beta calls pow.
 These square roots and divisions bound the speed (about 10 ms for ZF-5's
 96 x 342 x 457 conv1 map on one Zen 4 core). Large inputs run on numba's
-threads (``numba.set_num_threads``, as roi_spp's kernels do); every output
+threads, as many as torch's (``sppnet.ops.threads``, as roi_spp's kernels do); every output
 value is computed by one thread with the same arithmetic whatever the thread
 count, so results are deterministic and do not depend on it.
 
@@ -55,6 +55,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 from torch.autograd.function import once_differentiable
 
+from sppnet.ops.threads import torch_thread_count_kept
 from sppnet.ops.tracing import is_exporting
 
 __all__ = ["LocalResponseNorm", "local_response_norm"]
@@ -433,9 +434,13 @@ def _launch(name: str, x: torch.Tensor, channels_last: bool, *arrays, size, alph
         tile = min(h * w, max(16, _TILE_VALUES // (c + size - 1) // 16 * 16))
         units = n * ((h * w + tile - 1) // tile)
         extra = (tile,)
-    groups = max(1, min(units, _GROUPS_PER_THREAD * numba.get_num_threads() if parallel else 1))
     kernel = _KERNELS[(f"{name}_{'cl' if channels_last else 'nchw'}", parallel)]
-    kernel(*arrays, size, _params(x.dtype, size, alpha, beta, k), _pow_mode(beta), groups, *extra)
+    if not parallel:
+        kernel(*arrays, size, _params(x.dtype, size, alpha, beta, k), _pow_mode(beta), 1, *extra)
+        return
+    with torch_thread_count_kept():
+        groups = max(1, min(units, _GROUPS_PER_THREAD * numba.get_num_threads()))
+        kernel(*arrays, size, _params(x.dtype, size, alpha, beta, k), _pow_mode(beta), groups, *extra)
 
 
 def _lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:

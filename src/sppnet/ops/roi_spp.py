@@ -26,20 +26,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_pool
 
 from sppnet.ops import _spp_cpu
+from sppnet.ops.threads import torch_thread_count_kept
 from sppnet.ops.tracing import is_exporting, shape_of
 
 __all__ = ["roi_spp", "spp_output_size", "check_levels"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# Backward keeps one gradient buffer per CPU thread; above this many bytes in
-# all, it uses fewer threads rather than more memory.
+# The parallel backward splits the RoIs into _BACKWARD_TASKS tasks, each with
+# its own gradient buffer (numba runs them on however many threads it has);
+# above _BACKWARD_BUFFER_BYTES of buffers in all it uses fewer tasks.
+_BACKWARD_TASKS = 8
 _BACKWARD_BUFFER_BYTES = 512 * 2**20
 # Below this many output values (K * D) the serial kernels run: the work is
 # too small to pay for waking numba's thread pool.
@@ -146,10 +148,11 @@ def _cpu_forward(features: torch.Tensor, cells: torch.Tensor, levels: tuple[int,
     index_dtype = np.uint16 if h * w <= np.iinfo(np.uint16).max + 1 else np.int32
     argmax = torch.from_numpy(np.empty((num_rois, width) if store_argmax else (1, 1), dtype=index_dtype))
     kernel = _spp_cpu.spp_forward_parallel if out.numel() >= _PARALLEL_MIN_OUTPUTS else _spp_cpu.spp_forward_serial
-    kernel(
-        feat.numpy(), cells.numpy(), levels_arr, order, sources, bin_offsets, out_offsets,
-        out.numpy(), argmax.numpy(), store_argmax,
-    )
+    with torch_thread_count_kept():
+        kernel(
+            feat.numpy(), cells.numpy(), levels_arr, order, sources, bin_offsets, out_offsets,
+            out.numpy(), argmax.numpy(), store_argmax,
+        )
     return out.to(features.dtype), argmax
 
 
@@ -158,16 +161,22 @@ def _cpu_backward(grad_out: torch.Tensor, argmax: torch.Tensor, cells: torch.Ten
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     grad_out = grad_out.to(compute_dtype).contiguous()
     buffer_bytes = n * c * h * w * grad_out.element_size()
-    tasks = max(1, min(numba.get_num_threads(), cells.shape[0], _BACKWARD_BUFFER_BYTES // max(buffer_bytes, 1)))
+    # The task count sets how the RoIs' gradients are grouped before they are
+    # summed, hence the float rounding: it must not depend on the thread count
+    # (it did, and a model trained with 1 thread differed from one trained with 2).
+    tasks = max(1, min(_BACKWARD_TASKS, cells.shape[0], _BACKWARD_BUFFER_BYTES // max(buffer_bytes, 1)))
     if grad_out.numel() < _PARALLEL_MIN_OUTPUTS:
         tasks = 1
     partial = torch.zeros((tasks, n, c, h * w), dtype=compute_dtype)
     channel_of_column = np.concatenate([np.repeat(np.arange(c, dtype=np.int64), k * k) for k in levels])
     kernel = _spp_cpu.spp_backward_serial if tasks == 1 else _spp_cpu.spp_backward_parallel
-    kernel(
-        grad_out.numpy(), argmax.numpy(), cells[:, 0].contiguous().numpy(), channel_of_column, partial.numpy()
-    )
-    grad = partial[0] if tasks == 1 else partial.sum(0)
+    with torch_thread_count_kept():
+        kernel(
+            grad_out.numpy(), argmax.numpy(), cells[:, 0].contiguous().numpy(), channel_of_column, partial.numpy()
+        )
+    grad = partial[0]
+    for t in range(1, tasks):  # in task order, whatever the threads
+        grad += partial[t]
     return grad.view(n, c, h, w).to(dtype)
 
 
