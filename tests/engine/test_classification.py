@@ -64,11 +64,29 @@ def test_divergence_stops_with_a_clear_message(data, tmp_path):
         train_classifier(diverging, data, tmp_path / "run", progress=False, log=lambda *_: None)
 
 
-ERROR_BAR = 1.0  # set from benchmarks/learning_margins.py
-TRAIN_ERROR_BAR = 1.0
+# Halfway between chance (0.75) and the worst measured run (see the test's docstring).
+ERROR_BAR = 0.69
+TRAIN_ERROR_BAR = 0.65
 
 
 def test_classifier_learns_the_shapes(tmp_path):
+    """Centre top-1 error on held-out images below ERROR_BAR = 0.69 and the last
+    epoch's training error below TRAIN_ERROR_BAR = 0.65 (chance 0.75): each bar
+    halfway between chance and the worst of 10 runs measured by
+    ``benchmarks/learning_margins.py`` (2026-12-03; SPPNET_TEST_SEED 0-4 x 1 and
+    2 threads; worst held-out 0.637, worst training 0.558). Per run:
+
+    - seed 0, 1 thread(s): training error 0.463, held-out error 0.537
+    - seed 0, 2 thread(s): training error 0.487, held-out error 0.525
+    - seed 1, 1 thread(s): training error 0.460, held-out error 0.637
+    - seed 1, 2 thread(s): training error 0.558, held-out error 0.637
+    - seed 2, 1 thread(s): training error 0.265, held-out error 0.375
+    - seed 2, 2 thread(s): training error 0.256, held-out error 0.375
+    - seed 3, 1 thread(s): training error 0.321, held-out error 0.387
+    - seed 3, 2 thread(s): training error 0.294, held-out error 0.375
+    - seed 4, 1 thread(s): training error 0.385, held-out error 0.488
+    - seed 4, 2 thread(s): training error 0.492, held-out error 0.525
+    """
     from sppnet.evaluation.classification import evaluate_classifier
 
     data = tmp_path / "data"

@@ -10,7 +10,7 @@ from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
 # with almost no foreground RoIs a short run only learns the background prior.
-GAP_BAR = 0.0  # mAP above chance; set from benchmarks/learning_margins.py
+GAP_BAR = 0.01  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = ["scales=[320]", "proposals=selective-search-fast", "max_proposals=300", "train.iterations=150",
              "train.lr=0.003", "train.lr_steps=[120]",
              "train.checkpoint_every=50"]
@@ -27,6 +27,22 @@ def trained(detection_backbone, tmp_path_factory):
 
 
 def test_tiny_fast_rcnn_learns_and_reloads(trained):
+    """Trained VOC07 mAP minus chance (the same boxes, scores shuffled) must
+    exceed GAP_BAR = 1.0 points: half the worst of 10 runs measured by
+    ``benchmarks/learning_margins.py`` (2026-12-03; SPPNET_TEST_SEED 0-4 x 1
+    and 2 threads; worst 2.0 points). Per run, in %:
+
+    - seed 0, 1 thread(s): mAP 18.4, chance 1.3, above chance 17.1
+    - seed 0, 2 thread(s): mAP 28.7, chance 1.9, above chance 26.8
+    - seed 1, 1 thread(s): mAP 20.8, chance 1.7, above chance 19.2
+    - seed 1, 2 thread(s): mAP 12.7, chance 3.5, above chance 9.2
+    - seed 2, 1 thread(s): mAP 8.1, chance 1.9, above chance 6.2
+    - seed 2, 2 thread(s): mAP 7.9, chance 1.8, above chance 6.0
+    - seed 3, 1 thread(s): mAP 14.4, chance 2.2, above chance 12.2
+    - seed 3, 2 thread(s): mAP 18.5, chance 1.9, above chance 16.6
+    - seed 4, 1 thread(s): mAP 5.7, chance 1.4, above chance 4.3
+    - seed 4, 2 thread(s): mAP 3.7, chance 1.7, above chance 2.0
+    """
     data, _, run, detector, _ = trained
     assert (run / "model.safetensors").is_file() and (run / "log.csv").is_file()
     rows = (run / "log.csv").read_text().splitlines()
