@@ -70,7 +70,7 @@ class SVMConfig:
     # Stop when the dual's projected gradients span at most tol margin units
     # (liblinear's -e). 0.1 is liblinear's default for this solver and what
     # R-CNN ran; at 1e-3 the solver hit max_iter on small, nearly separable
-    # sets, and the detectors' mAP did not change between the two (RESULTS.md).
+    # sets. SPP-net on the demo's set: 26.7 mAP at 0.1, 24.7 at 1e-3 (RESULTS.md).
     tol: float = 0.1
 
     def __post_init__(self) -> None:
