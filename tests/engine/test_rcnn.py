@@ -117,8 +117,8 @@ def test_config_presets_load_and_bad_values_are_refused():
 
 # The R-CNN cost is one forward pass per window, so the run is kept to
 # seconds by few images and windows and a 64-pixel warp; a 64-pixel crop
-# classifier pre-trains the trunk (ZF-5's LRN makes 96 pixels several times
-# slower). Selective search finds most objects in 100 windows (grid: a third).
+# classifier pre-trains the trunk (a 96-pixel warp costs 2.25x the pixels).
+# Selective search finds most objects in 100 windows (grid: a third).
 CLASSIFY_MINI = """
 model: {{backbone: zf5, width: 0.25, spp: true, levels: [3, 2, 1], hidden: 128, dropout: 0.3}}
 train: {{epochs: 15, batch_size: 16, resize: 74, crop: 64, multi_size: false, second_size: 52, flip: true,
