@@ -14,10 +14,10 @@ after conv2): fp32 NCHW, and bf16 channels-last (torch's layer runs under
 bf16 autocast there, which is the only way it takes bfloat16 on CPU: it
 computes, and returns, float32).
 
-All variants run interleaved in one process on the same inputs. By default the
-script re-runs itself with glibc told to keep freed memory in the process
-(see benchmarks/pooling.py: fresh pages cost 20-150 ms per 100 MB on these
-VMs, which would swamp the layer); ``--system-allocator`` keeps glibc's defaults.
+All variants run interleaved in one process on the same inputs, under
+sppnet's allocator policy as any user's process (``sppnet.allocator``: fresh
+pages cost 20-150 ms per 100 MB on these VMs, which would swamp the layer);
+``--system-allocator`` re-runs with ``SPPNET_SYSTEM_ALLOCATOR=1`` (glibc's defaults).
 
 Run: .venv/bin/python benchmarks/lrn.py [--repeat 7] [--threads N]
 """
@@ -38,7 +38,7 @@ from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.backbones.zf5 import ZF5
 from sppnet.ops.lrn import LocalResponseNorm
 
-_KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+_SYSTEM_ALLOCATOR = {"SPPNET_SYSTEM_ALLOCATOR": "1"}  # read when sppnet is imported: re-exec to apply
 VARIANTS = ("torch", "sppnet", "identity")
 
 
@@ -137,14 +137,14 @@ def main() -> None:
     parser.add_argument("--skip-layer", action="store_true", help="time the trunks only")
     parser.add_argument("--system-allocator", action="store_true", help="keep glibc's default allocator settings")
     args = parser.parse_args()
-    if not args.system_allocator and any(os.environ.get(k) != v for k, v in _KEEP_FREED_MEMORY.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_KEEP_FREED_MEMORY})
+    if args.system_allocator and os.environ.get("SPPNET_SYSTEM_ALLOCATOR") != "1":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_SYSTEM_ALLOCATOR})
     if args.threads is not None:
         import numba
 
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
-    allocator = "glibc defaults" if args.system_allocator else "freed memory kept in process"
+    allocator = "glibc defaults" if args.system_allocator else "sppnet's policy: freed memory kept in process"
     print(f"{torch.get_num_threads()} threads, allocator: {allocator}")
     trunk_part(args)
     if not args.skip_layer:

@@ -8,11 +8,12 @@ agree.
 
 Allocator: each call returns ~100 MB (2000 x 12,800 floats; torchvision's loop
 allocates twice that). On these VMs memory freshly mapped from the kernel
-costs 20-150 ms per 100 MB in page faults, which would swamp both kernels, so
-by default the script re-runs itself with glibc told to keep freed memory in
-the process (what jemalloc/tcmalloc do, and what PyTorch's CPU tuning guides
-recommend). Both implementations run under the same setting;
-``--system-allocator`` measures with glibc's defaults instead.
+costs 20-150 ms per 100 MB in page faults, which would swamp both kernels.
+By default the script runs as any user's process does: importing sppnet
+applies its allocator policy (``sppnet.allocator``: glibc keeps freed memory
+in the process), no environment variable needed. Both implementations run
+under the same setting; ``--system-allocator`` re-runs the script with
+``SPPNET_SYSTEM_ALLOCATOR=1``, i.e. glibc's defaults.
 
 Run: .venv/bin/python benchmarks/pooling.py [--rois 2000] [--repeat 7]
 """
@@ -30,7 +31,7 @@ from torchvision.ops import roi_pool
 
 from sppnet.ops import roi_spp
 
-_KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+_SYSTEM_ALLOCATOR = {"SPPNET_SYSTEM_ALLOCATOR": "1"}  # read when sppnet is imported: re-exec to apply
 
 
 def torchvision_pyramid(features, rois, levels):
@@ -69,8 +70,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--system-allocator", action="store_true", help="keep glibc's default allocator settings")
     args = parser.parse_args()
-    if not args.system_allocator and any(os.environ.get(k) != v for k, v in _KEEP_FREED_MEMORY.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_KEEP_FREED_MEMORY})
+    if args.system_allocator and os.environ.get("SPPNET_SYSTEM_ALLOCATOR") != "1":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_SYSTEM_ALLOCATOR})
 
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(1, args.channels, args.height, args.width, generator=generator).requires_grad_()
@@ -91,7 +92,7 @@ def main() -> None:
                 times[name].append(value)
     med = {name: statistics.median(values) for name, values in times.items()}
 
-    allocator = "glibc defaults" if args.system_allocator else "freed memory kept in process"
+    allocator = "glibc defaults" if args.system_allocator else "sppnet's policy: freed memory kept in process"
     print(f"map {args.channels}x{args.height}x{args.width}, {args.rois} windows, levels {args.levels}, "
           f"{torch.get_num_threads()} threads, allocator: {allocator}, median of {args.repeat}")
     print(f"{'':10s}{'roi_spp (s)':>14s}{'torchvision loop (s)':>22s}{'speed-up':>10s}")

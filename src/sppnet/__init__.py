@@ -1,5 +1,11 @@
 """sppnet: spatial pyramid pooling networks for classification and detection."""
 
+from sppnet.allocator import keep_freed_memory
+
+# Large freed tensors stay in the process instead of going back to the kernel
+# (see sppnet.allocator; SPPNET_SYSTEM_ALLOCATOR=1 keeps glibc's defaults).
+keep_freed_memory()
+
 from sppnet.ops import SpatialPyramidPooling, roi_spp, spatial_pyramid_pool
 
 __version__ = "0.1.0"
