@@ -84,3 +84,15 @@ def test_every_shipped_preset_loads_into_its_typed_config_and_shows(capsys):
         assert from_dict(config_class, yaml.safe_load(capsys.readouterr().out)) == config
         with pytest.raises(ConfigError, match="unknown config key 'no_such_key'"):
             load_config(config_class, name, ["no_such_key=1"])
+
+
+@pytest.mark.parametrize("method", ["detect-sppnet", "detect-fast-rcnn", "detect-rcnn"])
+def test_paper_presets_pretrain_with_the_papers_classifier(method):
+    """Without --backbone a paper preset must pre-train its trunk with the
+    paper's classifier (ZF-5 at full width, 224 crops), not classify-tiny."""
+    from sppnet.cli import _config_class
+
+    pretrain = load_config(_config_class(f"{method}-paper"), f"{method}-paper").pretrain
+    assert pretrain.preset == "classify-paper"
+    classifier = load_config(_config_class("classify-paper"), pretrain.preset)
+    assert (classifier.model.width, classifier.train.crop) == (1.0, 224)
