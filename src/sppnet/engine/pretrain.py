@@ -30,7 +30,8 @@ from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, train_classifier
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "pretrain_backbone", "write_pretrain_crops", "torchvision_architecture"]
+__all__ = ["PretrainConfig", "pretrain_backbone", "pretrain_classify_config", "write_pretrain_crops",
+           "torchvision_architecture"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -57,7 +58,21 @@ class PretrainConfig:
     epochs: int | None = None  # None: the preset's
     background_per_image: int = 2  # background crops (IoU < 0.3 with every object) per image
     min_crop: int = 8  # ground-truth boxes smaller than this are not used as crops
+    # Each object crop is the box grown by ``context`` about its centre (R-CNN's
+    # 16 pixels of context on a 224 warp is 1.17), clipped to the image, and,
+    # with ``warp``, resized to ``warp`` x ``warp`` pixels, whatever its aspect
+    # ratio. The classifier's training crop then shows the whole object, as the
+    # detector's window does; without it, a 3:1 box resized to shorter side 110
+    # and cropped to 96 x 96 shows a third of the object.
+    context: float = 1.0
+    warp: int | None = None
     weights: Path | None = None  # local torchvision ImageNet weights for the trunk (alexnet/vgg16/resnet18/resnet50)
+
+    def __post_init__(self) -> None:
+        if not self.context >= 1.0:
+            raise ValueError(f"pretrain.context must be >= 1 (the box grown about its centre), got {self.context}")
+        if self.warp is not None and self.warp < 8:
+            raise ValueError(f"pretrain.warp must be >= 8 pixels or null, got {self.warp}")
 
 
 def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainConfig, seed: int) -> None:
@@ -70,12 +85,15 @@ def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainC
             continue
         height, width = image.shape[:2]
         for index, (box, label) in enumerate(zip(record.boxes.tolist(), record.labels.tolist())):
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
-            if min(x2 - x1, y2 - y1) < config.min_crop:
+            if min(box[2] - box[0], box[3] - box[1]) < config.min_crop:
                 continue
+            x1, y1, x2, y2 = _grown(box, config.context, width, height)
             path = out / dataset.classes[label] / f"{record.image_id}_{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image[y1:y2, x1:x2]).save(path)
+            crop = Image.fromarray(image[y1:y2, x1:x2])
+            if config.warp is not None:
+                crop = crop.resize((config.warp, config.warp), Image.BILINEAR)
+            crop.save(path)
         made, tries = 0, 0
         while made < config.background_per_image and tries < 50:
             tries += 1
@@ -89,6 +107,32 @@ def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainC
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image[y : y + side, x : x + side]).save(path)
             made += 1
+
+
+def _grown(box: list[float], factor: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """``box`` scaled by ``factor`` about its centre, rounded to pixels, inside the image."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half_w, half_h = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
+    x1, y1 = max(0, int(round(cx - half_w))), max(0, int(round(cy - half_h)))
+    x2, y2 = min(width, int(round(cx + half_w))), min(height, int(round(cy + half_h)))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
+def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
+    """The classifier config that pre-trains the trunk: ``config.preset`` with
+    the pre-training's epochs and weights, and no validation split."""
+    overrides = ["train.val_split=null"]
+    if config.epochs:
+        # The preset's lr steps stay at the same fraction of the run: classify-tiny's
+        # step after 20 of 25 epochs is a step after 32 of 40, not after 20 of 40
+        # (which spent half the run at lr / 10 with the crops' training error at 20%).
+        preset = load_config(ClassifyConfig, config.preset).train
+        steps = [round(step * config.epochs / preset.epochs) for step in preset.lr_steps]
+        overrides += [f"train.epochs={config.epochs}", f"train.lr_steps={steps}"]
+    if config.weights is not None:
+        architecture = torchvision_architecture(config.weights)
+        overrides += [f"model.backbone={architecture}", "model.width=1.0", f"model.weights={Path(config.weights).resolve()}"]
+    return load_config(ClassifyConfig, config.preset, overrides)
 
 
 def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
@@ -106,12 +150,9 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
         write_pretrain_crops(train, crops / "train", config, seed)
     resume = (classifier_run / "checkpoint.safetensors").is_file()
     distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
-    overrides = ["train.val_split=null"] + ([f"train.epochs={config.epochs}"] if config.epochs else [])
+    classify = pretrain_classify_config(config)
     if config.weights is not None:
-        architecture = torchvision_architecture(config.weights)
-        log(f"the trunk starts from {config.weights} ({architecture})")
-        overrides += [f"model.backbone={architecture}", "model.width=1.0", f"model.weights={Path(config.weights).resolve()}"]
-    classify = load_config(ClassifyConfig, config.preset, overrides)
+        log(f"the trunk starts from {config.weights} ({classify.model.backbone})")
     # Under torchrun every rank trains its share of each mini-batch (DDP, see train_classifier).
     train_classifier(classify, crops, classifier_run, resume=resume,
                      progress=False, log=lambda message: log(f"  pretrain: {message}"))

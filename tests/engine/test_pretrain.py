@@ -1,0 +1,58 @@
+"""The pre-training crops: boxes grown by the context factor, warped square."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sppnet.data.records import BACKGROUND, DetectionDataset, ImageRecord
+from sppnet.engine.pretrain import PretrainConfig, pretrain_classify_config, write_pretrain_crops
+
+
+def _dataset(tmp_path) -> tuple[DetectionDataset, np.ndarray]:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    path = tmp_path / "image.png"
+    Image.fromarray(pixels).save(path)
+    record = ImageRecord(
+        image_id="image", image_path=path, width=80, height=60,
+        # a 3:1 box near the right border, and one too small to crop
+        boxes=torch.tensor([[50.0, 20.0, 80.0, 30.0], [0.0, 0.0, 4.0, 4.0]]),
+        labels=torch.tensor([1, 1]), difficult=torch.zeros(2, dtype=torch.bool),
+        truncated=torch.zeros(2, dtype=torch.bool),
+    )
+    return DetectionDataset(root=tmp_path, split="train", classes=(BACKGROUND, "bar"), images=[record]), pixels
+
+
+def test_tight_crops_are_the_box_pixels(tmp_path):
+    dataset, pixels = _dataset(tmp_path)
+    write_pretrain_crops(dataset, tmp_path / "crops", PretrainConfig(background_per_image=0), seed=0)
+    crops = sorted((tmp_path / "crops" / "bar").iterdir())
+    assert [c.name for c in crops] == ["image_0.png"]  # the 4-pixel box is below min_crop
+    np.testing.assert_array_equal(np.asarray(Image.open(crops[0])), pixels[20:30, 50:80])
+
+
+def test_context_grows_the_box_about_its_centre_inside_the_image_and_warp_squares_it(tmp_path):
+    dataset, pixels = _dataset(tmp_path)
+    config = PretrainConfig(background_per_image=0, context=1.2, warp=32)
+    write_pretrain_crops(dataset, tmp_path / "crops", config, seed=0)
+    crop = np.asarray(Image.open(tmp_path / "crops" / "bar" / "image_0.png"))
+    # 30 x 10 box centred at (65, 25), grown 1.2x: x 47..83 clipped to 80, y 19..31
+    expected = np.asarray(Image.fromarray(pixels[19:31, 47:80]).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(crop, expected)
+
+
+@pytest.mark.parametrize("field, value", [("context", 0.9), ("warp", 4)])
+def test_bad_values_are_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=f"pretrain.{field}"):
+        PretrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("epochs, steps", [(None, (20,)), (25, (20,)), (40, (32,)), (10, (8,))])
+def test_lr_steps_keep_their_fraction_of_the_run_when_the_epochs_change(epochs, steps):
+    """classify-tiny steps after 20 of 25 epochs; pre-training it for 40 must
+    step after 32 (not spend half the run at lr / 10)."""
+    train = pretrain_classify_config(PretrainConfig(preset="classify-tiny", epochs=epochs)).train
+    assert (train.epochs, train.lr_steps, train.val_split) == (epochs or 25, steps, None)
