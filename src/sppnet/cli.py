@@ -24,7 +24,8 @@ def _demo(args: argparse.Namespace) -> int:
     from sppnet.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=args.out, seed=args.seed, train_images=args.train_images, test_images=args.test_images,
-                        epochs=args.epochs, detect_train=args.detect_train, detect_test=args.detect_test))
+                        epochs=args.epochs, detect_train=args.detect_train, detect_test=args.detect_test,
+                        finetune_iterations=args.finetune_iterations))
     return 0
 
 
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="classifier epochs (default: 10; the lr drops tenfold after 80%% of them)")
     demo.add_argument("--detect-train", type=int, default=60, help="generated detection training images (default: 60)")
     demo.add_argument("--detect-test", type=int, default=30, help="generated detection test images (default: 30)")
+    demo.add_argument("--finetune-iterations", type=int, default=None,
+                      help="SPP-net fc fine-tuning iterations (default: the detect-sppnet-tiny preset's)")
     demo.set_defaults(handler=_demo)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)

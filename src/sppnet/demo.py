@@ -50,6 +50,7 @@ class DemoConfig:
     epochs: int = 10  # the lr drops tenfold after 80% of them
     detect_train: int = 60  # generated detection images
     detect_test: int = 30
+    finetune_iterations: int | None = None  # SPP-net fc fine-tuning (None: the preset's; the lr steps at 2/3)
     detect: bool = True  # run the detection part
     benchmark_windows: int = 2000
     levels: tuple[int, ...] = (6, 3, 2, 1)
@@ -105,7 +106,11 @@ def _detection(config: DemoConfig) -> dict:
         print(f"  generated {counts['images']} images with {counts['objects']} objects in {data}")
     train = open_detection_dataset(data, "train")
     test = open_detection_dataset(data, "test")
-    sppnet_config = load_config(SPPNetConfig, "detect-sppnet-tiny")
+    overrides = []
+    if config.finetune_iterations is not None:
+        iterations = config.finetune_iterations
+        overrides = [f"finetune.iterations={iterations}", f"finetune.lr_steps=[{max(1, 2 * iterations // 3)}]"]
+    sppnet_config = load_config(SPPNetConfig, "detect-sppnet-tiny", overrides)
     started = time.perf_counter()
     # As in the paper, the conv layers come from the classification network
     # (trained on the generated classification set in step 2).
