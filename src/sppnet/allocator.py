@@ -23,8 +23,8 @@ no-op on platforms without glibc's ``mallopt``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import sys
 
 __all__ = ["keep_freed_memory", "KEEP_BYTES"]
 
@@ -45,12 +45,13 @@ def keep_freed_memory() -> bool:
     _applied = False
     if os.environ.get("SPPNET_SYSTEM_ALLOCATOR", "") not in ("", "0"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        # The process's own symbols: libc is loaded already, and no ldconfig
+        # subprocess runs at import (as ctypes.util.find_library would).
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a libc without mallopt (musl)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
