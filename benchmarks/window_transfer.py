@@ -32,17 +32,10 @@ from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.images import load_image
 from sppnet.data.transforms import to_tensor
 from sppnet.engine.feature_cache import FeatureCache
+from sppnet.engine.pretrain import grown_box
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.windows import pool_windows
 from sppnet.ops import box_iou
-
-
-def _grown(boxes: torch.Tensor, factor: float, width: int, height: int) -> torch.Tensor:
-    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * factor / 2
-    grown = torch.cat([centre - half, centre + half], 1).round()
-    grown[:, 0::2] = grown[:, 0::2].clamp(0, width)
-    grown[:, 1::2] = grown[:, 1::2].clamp(0, height)
-    return grown
 
 
 def main() -> None:
@@ -71,11 +64,13 @@ def main() -> None:
         for record in dataset.images[: args.images]:
             maps = {scale: cached for (scale, _), cached in cache.compute(record, variants=[False]).items()}
             image = load_image(record.image_path)
-            boxes = _grown(record.boxes, args.context, record.width, record.height)
+            # the pre-training's own crop rule, so a crop here is a crop as it was trained on
+            boxes = torch.tensor([grown_box(box, args.context, record.width, record.height)
+                                  for box in record.boxes.tolist()], dtype=torch.float32).reshape(-1, 4)
             pooled = model.head(pool_windows(maps, boxes, model.trunk.geometry, config.model.levels, target=args.target))
             for box, label, guess in zip(boxes.int().tolist(), record.labels.tolist(), pooled.argmax(1).tolist()):
                 x1, y1, x2, y2 = box
-                warped = np.asarray(Image.fromarray(image[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]).resize((resize, resize), Image.BILINEAR))
+                warped = np.asarray(Image.fromarray(image[y1:y2, x1:x2]).resize((resize, resize), Image.BILINEAR))
                 view = to_tensor(warped)[None, :, margin:margin + crop, margin:margin + crop]
                 counts["objects"] += 1
                 counts["pooled"] += guess == to_model[label]

@@ -30,7 +30,7 @@ from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, train_classifier
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "pretrain_backbone", "pretrain_classify_config", "write_pretrain_crops",
+__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config", "write_pretrain_crops",
            "torchvision_architecture"]
 
 
@@ -87,7 +87,7 @@ def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainC
         for index, (box, label) in enumerate(zip(record.boxes.tolist(), record.labels.tolist())):
             if min(box[2] - box[0], box[3] - box[1]) < config.min_crop:
                 continue
-            x1, y1, x2, y2 = _grown(box, config.context, width, height)
+            x1, y1, x2, y2 = grown_box(box, config.context, width, height)
             path = out / dataset.classes[label] / f"{record.image_id}_{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             crop = Image.fromarray(image[y1:y2, x1:x2])
@@ -109,7 +109,7 @@ def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainC
             made += 1
 
 
-def _grown(box: list[float], factor: float, width: int, height: int) -> tuple[int, int, int, int]:
+def grown_box(box: list[float], factor: float, width: int, height: int) -> tuple[int, int, int, int]:
     """``box`` scaled by ``factor`` about its centre, rounded to pixels, inside the image."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     half_w, half_h = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
