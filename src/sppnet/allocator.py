@@ -5,9 +5,9 @@ dynamically up to 32 MiB) with a fresh ``mmap`` and gives it back with
 ``munmap`` when freed. sppnet's working tensors are larger than that: a
 pooled window matrix is ~100 MB, a conv activation of a 688 x 917 image tens
 of MB. Every such tensor then costs one page fault per 4 KiB page, paid again
-on every mini-batch and every image: ~24,000 faults and 0.6 s of kernel time
-per 100 MB on the 2-core reference machine, a third of `sppnet train
-classify`'s CPU time.
+on every mini-batch and every image: ~24,400 faults and ~40 ms per 100 MB on
+the 2-core reference machine (issue 16 measured 84 s of kernel time in 204 s
+of CPU for one `sppnet train classify` epoch).
 
 ``keep_freed_memory`` raises the mmap threshold and the trim threshold to
 1 GiB, so large blocks come from the heap and freed ones stay there for the
