@@ -42,7 +42,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
             image = Image.open(path)
     except FileNotFoundError:
         raise ImageError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError) as error:
+    # PIL's header parsers also raise ValueError (a truncated PNG IHDR chunk,
+    # invalid TIFF dimensions) and SyntaxError for malformed headers.
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            ValueError, SyntaxError) as error:
         raise ImageError(f"{path}: not a readable image ({error})") from None
     width, height = image.size
     if width < 1 or height < 1:
