@@ -22,11 +22,12 @@ Public API:
 
 Methods (SPEC section 5 uses selective search in fast mode, ~2000 boxes):
 
-* ``selective-search-fast`` / ``selective-search-quality``: OpenCV's
-  ``cv2.ximgproc.segmentation`` implementation, on the image resized so that its
-  shorter side is ``resize_to``. Its ranking (the order OpenCV returns) is kept.
-  OpenCV ranks regions with C ``rand()``; sppnet seeds it before every image so
-  that the same image always gives the same list, in any process.
+* ``selective-search-fast`` / ``selective-search-quality``: OpenCV's graph
+  segmentation and similarity strategies (``cv2.ximgproc.segmentation``) grouped
+  by :mod:`sppnet.data.selective_search`, on the image resized so that its
+  shorter side is ``resize_to``, in the algorithm's ranking order. The ranking's
+  random draws are sppnet's own, so the same image always gives the same list,
+  in any thread or process.
 * ``edge-boxes``: OpenCV's structured edge detector + EdgeBoxes. It needs the
   trained structured-edge model (OpenCV's ``model.yml.gz``), which sppnet does
   not ship and cannot download: the user supplies the file (``edge_model``).
@@ -43,7 +44,6 @@ import json
 import math
 import multiprocessing
 import re
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -59,6 +59,7 @@ from torchvision.ops import box_iou
 
 from sppnet.atomic import atomic_replace
 from sppnet.data.images import load_image
+from sppnet.data.selective_search import selective_search
 from sppnet.data.records import ImageRecord, Skipped
 
 __all__ = [
@@ -76,11 +77,7 @@ METHODS = ("selective-search-fast", "selective-search-quality", "edge-boxes", "g
 
 # Bumped whenever the algorithm or the file layout changes the stored boxes; it
 # is part of every config key, so old cache folders are simply not used.
-_FORMAT_VERSION = 1
-
-# Seed of C rand() before each selective search (OpenCV ranks with rand()).
-_SS_SEED = 0
-
+_FORMAT_VERSION = 2  # 2: selective search groups in sppnet (ties in similarity broken by region index)
 
 # ============================================================================ config
 
@@ -352,38 +349,9 @@ def _cv2():
     return cv2
 
 
-def _seed_c_rand(seed: int) -> None:
-    """OpenCV's selective search ranks regions with C ``rand()``: seed it so the
-    ranking is the same for the same image in any process (best effort)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
-        libc.srand(ctypes.c_uint(seed))
-    except (OSError, AttributeError):  # pragma: no cover - platform without a reachable C library
-        pass
-
-
 def _selective_search(rgb: np.ndarray, quality: bool) -> np.ndarray:
-    cv2 = _cv2()
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-    search.setBaseImage(bgr)
-    if quality:
-        search.switchToSelectiveSearchQuality()
-    else:
-        search.switchToSelectiveSearchFast()
-    # One OpenCV thread: the search draws from C rand(), and with several
-    # threads the draws' order (so the boxes) changes from run to run and
-    # between the serial path and the workers (which run single-threaded).
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        _seed_c_rand(_SS_SEED)
-        rects = search.process()  # (x, y, w, h), w = pixel count: x + w is the continuous right edge
-    finally:
-        cv2.setNumThreads(threads)
-    return np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+    _cv2()  # a clear error when OpenCV's contrib modules are missing
+    return selective_search(np.ascontiguousarray(rgb[:, :, ::-1]), quality=quality)
 
 
 # Structured edge detectors already loaded in this process, by model path.
