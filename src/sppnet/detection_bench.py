@@ -22,7 +22,7 @@ import copy
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -154,7 +154,8 @@ def _train_and_evaluate(config: DetectBenchConfig, data: Path, work: Path, log=p
 
     train = open_detection_dataset(data, config.train_split)
     test = open_detection_dataset(data, config.split)
-    pretrain = load_config(SPPNetConfig, "detect-sppnet-tiny").pretrain
+    # The shared trunk is the crop classifier; SPP-net's in-context stage (if its preset has one) is its own.
+    pretrain = replace(load_config(SPPNetConfig, "detect-sppnet-tiny").pretrain, context_preset=None)
     backbone = pretrain_backbone(pretrain, train, work / "shared", None, config.seed,
                                  log=lambda m: None if "pretrain: epoch" in m else log(f"  {m}"))
     runs = {

@@ -56,3 +56,56 @@ def test_lr_steps_keep_their_fraction_of_the_run_when_the_epochs_change(epochs, 
     step after 32 (not spend half the run at lr / 10)."""
     train = pretrain_classify_config(PretrainConfig(preset="classify-tiny", epochs=epochs)).train
     assert (train.epochs, train.lr_steps, train.val_split) == (epochs or 25, steps, None)
+
+
+def test_in_context_stage_trains_the_trunk_as_a_fast_rcnn(detection_backbone, tmp_path):
+    """RUN/pretrain-context is the crop classifier with the trunk of a Fast
+    R-CNN trained from it on the detection set; a finished stage is not redone."""
+    from safetensors.torch import load_file
+
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.engine.pretrain import train_in_context
+    from sppnet.evaluation.classification import load_classifier
+
+    data, crop_run = detection_backbone
+    train = open_detection_dataset(data, "train")
+    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3)
+    messages = []
+    out = train_in_context(config, train, data, tmp_path / "run", crop_run, log=messages.append)
+    assert out == tmp_path / "run" / "pretrain-context"
+    assert any("3 iterations" in m for m in messages)
+    crop = load_file(crop_run / "model.safetensors")
+    fast = load_file(tmp_path / "run" / "pretrain-context-fast-rcnn" / "model.safetensors")
+    context = load_file(out / "model.safetensors")
+    assert set(context) == set(crop)
+    changed = 0
+    for key, value in context.items():
+        if key.startswith("trunk."):
+            torch.testing.assert_close(value, fast[key], rtol=0, atol=0)
+            changed += not torch.equal(value, crop[key])
+        else:  # fc6-fc8 stay the crop classifier's
+            torch.testing.assert_close(value, crop[key], rtol=0, atol=0)
+    assert changed >= 6  # conv2-conv5 weights and biases trained; conv1 frozen (the preset's frozen_convs=1)
+    torch.testing.assert_close(context["trunk.features.0.weight"], crop["trunk.features.0.weight"], rtol=0, atol=0)
+    _, _, classes = load_classifier(out)
+    assert classes == load_classifier(crop_run)[2]
+    again = []
+    assert train_in_context(config, train, data, tmp_path / "run", crop_run, log=again.append) == out and again == []
+
+
+def test_a_given_backbone_is_used_as_it_is(tmp_path):
+    from sppnet.engine.pretrain import pretrain_backbone
+
+    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny")
+    given = tmp_path / "imagenet-like"
+    assert pretrain_backbone(config, None, tmp_path / "run", given, seed=0) == given
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("context_preset", "no-such-preset", "neither a preset"),
+    ("context_iterations", 0, "context_iterations"),
+])
+def test_in_context_settings_are_checked(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig(**{field: value})

@@ -256,7 +256,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     main = distributed.is_main()
     open_run_folder(run_dir, config, resume, train.classes)
     settings = config.train
-    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log)
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log, data_root)
     if main:
         (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)

@@ -13,17 +13,28 @@ state_dict or safetensors file, told apart by its keys), the classifier's
 trunk starts from them instead of from scratch; the crops then fine-tune it
 and train its fc layers (ImageNet's fc layers expect a single 6 x 6 or 7 x 7
 pool, not the pyramid, so they are not used).
+
+In context (``pretrain.context_preset``, SPP-net's tiny preset): a trunk that
+only ever saw isolated, zero-padded crops names far fewer objects when their
+windows are pooled from a whole image's conv5 map (benchmarks/window_transfer.py:
+78% as crops, 51% pooled, three held-out sets), and SPP-net keeps conv5
+frozen. ImageNet's images are whole scenes; here the trunk pre-trained in the
+run (a ``--backbone`` is used as given) is trained further as a Fast R-CNN with that preset on the detection
+training set, i.e. on windows pooled from whole-image maps, before the
+detector freezes it. ``RUN/pretrain-context-fast-rcnn`` is that run and
+``RUN/pretrain-context`` the classifier run the detector then uses: the
+first trunk's classifier with the in-context trunk.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from sppnet.config import load_config
+from sppnet.config import load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
@@ -31,7 +42,7 @@ from sppnet.engine.classification import ClassifyConfig, train_classifier
 from sppnet.ops import box_iou
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config", "write_pretrain_crops",
-           "torchvision_architecture"]
+           "torchvision_architecture", "train_in_context"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -67,12 +78,23 @@ class PretrainConfig:
     context: float = 1.0
     warp: int | None = None
     weights: Path | None = None  # local torchvision ImageNet weights for the trunk (alexnet/vgg16/resnet18/resnet50)
+    # A Fast R-CNN preset (e.g. detect-fast-rcnn-tiny) that trains the trunk
+    # pre-trained here further, on the detection set's windows pooled from whole
+    # images (see the module docstring); None: the crop-trained trunk is used.
+    context_preset: str | None = None
+    context_iterations: int | None = None  # None: the preset's
 
     def __post_init__(self) -> None:
         if not self.context >= 1.0:
             raise ValueError(f"pretrain.context must be >= 1 (the box grown about its centre), got {self.context}")
         if self.warp is not None and self.warp < 8:
             raise ValueError(f"pretrain.warp must be >= 8 pixels or null, got {self.warp}")
+        if self.context_preset is not None and not (self.context_preset in preset_names()
+                                                    or Path(self.context_preset).is_file()):
+            raise ValueError(f"pretrain.context_preset {self.context_preset!r} is neither a preset "
+                             f"({', '.join(preset_names())}) nor a file")
+        if self.context_iterations is not None and self.context_iterations < 1:
+            raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
 
 
 def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainConfig, seed: int) -> None:
@@ -136,11 +158,60 @@ def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
 
 
 def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
-                      seed: int, log=print) -> Path:
+                      seed: int, log=print, data_root: Path | None = None) -> Path:
     """The classifier run whose trunk the detector uses: ``backbone`` when
-    given, else ``RUN/pretrain`` (trained now, or resumed, unless finished)."""
+    given (used as it is, like the paper's ImageNet model), else the one
+    pre-trained here: ``RUN/pretrain`` (trained now, or resumed, unless
+    finished) and, with ``config.context_preset``, its trunk trained further
+    in context (``RUN/pretrain-context``; ``data_root`` holds the proposal cache)."""
     if backbone is not None:
         return Path(backbone)
+    crop_run = _crop_classifier(config, train, run_dir, seed, log)
+    if config.context_preset is None:
+        return crop_run
+    return train_in_context(config, train, data_root, run_dir, crop_run, log)
+
+
+def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root: Path | None, run_dir: Path,
+                     trunk_run: Path, log=print) -> Path:
+    """``trunk_run``'s classifier with its trunk trained as a Fast R-CNN
+    (``config.context_preset``, ``config.context_iterations``) on ``train``:
+    ``RUN/pretrain-context`` (made now unless done; an interrupted Fast R-CNN
+    run is resumed)."""
+    from sppnet.engine.checkpoint import save_weights
+    from sppnet.engine.fast_rcnn import FastRCNNConfig, train_fast_rcnn
+    from sppnet.evaluation.classification import load_classifier
+
+    out = run_dir / "pretrain-context"
+    if (out / "model.safetensors").is_file():
+        return out
+    if data_root is None:
+        raise ValueError("training the trunk in context needs the data root (for its proposal cache)")
+    fast_config = load_config(FastRCNNConfig, config.context_preset)
+    # The trunk is given: the preset's own pre-training (and any in-context stage of its own) does not run.
+    fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
+    if config.context_iterations is not None:  # the lr steps keep their fraction of the run
+        preset = fast_config.train
+        steps = tuple(round(step * config.context_iterations / preset.iterations) for step in preset.lr_steps)
+        fast_config = replace(fast_config, train=replace(preset, iterations=config.context_iterations, lr_steps=steps))
+    log(f"training the trunk in context: Fast R-CNN ({config.context_preset}, {fast_config.train.iterations} iterations) "
+        "on windows pooled from whole training images")
+    fast_run = run_dir / "pretrain-context-fast-rcnn"
+    detector = train_fast_rcnn(fast_config, train, data_root, fast_run, backbone=trunk_run, resume=fast_run.is_dir(),
+                               log=lambda message: log(f"  in context: {message}"))
+    if distributed.is_main():
+        classifier, _, _ = load_classifier(trunk_run)
+        classifier.trunk.load_state_dict(detector.model.trunk.state_dict())
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "classes.txt"):
+            (out / name).write_bytes((Path(trunk_run) / name).read_bytes())
+        save_weights(out / "model.safetensors", classifier.state_dict())  # written last: it marks the stage done
+    distributed.barrier()
+    return out
+
+
+def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: Path, seed: int, log) -> Path:
+    """``RUN/pretrain``: the SPP classifier trained on the training set's crops."""
     classifier_run = run_dir / "pretrain"
     if (classifier_run / "model.safetensors").is_file():
         return classifier_run

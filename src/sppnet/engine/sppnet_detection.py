@@ -207,7 +207,7 @@ def train_sppnet(
     main = distributed.is_main()
     open_run_folder(run_dir, config, resume, train.classes)
 
-    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log)
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log, data_root)
     if main:
         (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
     classifier, _, _ = load_classifier(classifier_run)
