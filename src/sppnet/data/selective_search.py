@@ -114,10 +114,13 @@ def _setting(cv2: Any, seg: Any, bgr: np.ndarray, quality: bool) -> tuple[list[n
     if not quality:
         return [hsv, lab], [_BASE_K + i * _INC_K for i in range(3)], [all_four, no_colour]
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    hue = np.ascontiguousarray(bgr[:, :, 0])
+    # The paper's fourth colour space is hue; OpenCV's code adds the hue plane
+    # and then splits the BGR image into the same Mat, so the plane it searches
+    # is blue. Kept, so that both find the same regions.
+    blue = np.ascontiguousarray(bgr[:, :, 0])
     rgi = np.ascontiguousarray(np.dstack([bgr[:, :, 2], bgr[:, :, 1], gray]))
     strategies = [all_four, no_colour, create["fill"](), create["size"]()]
-    return [hsv, lab, gray, hue, rgi], [_BASE_K + i * _INC_K for i in range(5)], strategies
+    return [hsv, lab, gray, blue, rgi], [_BASE_K + i * _INC_K for i in range(5)], strategies
 
 
 def _bounding_rects(labels: np.ndarray, nb_segs: int) -> np.ndarray:
