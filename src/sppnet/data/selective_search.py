@@ -125,12 +125,14 @@ def _setting(cv2: Any, seg: Any, bgr: np.ndarray, quality: bool) -> tuple[list[n
 
 def _bounding_rects(labels: np.ndarray, nb_segs: int) -> np.ndarray:
     """``int64[nb_segs, 4]`` (x1, y1, x2, y2), x2/y2 exclusive, of each segment's pixels."""
-    rows, cols = np.indices(labels.shape)
+    rows, cols = (index.ravel() for index in np.indices(labels.shape))
     flat = labels.ravel()
-    x1 = np.full(nb_segs, labels.shape[1]); np.minimum.at(x1, flat, cols.ravel())  # noqa: E702
-    y1 = np.full(nb_segs, labels.shape[0]); np.minimum.at(y1, flat, rows.ravel())  # noqa: E702
-    x2 = np.zeros(nb_segs, np.int64); np.maximum.at(x2, flat, cols.ravel() + 1)  # noqa: E702
-    y2 = np.zeros(nb_segs, np.int64); np.maximum.at(y2, flat, rows.ravel() + 1)  # noqa: E702
+    x1, y1 = np.full(nb_segs, labels.shape[1]), np.full(nb_segs, labels.shape[0])
+    x2, y2 = np.zeros(nb_segs, np.int64), np.zeros(nb_segs, np.int64)
+    np.minimum.at(x1, flat, cols)
+    np.minimum.at(y1, flat, rows)
+    np.maximum.at(x2, flat, cols + 1)
+    np.maximum.at(y2, flat, rows + 1)
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
 
 

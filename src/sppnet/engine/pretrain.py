@@ -18,10 +18,10 @@ In context (``pretrain.context_preset``, SPP-net's tiny preset): a trunk that
 only ever saw isolated, zero-padded crops names far fewer objects when their
 windows are pooled from a whole image's conv5 map (benchmarks/window_transfer.py:
 78% as crops, 51% pooled, three held-out sets), and SPP-net keeps conv5
-frozen. ImageNet's images are whole scenes; here the trunk pre-trained in the
-run (a ``--backbone`` is used as given) is trained further as a Fast R-CNN with that preset on the detection
-training set, i.e. on windows pooled from whole-image maps, before the
-detector freezes it. ``RUN/pretrain-context-fast-rcnn`` is that run and
+frozen. ImageNet's images are whole scenes; here the trunk pre-trained in
+the run (a ``--backbone`` is used as given) is trained further as a Fast
+R-CNN with that preset on the detection training set, i.e. on windows pooled
+from whole-image maps, before the detector freezes it. ``RUN/pretrain-context-fast-rcnn`` is that run and
 ``RUN/pretrain-context`` the classifier run the detector then uses: the
 first trunk's classifier with the in-context trunk.
 """
@@ -41,8 +41,8 @@ from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, train_classifier
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config", "write_pretrain_crops",
-           "torchvision_architecture", "train_in_context"]
+__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config", "scaled_steps",
+           "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -140,6 +140,12 @@ def grown_box(box: list[float], factor: float, width: int, height: int) -> tuple
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
 
+def scaled_steps(steps, length: int, new_length: int) -> tuple[int, ...]:
+    """lr steps of a run of ``length`` epochs or iterations moved to the same
+    fraction of a run of ``new_length``."""
+    return tuple(round(step * new_length / length) for step in steps)
+
+
 def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
     """The classifier config that pre-trains the trunk: ``config.preset`` with
     the pre-training's epochs and weights, and no validation split."""
@@ -149,7 +155,7 @@ def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
         # step after 20 of 25 epochs is a step after 32 of 40, not after 20 of 40
         # (which spent half the run at lr / 10 with the crops' training error at 20%).
         preset = load_config(ClassifyConfig, config.preset).train
-        steps = [round(step * config.epochs / preset.epochs) for step in preset.lr_steps]
+        steps = list(scaled_steps(preset.lr_steps, preset.epochs, config.epochs))
         overrides += [f"train.epochs={config.epochs}", f"train.lr_steps={steps}"]
     if config.weights is not None:
         architecture = torchvision_architecture(config.weights)
@@ -190,9 +196,9 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     fast_config = load_config(FastRCNNConfig, config.context_preset)
     # The trunk is given: the preset's own pre-training (and any in-context stage of its own) does not run.
     fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
-    if config.context_iterations is not None:  # the lr steps keep their fraction of the run
+    if config.context_iterations is not None:
         preset = fast_config.train
-        steps = tuple(round(step * config.context_iterations / preset.iterations) for step in preset.lr_steps)
+        steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
         fast_config = replace(fast_config, train=replace(preset, iterations=config.context_iterations, lr_steps=steps))
     log(f"training the trunk in context: Fast R-CNN ({config.context_preset}, {fast_config.train.iterations} iterations) "
         "on windows pooled from whole training images")
