@@ -35,6 +35,7 @@ def test_stages_are_written_and_a_run_reloads(trained):
     for name in ("config.yaml", "classes.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors"):
         assert (run / name).is_file(), name
     assert not (run / "pretrain").exists()  # --backbone given: no pre-training
+    assert (run / "backbone.txt").read_text().splitlines()[1].startswith("sha256 ")  # the trunk is pinned
     assert any("SVMs: retrains per class" in m for m in messages)
     test = open_detection_dataset(data, "test")
     reloaded = load_sppnet(run)

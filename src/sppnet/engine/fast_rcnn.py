@@ -54,7 +54,7 @@ from sppnet.engine.checkpoint import (
 from sppnet.engine import distributed
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
-from sppnet.engine.run_folder import open_run_folder
+from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
@@ -257,8 +257,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     open_run_folder(run_dir, config, resume, train.classes)
     settings = config.train
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log, data_root)
-    if main:
-        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    record_backbone(run_dir, classifier_run)
     classifier, _, _ = load_classifier(classifier_run)
     torch.manual_seed(settings.seed)  # the new output layers' initial weights
     model = build_fast_rcnn(classifier, train.num_classes, config)
@@ -371,7 +370,7 @@ def load_fast_rcnn(run_dir: str | Path) -> FastRCNNDetector:
             raise FileNotFoundError(f"{run_dir} is not a finished Fast R-CNN run: {name} is missing")
     config = from_dict(FastRCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
     classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
-    classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
+    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     model = build_fast_rcnn(classifier, len(classes), config)
     with safe_open(run_dir / "model.safetensors", framework="pt") as handle:
         ranks = (handle.metadata() or {}).get("svd_ranks")

@@ -59,7 +59,7 @@ from sppnet.engine.detection_stages import (
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
 from sppnet.fast_path import as_input, autocast, prepare
-from sppnet.engine.run_folder import open_run_folder
+from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
@@ -301,8 +301,7 @@ def train_rcnn(
     open_run_folder(run_dir, config, resume, train.classes)
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log, data_root)
-    if main:
-        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    record_backbone(run_dir, classifier_run)
     classifier, _, _ = load_classifier(classifier_run)
     torch.manual_seed(config.finetune.seed)  # fc8's initial weights: the same whatever ran before in this process
     network = RCNNNetwork(classifier, train.num_classes)
@@ -353,7 +352,7 @@ def load_rcnn(run_dir: str | Path) -> RCNNDetector:
     config = from_dict(RCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
     classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
     # The classifier gives the architecture; every weight is the fine-tuned one.
-    classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
+    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     network = RCNNNetwork(classifier, len(classes))
     network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")

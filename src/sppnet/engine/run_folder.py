@@ -1,5 +1,7 @@
 """The run folder of a detector: refused when it holds another run, its
-``config.yaml`` checked on ``--resume`` and written by rank 0."""
+``config.yaml`` checked on ``--resume`` and written by rank 0; its trunk
+pinned by ``backbone.txt`` (the classifier run's path and the SHA-256 of its
+weights), so that a changed classifier run cannot silently change the detector."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import yaml
 
 from sppnet.atomic import atomic_write_text, remove_stale_temp_files
 from sppnet.config import from_dict, to_dict
+from sppnet.data.proposals import file_sha256
 from sppnet.engine import distributed
 
-__all__ = ["open_run_folder"]
+__all__ = ["open_run_folder", "record_backbone", "recorded_backbone"]
 
 
 def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str]) -> None:
@@ -33,3 +36,41 @@ def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str])
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, yaml.safe_dump(to_dict(config), sort_keys=False))
         atomic_write_text(run_dir / "classes.txt", "".join(f"{c}\n" for c in classes))
+
+
+def record_backbone(run_dir: Path, classifier_run: Path) -> None:
+    """Pin the trunk in ``run_dir/backbone.txt``: ``classifier_run``'s path and
+    the SHA-256 of its ``model.safetensors``. A resumed run must find the same
+    trunk it started with. Every rank calls this; rank 0 writes."""
+    classifier_run = Path(classifier_run).resolve()
+    weights = classifier_run / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"the trunk's classifier run {classifier_run} has no model.safetensors: "
+                                "only a finished classifier run can be a detector's trunk")
+    path = Path(run_dir) / "backbone.txt"
+    if path.is_file() and len(path.read_text(encoding="utf-8").splitlines()) > 1:
+        recorded = recorded_backbone(run_dir)  # the same weights, or a clear error
+        if recorded.resolve() != classifier_run:
+            raise ValueError(f"{run_dir} was started on the trunk in {recorded}, not {classifier_run}")
+        return
+    if distributed.is_main():
+        atomic_write_text(path, f"{classifier_run}\nsha256 {file_sha256(weights)}\n")
+
+
+def recorded_backbone(run_dir: Path) -> Path:
+    """The classifier run ``run_dir`` was trained on, after checking that its
+    weights are still the ones recorded (runs written before the hash was
+    recorded give only the path)."""
+    lines = (Path(run_dir) / "backbone.txt").read_text(encoding="utf-8").splitlines()
+    classifier_run = Path(lines[0].strip())
+    if len(lines) > 1:
+        expected = lines[1].removeprefix("sha256 ").strip()
+        weights = classifier_run / "model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{run_dir} was trained on the trunk in {classifier_run}, "
+                                    f"but {weights} is missing")
+        actual = file_sha256(weights)
+        if actual != expected:
+            raise ValueError(f"{run_dir} was trained on a trunk with SHA-256 {expected[:16]}..., but {weights} now "
+                             f"has {actual[:16]}...: the classifier run changed since; restore it or retrain the detector")
+    return classifier_run

@@ -52,7 +52,7 @@ from sppnet.engine.detection_stages import MiningConfig, TestConfig, dataset_pro
 from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
-from sppnet.engine.run_folder import open_run_folder
+from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
@@ -208,8 +208,7 @@ def train_sppnet(
     open_run_folder(run_dir, config, resume, train.classes)
 
     classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log, data_root)
-    if main:
-        (run_dir / "backbone.txt").write_text(str(Path(classifier_run).resolve()) + "\n", encoding="utf-8")
+    record_backbone(run_dir, classifier_run)
     classifier, _, _ = load_classifier(classifier_run)
     if not classifier.uses_spp:
         raise ValueError(f"{classifier_run} is a no-SPP classifier; SPP-net detection needs SPP levels")
@@ -269,7 +268,7 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
             raise FileNotFoundError(f"{run_dir} is not a finished SPP-net run: {name} is missing")
     config = from_dict(SPPNetConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
     classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
-    classifier, _, _ = load_classifier((run_dir / "backbone.txt").read_text().strip())
+    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")
