@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml``, ``classes.txt``, ``backbone.txt`` (the
 classifier run whose trunk and fc6/fc7 start the model: ``--backbone``, or
-``RUN/pretrain`` trained on the set's crops as for SPP-net),
+``RUN/pretrain`` trained on the set's crops as for SPP-net, and the SHA-256
+of its weights, checked when the run is loaded),
 ``checkpoint.safetensors`` (model, optimizer, iteration; written every
 ``train.checkpoint_every`` iterations, atomically) and, when done,
 ``model.safetensors``; ``log.csv`` has the losses.
