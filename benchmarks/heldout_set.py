@@ -18,6 +18,13 @@ for such data, so a recipe tuned to the shapes generator shows here too:
 writes ``OUT/JPEGImages``, ``OUT/Annotations``, ``OUT/ImageSets/Main`` and
 ``OUT/classes.txt`` (VOC layout; the XML is written here with ElementTree,
 not with sppnet's writer).
+
+    python benchmarks/heldout_set.py OUT --task classify [--train 400] [--test 200] [--seed 0]
+
+writes an image folder ``OUT/<split>/<class>/<n>.jpg`` for ``sppnet train
+classify``: one object per image on the same kind of background, with the
+same distractors, filling 35-90% of the shorter side, images of 64-200 px
+per side, classes balanced.
 """
 
 from __future__ import annotations
@@ -154,6 +161,33 @@ def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, l
     return image, boxes
 
 
+def make_classification_image(rng: np.random.Generator, kind: str) -> Image.Image:
+    width, height = int(rng.integers(64, 201)), int(rng.integers(64, 201))
+    palette = rng.random((2, 3))
+    noise = _value_noise(rng, height, width)
+    pixels = palette[0] * 255 * (1 - noise) + palette[1] * 255 * noise
+    canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    _distractors(canvas, rng)
+    scale = 0.5 * min(width, height) * rng.uniform(0.35, 0.9)  # the outline's radius
+    aspect = math.exp(rng.uniform(-0.3, 0.3))
+    margin = scale * max(aspect, 1.0)
+    cx = rng.uniform(min(margin, width / 2), max(width - margin, width / 2))
+    cy = rng.uniform(min(scale, height / 2), max(height - scale, height / 2))
+    _draw_object(canvas, rng, kind, cx, cy, scale, aspect)
+    noisy = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 10), (height, width, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+
+
+def make_classification_set(out: Path, train: int, test: int, seed: int) -> None:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for split, count in (("train", train), ("test", test)):
+        for n in range(count):
+            kind = CLASSES[n % len(CLASSES)]
+            folder = out / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            make_classification_image(rng, kind).save(folder / f"{n:06d}.jpg", quality=int(rng.integers(70, 95)))
+
+
 def _annotation(image_id: str, size: tuple[int, int], boxes: list[tuple[str, list[int]]]) -> ET.ElementTree:
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = f"{image_id}.jpg"
@@ -195,11 +229,17 @@ def make_set(out: Path, train: int, test: int, seed: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--train", type=int, default=300)
-    parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--task", choices=("detect", "classify"), default="detect")
+    parser.add_argument("--train", type=int, help="training images (default 300 for detect, 400 for classify)")
+    parser.add_argument("--test", type=int, help="test images (default 100 for detect, 200 for classify)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    make_set(args.out, args.train, args.test, args.seed)
+    if args.task == "detect":
+        args.train, args.test = args.train or 300, args.test or 100
+        make_set(args.out, args.train, args.test, args.seed)
+    else:
+        args.train, args.test = args.train or 400, args.test or 200
+        make_classification_set(args.out, args.train, args.test, args.seed)
     print(f"wrote {args.train} training and {args.test} test images to {args.out}")
 
 

@@ -24,6 +24,15 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(out),
                      "--precision", precision]) == 0
         assert 0.0 <= json.loads(out.read_text())["map"] <= 1.0
+    # R-CNN can score with its fine-tuned softmax instead of the SVMs; Fast R-CNN has only the softmax.
+    softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
+               "--results", str(tmp_path / "softmax")]
+    assert main(softmax) == (0 if method == "rcnn" else 2)
+    if method == "fast-rcnn":
+        assert "scores with its softmax only" in capsys.readouterr().err
+    else:
+        scores = [float(line.split()[1]) for f in (tmp_path / "softmax").glob("*.txt") for line in f.read_text().splitlines()]
+        assert scores and all(0.0 <= s <= 1.0 for s in scores)
     image = sorted((data / "JPEGImages").glob("test_*"))[0]
     assert main(["detect", str(image), "--run", str(run), "--out", str(tmp_path / "drawn")]) == 0
     assert (tmp_path / "drawn" / f"{image.stem}.png").is_file()

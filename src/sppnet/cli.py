@@ -169,6 +169,12 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.precision:
         for detector in detectors:
             detector.set_precision(args.precision)
+    if args.scorer:
+        for run, detector in zip([args.run, *args.combine], detectors):
+            if not hasattr(detector, "set_scorer"):
+                raise ValueError(f"{run} is a Fast R-CNN run: it scores with its softmax only (--scorer is for "
+                                 "SPP-net and R-CNN)")
+            detector.set_scorer(args.scorer)
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
     data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
@@ -462,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--combine", type=Path, action="append", default=[], metavar="RUN2",
                         help="combine with another run: NMS over the union of both runs' detections")
     detect.add_argument("--no-box-regression", action="store_true")
+    detect.add_argument("--scorer", choices=("svm", "softmax"), default=None,
+                        help="SPP-net and R-CNN: score windows with the per-class SVMs (default, the papers') or "
+                             "the fine-tuned fc8's softmax")
     detect.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="inference precision (default: the run's; bf16 = the CPU fast path)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")

@@ -33,7 +33,7 @@ from sppnet.ops import batched_nms, class_nms  # class_nms re-exported: every de
 
 __all__ = [
     "MiningConfig", "TestConfig", "WindowFeatures", "CachedProposals", "dataset_proposals", "label_dataset",
-    "train_svms", "train_box_regression", "class_nms", "detect_dataset",
+    "train_svms", "train_box_regression", "class_nms", "detect_dataset", "SCORERS", "check_scorer", "window_scores",
 ]
 
 WindowFeatures = Callable[[ImageRecord, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -57,6 +57,30 @@ class TestConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+
+
+# How SPP-net and R-CNN score a window's fc7: the papers' per-class linear
+# SVMs, or the (K+1)-way softmax of the fc8 fine-tuned on the windows (the
+# R-CNN paper's ablation, section 3.1 / appendix B; Fast R-CNN's choice).
+SCORERS = ("svm", "softmax")
+
+
+def check_scorer(scorer: str) -> str:
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    return scorer
+
+
+def window_scores(fc7: torch.Tensor, scorer: str, svms: LinearSVMs | None, svm_scale: float,
+                  fc8: torch.nn.Linear) -> torch.Tensor:
+    """``(R, K)`` class scores of windows' fc7 features ``(R, H)``: SVM
+    decision values, or the softmax probabilities of the K object classes
+    (fc8's output 0 is background)."""
+    if check_scorer(scorer) == "softmax":
+        return torch.softmax(fc8(fc7.to(fc8.weight.dtype)).float(), dim=1)[:, 1:]
+    if svms is None:
+        raise ValueError("this detector has no SVMs yet (its SVM stage has not run); score with the softmax")
+    return svms.decision_function(fc7 * svm_scale)
 
 
 # Images per compute_proposals call in dataset_proposals: only one chunk's boxes are in memory at a time.

@@ -52,9 +52,11 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig,
     TestConfig,
+    check_scorer,
     class_nms,
     dataset_proposals,
     label_dataset,
+    window_scores,
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
@@ -189,9 +191,13 @@ class RCNNDetector:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
     timer: StageTimer | None = None  # set to collect seconds per test stage
     precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
+    scorer: str = "svm"  # "svm" (the paper's) or "softmax" (the fine-tuned fc8), see detection_stages.SCORERS
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
+
+    def set_scorer(self, scorer: str) -> None:
+        self.scorer = check_scorer(scorer)
 
     def set_precision(self, precision: str) -> None:
         prepare(self.network.trunk, precision)
@@ -236,7 +242,7 @@ class RCNNDetector:
             return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
         pooled, fc7 = self.window_features(record, boxes)
         with stage(self.timer, "classifier"):
-            scores = self.svms.decision_function(fc7 * self.svm_scale)  # (R, K)
+            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)  # (R, K)
         with stage(self.timer, "nms"):
             window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
         use_regression = self.test.box_regression if box_regression is None else box_regression
