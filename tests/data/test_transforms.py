@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from sppnet.data.transforms import (
-    center_box, multi_view_boxes, random_crop, resize_min_side, ten_view_boxes, to_tensor,
+    center_box, colour_jitter, multi_view_boxes, random_crop, random_scaled_crop, resize_min_side, ten_view_boxes,
+    to_tensor,
 )
 
 
@@ -39,3 +40,36 @@ def test_to_tensor_takes_read_only_arrays_without_a_warning():
         warnings.simplefilter("error")
         out = to_tensor(image, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     assert torch.equal(out, torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)
+
+
+def test_scaled_crop_is_a_resized_window_of_the_image():
+    image = torch.arange(3 * 100 * 100, dtype=torch.float32).reshape(3, 100, 100)
+    generator = torch.Generator().manual_seed(3)
+    # The whole image when the window must cover all of it and be square.
+    whole = random_scaled_crop(image, 40, (1.0, 1.0), False, generator, max_aspect=1.0)
+    expected = torch.nn.functional.interpolate(image[None], size=(40, 40), mode="bilinear", align_corners=False,
+                                               antialias=True)[0]
+    assert torch.equal(whole, expected)
+    # A quarter of the area, square, kept at its own size: exactly some 50 x 50 window of the image.
+    for _ in range(5):
+        window = random_scaled_crop(image, 50, (0.25, 0.25), False, generator, max_aspect=1.0)
+        top, left = int(window[0, 0, 0]) // 100, int(window[0, 0, 0]) % 100
+        assert torch.equal(window, image[:, top:top + 50, left:left + 50])
+    # Mirroring flips the window; any aspect stays inside the image.
+    shapes = {random_scaled_crop(image[:, :30], 16, (0.1, 1.0), True, generator).shape for _ in range(20)}
+    assert shapes == {(3, 16, 16)}
+    with pytest.raises(ValueError, match="crop area"):
+        random_scaled_crop(image, 16, (0.5, 0.2), False, generator)
+
+
+def test_colour_jitter_is_a_bounded_gain_and_shift_per_channel():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 8, 9, generator=generator)
+    assert colour_jitter(image, 0.0, generator) is image
+    out = colour_jitter(image, 0.2, generator)
+    for channel in range(3):
+        x, y = image[channel].flatten(), out[channel].flatten()
+        gain = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+        shift = float(y.mean() - gain * x.mean())
+        assert torch.allclose(y, gain * x + shift, atol=1e-5)
+        assert 0.8 <= gain <= 1.2 and -0.2 <= shift <= 0.2

@@ -17,6 +17,8 @@ __all__ = [
     "to_tensor",
     "resize_min_side",
     "random_crop",
+    "random_scaled_crop",
+    "colour_jitter",
     "center_box",
     "ten_view_boxes",
     "multi_view_boxes",
@@ -59,6 +61,41 @@ def random_crop(image: torch.Tensor, size: int, flip: bool, generator: torch.Gen
     if flip and torch.rand(1, generator=generator).item() < 0.5:
         out = out.flip(-1)
     return out
+
+
+def random_scaled_crop(image: torch.Tensor, size: int, area: tuple[float, float], flip: bool,
+                       generator: torch.Generator | None = None, max_aspect: float = 4 / 3) -> torch.Tensor:
+    """Scale augmentation: a random window covering a fraction in ``area`` of
+    the image (uniform) with aspect ratio in [1 / max_aspect, max_aspect]
+    (log-uniform), clipped to the image, resized to ``size`` x ``size`` and
+    mirrored with probability 1/2 when ``flip``. ``area = (1, 1)`` with
+    ``max_aspect = 1`` gives the largest centred-anywhere square."""
+    low, high = area
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop area must satisfy 0 < min <= max <= 1, got {area}")
+    height, width = image.shape[-2:]
+    fraction = low + (high - low) * float(torch.rand(1, generator=generator))
+    aspect = max_aspect ** (2 * float(torch.rand(1, generator=generator)) - 1)  # width / height
+    crop_width = min(width, max(1, round((fraction * height * width * aspect) ** 0.5)))
+    crop_height = min(height, max(1, round((fraction * height * width / aspect) ** 0.5)))
+    top = int(torch.randint(0, height - crop_height + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))
+    out = image[:, top: top + crop_height, left: left + crop_width]
+    out = F.interpolate(out[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    if flip and torch.rand(1, generator=generator).item() < 0.5:
+        out = out.flip(-1)
+    return out
+
+
+def colour_jitter(image: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Colour augmentation of a normalised ``[3, H, W]`` image: each channel
+    scaled by a factor in [1 - strength, 1 + strength] and shifted by up to
+    ``strength`` standard deviations (Krizhevsky et al. alter the RGB
+    intensities in the same spirit, along the principal components)."""
+    if strength <= 0:
+        return image
+    draws = torch.rand(2, 3, 1, 1, generator=generator) * 2 - 1
+    return image * (1 + strength * draws[0]) + strength * draws[1]
 
 
 def crop(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:

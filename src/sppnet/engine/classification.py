@@ -48,7 +48,7 @@ from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
-from sppnet.data.transforms import random_crop, resize_min_side, to_tensor
+from sppnet.data.transforms import colour_jitter, random_crop, random_scaled_crop, resize_min_side, to_tensor
 from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, save_checkpoint, save_weights
 from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
@@ -77,6 +77,11 @@ class ClassifyTrainConfig:
     multi_size: bool = False  # alternate epochs at crop and second_size
     second_size: int = 180  # multi-size training: odd epochs resize each crop to this
     flip: bool = True  # random horizontal mirroring
+    # Scale augmentation: None = the paper's crops (crop x crop of the image
+    # resized to shorter side ``resize``); (min, max) = a random window of that
+    # fraction of the resized image's area, aspect 3:4-4:3, resized to crop x crop.
+    crop_area: tuple[float, float] | None = None
+    colour_jitter: float = 0.0  # per-channel gain and shift, see data.transforms.colour_jitter
     optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
     lr: float = 0.01
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
@@ -94,6 +99,10 @@ class ClassifyTrainConfig:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.crop_area is not None and not (len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1):
+            raise ValueError(f"crop_area must be null or [min, max] with 0 < min <= max <= 1, got {self.crop_area}")
+        if not 0 <= self.colour_jitter < 1:
+            raise ValueError(f"colour_jitter must be in [0, 1), got {self.colour_jitter}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,11 @@ class _TrainCrops(Dataset):
             return str(error)
         generator = _sample_generator(self.config.seed, self.epoch, index)
         image = resize_min_side(image, self.config.resize)
-        return random_crop(image, self.config.crop, self.config.flip, generator), label, index
+        if self.config.crop_area is None:
+            image = random_crop(image, self.config.crop, self.config.flip, generator)
+        else:
+            image = random_scaled_crop(image, self.config.crop, self.config.crop_area, self.config.flip, generator)
+        return colour_jitter(image, self.config.colour_jitter, generator), label, index
 
 
 def _collate(items):
