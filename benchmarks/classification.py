@@ -1,19 +1,27 @@
-"""SPP-net's classification ablation on the generated image-folder set.
+"""SPP-net's classification ablation (the paper's Table 2), over seeds.
 
-Trains three small ZF-5 classifiers from scratch with the same schedule (the
-``classify-tiny`` preset): the no-SPP baseline (one 3x3/2 pool, fixed 96 x 96
-input), SPP single-size (96 crops) and SPP multi-size (alternate epochs at 96
-and 77 = 224 and 180 scaled). Then tests each with every view mode it admits
-and prints top-1 errors; finally times SPP-net's multi-view testing on feature
-maps (conv once per scale and mirror) against forwarding each of the 96 views
+For each seed, a fresh image folder (``--data synth``: ``sppnet data synth
+--task classify``; ``heldout``: ``benchmarks/heldout_set.py --task classify``,
+other objects and backgrounds) and three small ZF-5 classifiers trained from
+scratch with the same schedule (the ``classify-tiny`` preset): the no-SPP
+baseline (one 3x3/2 pool, fixed 96 x 96 input), SPP single-size (96 crops)
+and SPP multi-size (alternate epochs at 96 and 77 = 224 and 180 scaled). Each
+is tested with every view mode it admits; the table gives the mean and
+standard deviation of the top-1 error over the seeds. Then, on the last
+seed's single-size model, times SPP-net's multi-view testing on feature maps
+(conv once per scale and mirror) against forwarding each of the 96 views
 through the whole network, and checks how far their predictions differ.
 
-Run: .venv/bin/python benchmarks/classification.py [--train 1000] [--test 200] [--epochs N]
+Run: .venv/bin/python benchmarks/classification.py [--data synth|heldout] [--seeds 0,1,2]
+     [--train 1000] [--test 200] [--epochs N] [--set KEY=VALUE ...] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,39 +52,74 @@ def views_one_by_one(model, image: torch.Tensor, crop_size: int) -> torch.Tensor
     return torch.cat(logits)
 
 
+def _make_data(kind: str, out: Path, train: int, test: int, seed: int) -> None:
+    if kind == "synth":
+        synthesize_classification(out, train=train, test=test, seed=seed)
+    else:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from heldout_set import make_classification_set
+
+        make_classification_set(out, train, test, seed)
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} +- {100 * spread:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("synth", "heldout"), default="synth")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (data and training)")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a classify-tiny value for every variant (repeatable)")
     parser.add_argument("--timing-images", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None, help="write every run's errors here")
     args = parser.parse_args()
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     variants = {
         "no SPP (fixed 96)": ["model.spp=false"],
         "SPP single-size": [],
         "SPP multi-size": ["train.multi_size=true"],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        synthesize_classification(data, train=args.train, test=args.test, seed=0)
-        results = {}
-        for name, overrides in variants.items():
-            overrides = overrides + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-            config = load_config(ClassifyConfig, "classify-tiny", overrides)
-            run = Path(tmp) / name.replace(" ", "_")
-            started = time.perf_counter()
-            train_classifier(config, data, run, progress=False, log=lambda message: None)
-            minutes = (time.perf_counter() - started) / 60
-            modes = VIEW_MODES if config.model.spp else ("center", "10")
-            results[name] = {m: evaluate_classifier(run, data, "test", m, log=lambda message: None)["top1_error"] for m in modes}
-            print(f"trained {name} in {minutes:.1f} min: "
-                  + ", ".join(f"{m} {100 * e:.1f}%" for m, e in results[name].items()), flush=True)
-        print(f"\ntop-1 error (%) on {args.test} generated test images, {args.train} training images")
-        print(f"{'model':22s}" + "".join(f"{m:>9s}" for m in VIEW_MODES))
-        for name, errors in results.items():
-            print(f"{name:22s}" + "".join(f"{100 * errors[m]:9.1f}" if m in errors else f"{'-':>9s}" for m in VIEW_MODES))
+        runs = []
+        for seed in seeds:
+            data = Path(tmp) / f"data-{seed}"
+            _make_data(args.data, data, args.train, args.test, seed)
+            for name, overrides in variants.items():
+                overrides = overrides + args.set + [f"train.seed={seed}", "train.val_split=null"] + (
+                    [f"train.epochs={args.epochs}"] if args.epochs else [])
+                config = load_config(ClassifyConfig, "classify-tiny", overrides)
+                run = Path(tmp) / f"{name.replace(' ', '_')}-{seed}"
+                started = time.perf_counter()
+                train_classifier(config, data, run, progress=False, log=lambda message: None)
+                minutes = (time.perf_counter() - started) / 60
+                modes = VIEW_MODES if config.model.spp else ("center", "10")
+                errors = {m: evaluate_classifier(run, data, "test", m, log=lambda message: None)["top1_error"]
+                          for m in modes}
+                runs.append({"seed": seed, "model": name, "minutes": round(minutes, 2), "top1_error": errors})
+                print(f"seed {seed}: trained {name} in {minutes:.1f} min: "
+                      + ", ".join(f"{m} {100 * e:.1f}%" for m, e in errors.items()), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"data": args.data, "train": args.train, "test": args.test,
+                                             "overrides": args.set, "runs": runs}, indent=1))
+        print(f"\ntop-1 error (%), mean +- std over seeds {seeds}: {args.data} data, {args.train} training and "
+              f"{args.test} test images per seed")
+        print("| model | " + " | ".join(VIEW_MODES) + " |")
+        print("|---|" + "---|" * len(VIEW_MODES))
+        for name in variants:
+            cells = []
+            for mode in VIEW_MODES:
+                values = [r["top1_error"][mode] for r in runs if r["model"] == name and mode in r["top1_error"]]
+                cells.append(_mean_std(values) if values else "-")
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
-        model, config, _ = load_classifier(Path(tmp) / "SPP_single-size")
+        data = Path(tmp) / f"data-{seeds[-1]}"
+        model, config, _ = load_classifier(Path(tmp) / f"SPP_single-size-{seeds[-1]}")
         samples = read_image_folder(data, "test").samples[: args.timing_images]
         maps_s = views_s = 0.0
         max_diff = 0.0

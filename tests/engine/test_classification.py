@@ -105,3 +105,14 @@ def test_classifier_learns_the_shapes(tmp_path):
     # classified well above chance (a from-scratch trunk on 480 images
     # generalises slowly: RESULTS.md, "Why the detectors are weak").
     assert train_error < TRAIN_ERROR_BAR and error < ERROR_BAR, (train_error, error)
+
+
+def test_small_sets_get_at_least_min_iterations_with_lr_steps_moved_along():
+    from sppnet.engine.classification import ClassifyTrainConfig, training_schedule
+
+    config = ClassifyTrainConfig(epochs=25, lr_steps=(20,), batch_size=32, min_iterations=1200)
+    # 4000 images: 125 mini-batches an epoch, 25 epochs are 3125 of them -> as configured.
+    assert training_schedule(config, 4000) == (25, (20,))
+    # 400 images: 13 mini-batches an epoch; 1200 of them take ceil(1200 / 13) = 93 epochs, step after 93 * 20/25.
+    assert training_schedule(config, 400) == (93, (74,))
+    assert training_schedule(ClassifyTrainConfig(epochs=25, lr_steps=(20,), batch_size=32), 400) == (25, (20,))

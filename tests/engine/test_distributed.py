@@ -30,8 +30,8 @@ def _sets(*items):
 # paper's): ~3e-8 apart; with Adam ~4e-6 (its per-weight normalisation magnifies the rounding
 # differences of near-zero gradients: 2 of 51k fc6 weights differ by more than 1e-6).
 CLASSIFY = ["--config", "classify-tiny", "--no-progress", *_sets(
-    "model.width=0.125", "model.hidden=32", "model.dropout=0.3", "train.epochs=2", "train.batch_size=7",
-    "train.resize=72", "train.crop=64", "train.multi_size=true", "train.second_size=48", "train.lr_steps=[1]",
+    "model.width=0.125", "model.hidden=32", "model.dropout=0.3", "train.epochs=2", "train.min_iterations=0",
+    "train.batch_size=7", "train.resize=72", "train.crop=64", "train.multi_size=true", "train.second_size=48", "train.lr_steps=[1]",
     "train.optimizer=sgd", "train.lr=0.01")]
 
 # 3 images per iteration over 2 ranks (2 + 1): the RoI-count normalisation must be the global one.

@@ -52,9 +52,9 @@ def test_bad_values_are_refused_by_name(field, value):
 
 @pytest.mark.parametrize("epochs, steps", [(None, (20,)), (25, (20,)), (40, (32,)), (10, (8,))])
 def test_lr_steps_keep_their_fraction_of_the_run_when_the_epochs_change(epochs, steps):
-    """classify-tiny steps after 20 of 25 epochs; pre-training it for 40 must
+    """classify-crops-tiny steps after 20 of 25 epochs; pre-training it for 40 must
     step after 32 (not spend half the run at lr / 10)."""
-    train = pretrain_classify_config(PretrainConfig(preset="classify-tiny", epochs=epochs)).train
+    train = pretrain_classify_config(PretrainConfig(preset="classify-crops-tiny", epochs=epochs)).train
     assert (train.epochs, train.lr_steps, train.val_split) == (epochs or 25, steps, None)
 
 

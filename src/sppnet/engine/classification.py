@@ -71,6 +71,9 @@ class ClassifierModelConfig:
 @dataclass(frozen=True)
 class ClassifyTrainConfig:
     epochs: int = 90
+    # Small training sets: at least this many SGD steps (epochs are added, the
+    # lr steps move to the same fraction of the longer run); 0 = exactly ``epochs``.
+    min_iterations: int = 0
     batch_size: int = 128
     resize: int = 256  # shorter side before cropping (and for test views)
     crop: int = 224  # training crop side (single-size training)
@@ -95,6 +98,8 @@ class ClassifyTrainConfig:
         for name in ("epochs", "batch_size", "resize", "crop", "second_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_iterations < 0:
+            raise ValueError(f"min_iterations must be >= 0, got {self.min_iterations}")
         if self.crop > self.resize:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
         if self.lr <= 0:
@@ -182,8 +187,21 @@ class _SummedLoss(torch.nn.Module):
         return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) != labels).sum()
 
 
-def _learning_rate(config: ClassifyTrainConfig, epoch: int) -> float:
-    return config.lr * 0.1 ** sum(epoch >= step for step in config.lr_steps)
+def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tuple[int, ...]]:
+    """(epochs, lr steps) on a training split of ``images``: the config's, or,
+    when those epochs make fewer than ``min_iterations`` mini-batches, the
+    fewest epochs that reach them, with each lr step at the same fraction
+    of the run (``epochs`` counts passes over the data, so a small set would
+    otherwise get few steps: 25 epochs of 400 images are 325 of them)."""
+    per_epoch = max(1, math.ceil(images / config.batch_size))
+    if config.epochs * per_epoch >= config.min_iterations:
+        return config.epochs, tuple(config.lr_steps)
+    epochs = math.ceil(config.min_iterations / per_epoch)
+    return epochs, tuple(round(step * epochs / config.epochs) for step in config.lr_steps)
+
+
+def _learning_rate(config: ClassifyTrainConfig, steps: tuple[int, ...], epoch: int) -> float:
+    return config.lr * 0.1 ** sum(epoch >= step for step in steps)
 
 
 def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torch.optim.Optimizer:
@@ -294,10 +312,14 @@ def train_classifier(
     writer = _tensorboard(run_dir) if main else None
     from tqdm import tqdm
 
+    epochs, lr_steps = training_schedule(train_config, len(dataset))
+    if epochs != train_config.epochs:
+        log(f"{len(dataset)} training images: {epochs} epochs instead of {train_config.epochs} to reach "
+            f"train.min_iterations={train_config.min_iterations}, lr steps after epochs {list(lr_steps)}")
     with distributed.per_sample_dropout(model) as set_dropout_generators:
         step = distributed.wrap_ddp(_SummedLoss(model))
-        for epoch in range(start_epoch, train_config.epochs):
-            lr = _learning_rate(train_config, epoch)
+        for epoch in range(start_epoch, epochs):
+            lr = _learning_rate(train_config, lr_steps, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
@@ -307,7 +329,7 @@ def train_classifier(
                                 num_workers=train_config.workers, collate_fn=_collate)
             step.train()
             started, loss_sum, wrong, seen, errors = time.perf_counter(), 0.0, 0, 0, []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs} ({size}px)",
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} ({size}px)",
                        disable=None if progress and main else True, leave=False)
             for images, labels, indices, batch_errors in bar:
                 errors.extend(batch_errors)
@@ -345,7 +367,7 @@ def train_classifier(
             rows.append(row)
             if main:
                 _write_epoch(run_dir, writer, rows, model, optimizer, config)
-            log(f"epoch {epoch + 1}/{train_config.epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
+            log(f"epoch {epoch + 1}/{epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
                 f"train error {row['train_top1_error']:.3f}"
                 + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
     if main:

@@ -65,7 +65,7 @@ def torchvision_architecture(weights: str | Path) -> str:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    preset: str = "classify-tiny"  # classifier preset used to pre-train the trunk
+    preset: str = "classify-crops-tiny"  # classifier preset used to pre-train the trunk
     epochs: int | None = None  # None: the preset's
     background_per_image: int = 2  # background crops (IoU < 0.3 with every object) per image
     min_crop: int = 8  # ground-truth boxes smaller than this are not used as crops
@@ -151,12 +151,14 @@ def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
     the pre-training's epochs and weights, and no validation split."""
     overrides = ["train.val_split=null"]
     if config.epochs:
-        # The preset's lr steps stay at the same fraction of the run: classify-tiny's
+        # The preset's lr steps stay at the same fraction of the run: classify-crops-tiny's
         # step after 20 of 25 epochs is a step after 32 of 40, not after 20 of 40
         # (which spent half the run at lr / 10 with the crops' training error at 20%).
         preset = load_config(ClassifyConfig, config.preset).train
         steps = list(scaled_steps(preset.lr_steps, preset.epochs, config.epochs))
-        overrides += [f"train.epochs={config.epochs}", f"train.lr_steps={steps}"]
+        # Epochs given here are the run's length on the crops: the preset's
+        # minimum of iterations (for small image folders) does not stretch them.
+        overrides += [f"train.epochs={config.epochs}", f"train.lr_steps={steps}", "train.min_iterations=0"]
     if config.weights is not None:
         architecture = torchvision_architecture(config.weights)
         overrides += [f"model.backbone={architecture}", "model.width=1.0", f"model.weights={Path(config.weights).resolve()}"]
