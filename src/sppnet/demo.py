@@ -74,8 +74,9 @@ def _classification(config: DemoConfig) -> dict:
     run = config.out / "run-classify"
     counts = synthesize_classification(data, train=config.train_images, test=config.test_images, seed=config.seed)
     print(f"  generated {counts['train']} training and {counts['test']} test images in {data}")
+    # The demo's epochs are the run's length (its 4000 images need no minimum of steps).
     overrides = [f"train.seed={config.seed}", f"train.epochs={config.epochs}",
-                 f"train.lr_steps=[{max(1, config.epochs * 4 // 5)}]"]
+                 f"train.lr_steps=[{max(1, config.epochs * 4 // 5)}]", "train.min_iterations=0"]
     classify_config = load_config(ClassifyConfig, "classify-tiny", overrides)
     started = time.perf_counter()
     train_classifier(classify_config, data, run, resume=(run / "checkpoint.safetensors").is_file(),
