@@ -13,8 +13,9 @@ Graphs (input and output names as in the files):
   ``pred_boxes`` (R, K + 1, 4) regressed per class, clipped to the image. This
   is ``FastRCNN.score`` at one scale; NMS (``class_nms``) stays in Python. An
   ONNX value cannot be both an input and an output, hence ``pred_boxes``.
-- SPP-net scoring at one scale: the same inputs -> ``scores`` (R, K) SVM
-  scores and ``pred_boxes`` (R, K, 4) from each class's box regressor.
+- SPP-net scoring at one scale: the same inputs -> ``scores`` (R, K) (SVM or
+  softmax, the run's ``test.scorer``) and ``pred_boxes`` (R, K, 4) from each
+  class's box regressor.
   R-CNN warps every window through the whole network and has no shared-map
   scoring graph: it is refused.
 
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.ops import BoxCoder, boxes_to_cells, clip_boxes, roi_spp
 from sppnet.ops.tracing import shape_of
 
@@ -105,13 +107,15 @@ class FastRCNNScoring(nn.Module):
 class SPPNetScoring(nn.Module):
     """SPP-net testing at one scale on an already resized and normalised
     image: ``(image (1, 3, H, W), boxes (R, 4))`` in that image's pixels ->
-    ``(scores (R, K) of the SVMs, pred_boxes (R, K, 4))``, every window
+    ``(scores (R, K) of the detector's scorer, pred_boxes (R, K, 4))``: SVM
+    decision values or softmax probabilities (``scorer``), every window
     regressed by every class's regressor (on pool5, as ``BoxRegressors``)."""
 
     def __init__(self, trunk: nn.Module, levels: Sequence[int], head: nn.Module, svms: nn.Module, svm_scale: float,
-                 regressors) -> None:
+                 regressors, scorer: str = "svm") -> None:
         super().__init__()
         self.trunk, self.head, self.svms = trunk, head, svms
+        self.scorer = check_scorer(scorer)
         self.levels = tuple(levels)
         self.svm_scale = float(svm_scale)
         weights = regressors.weights.float()  # (K+1, D+1, 4), row 0 background, last input row the bias
@@ -129,7 +133,7 @@ class SPPNetScoring(nn.Module):
         features = self.trunk(image)
         cells = boxes_to_cells(boxes, self.trunk.geometry, "sppnet", feature_size=shape_of(features)[2:])
         pooled = roi_spp(features, _one_image_rois(cells), self.levels)
-        scores = self.svms.decision_function(self.head.features(pooled) * self.svm_scale)
+        scores = window_scores(self.head.features(pooled), self.scorer, self.svms, self.svm_scale, self.head.fc8)
         deltas = torch.addmm(self.regression_bias, pooled * self.regression_scale, self.regression_weight)
         per_class = self.box_coder.decode(deltas, boxes).reshape(-1, self.svms.num_classes, 4)
         return scores, clip_boxes(per_class, shape_of(image)[2:])
@@ -150,7 +154,7 @@ def scoring_module(detector) -> nn.Module:
         if detector.svms is None or detector.regressors is None:
             raise ValueError("this SPP-net detector has no SVMs or box regressors yet: finish its training first")
         return SPPNetScoring(detector.cache.trunk, detector.levels, detector.head, detector.svms, detector.svm_scale,
-                             detector.regressors)
+                             detector.regressors, detector.scorer)
     raise ValueError(f"cannot export a {type(detector).__name__}: export supports SPP classifiers, Fast R-CNN and "
                      "SPP-net (one scale) detectors; R-CNN warps each window through the whole network and has no "
                      "shared-feature-map scoring graph")

@@ -27,13 +27,14 @@ from sppnet.engine import distributed
 from sppnet.evaluation.voc import Detections
 from sppnet.fast_path import check_precision
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_box_regressors
+from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
 from sppnet.ops import batched_nms, class_nms  # class_nms re-exported: every detector's per-class NMS
 
 __all__ = [
     "MiningConfig", "TestConfig", "WindowFeatures", "CachedProposals", "dataset_proposals", "label_dataset",
-    "train_svms", "train_box_regression", "class_nms", "detect_dataset", "SCORERS", "check_scorer", "window_scores",
+    "train_svms", "train_box_regression", "class_nms", "detect_dataset",
 ]
 
 WindowFeatures = Callable[[ImageRecord, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -54,33 +55,14 @@ class TestConfig:
     top_k: int = 100  # detections per class per image
     box_regression: bool = True
     precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
+    # SPP-net and R-CNN: "svm" (the papers' per-class SVMs) or "softmax" (the
+    # fine-tuned fc8); None = "svm". Fast R-CNN has the softmax only.
+    scorer: str | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-
-
-# How SPP-net and R-CNN score a window's fc7: the papers' per-class linear
-# SVMs, or the (K+1)-way softmax of the fc8 fine-tuned on the windows (the
-# R-CNN paper's ablation, section 3.1 / appendix B; Fast R-CNN's choice).
-SCORERS = ("svm", "softmax")
-
-
-def check_scorer(scorer: str) -> str:
-    if scorer not in SCORERS:
-        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
-    return scorer
-
-
-def window_scores(fc7: torch.Tensor, scorer: str, svms: LinearSVMs | None, svm_scale: float,
-                  fc8: torch.nn.Linear) -> torch.Tensor:
-    """``(R, K)`` class scores of windows' fc7 features ``(R, H)``: SVM
-    decision values, or the softmax probabilities of the K object classes
-    (fc8's output 0 is background)."""
-    if check_scorer(scorer) == "softmax":
-        return torch.softmax(fc8(fc7.to(fc8.weight.dtype)).float(), dim=1)[:, 1:]
-    if svms is None:
-        raise ValueError("this detector has no SVMs yet (its SVM stage has not run); score with the softmax")
-    return svms.decision_function(fc7 * svm_scale)
+        if self.scorer is not None:
+            check_scorer(self.scorer)
 
 
 # Images per compute_proposals call in dataset_proposals: only one chunk's boxes are in memory at a time.

@@ -97,6 +97,11 @@ class FastRCNNConfig:
     train: FastRCNNTrainConfig = field(default_factory=FastRCNNTrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
 
+    def __post_init__(self) -> None:
+        if self.test.scorer not in (None, "softmax"):
+            raise ValueError(f"Fast R-CNN scores with its softmax only; test.scorer must be null or softmax, "
+                             f"got {self.test.scorer!r}")
+
     @property
     def proposal_config(self) -> ProposalConfig:
         return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)

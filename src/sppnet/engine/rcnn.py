@@ -52,11 +52,9 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig,
     TestConfig,
-    check_scorer,
     class_nms,
     dataset_proposals,
     label_dataset,
-    window_scores,
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.evaluation.classification import load_classifier
@@ -67,6 +65,7 @@ from sppnet.engine.window_training import (
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.classifier import SPPClassifier
+from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.ops import clip_boxes
 from sppnet.timing import StageTimer, stage
@@ -191,10 +190,11 @@ class RCNNDetector:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
     timer: StageTimer | None = None  # set to collect seconds per test stage
     precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
-    scorer: str = "svm"  # "svm" (the paper's) or "softmax" (the fine-tuned fc8), see detection_stages.SCORERS
+    scorer: str = "svm"  # "svm" or "softmax" (the fine-tuned fc8): config.test.scorer unless set_scorer
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
+        self.set_scorer(self.config.test.scorer or "svm")
 
     def set_scorer(self, scorer: str) -> None:
         self.scorer = check_scorer(scorer)

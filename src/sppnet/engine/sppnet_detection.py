@@ -49,7 +49,7 @@ from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
-    MiningConfig, TestConfig, check_scorer, dataset_proposals, label_dataset, window_scores,
+    MiningConfig, TestConfig, dataset_proposals, label_dataset,
 )
 from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
@@ -59,6 +59,7 @@ from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
+from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import pool_windows
 from sppnet.fast_path import autocast, check_precision
@@ -120,10 +121,11 @@ class SPPNetDetector:
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
     timer: StageTimer | None = None  # set to collect seconds per test stage
     precision: str = "fp32"  # fc layers in "bf16" on the CPU fast path (the maps come from the cache)
-    scorer: str = "svm"  # "svm" (the paper's) or "softmax" (the fine-tuned fc8), see detection_stages.SCORERS
+    scorer: str = "svm"  # "svm" or "softmax" (the fine-tuned fc8): config.test.scorer unless set_scorer
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
+        self.set_scorer(self.config.test.scorer or "svm")
 
     def set_scorer(self, scorer: str) -> None:
         self.scorer = check_scorer(scorer)

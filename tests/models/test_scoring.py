@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sppnet.engine.detection_stages import window_scores
+from sppnet.models.scoring import window_scores
 from sppnet.models.svm import LinearSVMs
 
 
