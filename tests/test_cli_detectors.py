@@ -8,7 +8,7 @@ from sppnet.cli import main
 
 
 @pytest.mark.parametrize("method, overrides", [
-    ("fast-rcnn", ["train.iterations=6", "train.checkpoint_every=3", "scales=[224]"]),
+    ("fast-rcnn", ["train.iterations=6", "train.checkpoint_every=3", "scales=[224]", "train_scales=null"]),
     ("rcnn", ["finetune.iterations=3", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=64",
               "context=5"]),
 ])
@@ -98,7 +98,7 @@ def test_torchvision_architecture_is_told_by_the_file(alexnet_weights, tmp_path)
 
 @pytest.mark.parametrize("method, overrides", [
     ("sppnet", ["scales=[224]", "finetune.iterations=2", "window_target=96.0", "pretrain.context_preset=null"]),
-    ("fast-rcnn", ["scales=[224]", "train.iterations=2", "train.checkpoint_every=2"]),
+    ("fast-rcnn", ["scales=[224]", "train_scales=null", "train.iterations=2", "train.checkpoint_every=2"]),
     ("rcnn", ["finetune.iterations=2", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=96",
               "context=7"]),
 ])

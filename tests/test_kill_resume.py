@@ -33,8 +33,8 @@ TINY_CLASSIFIER = {
 }
 SPPNET = ["scales=[160]", "proposals=grid", "max_proposals=100", "finetune.iterations=40", "finetune.lr_steps=[30]",
           "finetune.batch_size=32", "finetune.images_per_batch=4", "finetune.checkpoint_every=4"]
-FAST_RCNN = ["scales=[160]", "proposals=grid", "max_proposals=100", "train.iterations=30", "train.lr_steps=[20]",
-             "train.checkpoint_every=3"]
+FAST_RCNN = ["scales=[160]", "train_scales=null", "proposals=grid", "max_proposals=100", "train.iterations=30",
+             "train.lr_steps=[20]", "train.checkpoint_every=3"]
 
 
 def _command(args: list[str]) -> list[str]:

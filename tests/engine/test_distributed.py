@@ -36,8 +36,8 @@ CLASSIFY = ["--config", "classify-tiny", "--no-progress", *_sets(
 
 # 3 images per iteration over 2 ranks (2 + 1): the RoI-count normalisation must be the global one.
 FAST_RCNN = ["--method", "fast-rcnn", "--config", "detect-fast-rcnn-tiny", *_sets(
-    "scales=[128]", "proposals=grid", "max_proposals=120", "train.iterations=3", "train.images_per_batch=3",
-    "train.sampling.rois_per_image=16", "train.lr=0.01", "train.checkpoint_every=2")]
+    "scales=[128]", "train_scales=null", "proposals=grid", "max_proposals=120", "train.iterations=3",
+    "train.images_per_batch=3", "train.sampling.rois_per_image=16", "train.lr=0.01", "train.checkpoint_every=2")]
 
 
 def _free_port() -> int:

@@ -11,8 +11,8 @@ from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
 # with almost no foreground RoIs a short run only learns the background prior.
 GAP_BAR = 0.01  # mAP above chance: half the worst measured run (see the learning test's docstring)
-OVERRIDES = ["scales=[320]", "proposals=selective-search-fast", "max_proposals=300", "train.iterations=150",
-             "train.lr=0.003", "train.lr_steps=[120]",
+OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fast", "max_proposals=300",
+             "train.iterations=150", "train.lr=0.003", "train.lr_steps=[120]",
              "train.checkpoint_every=50"]
 
 
@@ -116,3 +116,9 @@ def test_compressed_run_loads_and_runs_like_the_original(trained, tmp_path):
               for folder in (tmp_path / "svd-low", out)]
     assert errors[1] < errors[0] and errors[1] < 0.1, errors
     assert main(["compress", "--run", str(out), "--ranks", "64,32", "--out", str(tmp_path / "again")]) == 2
+
+
+def test_scores_with_its_softmax_only():
+    assert load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["test.scorer=softmax"]).test.scorer == "softmax"
+    with pytest.raises(ValueError, match="softmax only"):
+        load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["test.scorer=svm"])
