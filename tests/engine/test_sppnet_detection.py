@@ -83,3 +83,21 @@ def test_resume_skips_finished_stages_and_refuses_other_configs(trained, detecti
         train_sppnet(other, train, data, run, backbone=backbone, resume=True, log=messages.append)
     with pytest.raises(ValueError, match="not empty"):
         train_sppnet(config, train, data, run, backbone=backbone, log=messages.append)
+
+
+def test_testing_can_add_scales_the_training_never_saw(detection_backbone, tmp_path):
+    """train_scales: the training images' maps exist at those scales only; the
+    test images are pooled at every test scale."""
+    data, backbone = detection_backbone
+    config = load_config(SPPNetConfig, "detect-sppnet-tiny", [
+        "scales=[96, 160]", "train_scales=[96]", "proposals=grid", "max_proposals=30", "finetune.iterations=2",
+        "pretrain.context_preset=null"])
+    train = open_detection_dataset(data, "train")
+    detector = train_sppnet(config, train, data, tmp_path / "run", backbone=backbone, log=lambda *_: None)
+    record = train.images[0]
+    folder = detector.cache.path(record.image_id, 96).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["s96.safetensors", "s96f.safetensors"]
+    assert detector.cache.scales == (96, 160) == load_sppnet(tmp_path / "run").cache.scales
+    test = open_detection_dataset(data, "test")
+    detect_dataset([detector], test, data, log=lambda *_: None)
+    assert (detector.cache.path(test.images[0].image_id, 160)).is_file()

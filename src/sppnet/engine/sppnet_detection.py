@@ -72,6 +72,9 @@ __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 @dataclass(frozen=True)
 class SPPNetConfig:
     scales: tuple[int, ...] = (688,)  # shorter side of each scale; paper multi-scale: 480, 576, 688, 864, 1200
+    # Scales of the training images' maps (fine-tuning, SVMs, box regression);
+    # None: the test scales. Testing may add scales the training never saw.
+    train_scales: tuple[int, ...] | None = None
     max_side: int | None = None
     window_target: float = 224.0  # per window, the scale whose rescaled area is closest to this squared
     proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
@@ -221,7 +224,8 @@ def train_sppnet(
     if not classifier.uses_spp:
         raise ValueError(f"{classifier_run} is a no-SPP classifier; SPP-net detection needs SPP levels")
     levels = classifier.spp.levels
-    cache = FeatureCache(run_dir / "features", classifier.trunk, config.scales, config.max_side, flips=config.finetune.flip)
+    train_scales = config.train_scales or config.scales
+    cache = FeatureCache(run_dir / "features", classifier.trunk, train_scales, config.max_side, flips=config.finetune.flip)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -231,7 +235,7 @@ def train_sppnet(
     seconds["conv5 features"], clock = time.perf_counter() - clock, time.perf_counter()
     for item in filled.skipped:
         log(f"skipped: {item}")
-    log(f"conv5 maps of {len(train)} training images at scales {config.scales}: {filled.computed} computed, "
+    log(f"conv5 maps of {len(train)} training images at scales {train_scales}: {filled.computed} computed, "
         f"{filled.reused} reused ({filled.seconds:.1f} s"
         + (f", {distributed.world()} processes)" if distributed.world() > 1 else ")"))
     if not main:  # stages 2-4 run on rank 0; wait for them, then read them from the run folder
@@ -265,8 +269,14 @@ def train_sppnet(
     log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
     detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    detector.cache = _test_cache(run_dir, classifier.trunk, config)
     distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
+
+
+def _test_cache(run_dir: Path, trunk: nn.Module, config: SPPNetConfig) -> FeatureCache:
+    """The maps testing pools from: ``config.scales`` (entries shared with the training cache)."""
+    return FeatureCache(run_dir / "features", trunk, config.scales, config.max_side, flips=config.finetune.flip)
 
 
 def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
@@ -280,6 +290,5 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")
-    cache = FeatureCache(run_dir / "features", classifier.trunk, config.scales, config.max_side, flips=config.finetune.flip)
-    return SPPNetDetector(cache, classifier.spp.levels, head.eval(), svms, svm_scale,
+    return SPPNetDetector(_test_cache(run_dir, classifier.trunk, config), classifier.spp.levels, head.eval(), svms, svm_scale,
                           load_regressors(run_dir / "bbox.safetensors"), config, classes)
