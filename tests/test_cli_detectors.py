@@ -61,10 +61,47 @@ def test_bench_detect_times_every_system_side_by_side(detection_backbone, tmp_pa
             assert stages["total"] >= stages["conv"] > 0 and stages["fc"] > 0
     for key in ("speedup_sppnet1_vs_rcnn", "speedup_fastrcnn_vs_sppnet5", "svd_fc_time_reduction"):
         assert isinstance(summary[key], float)
+    # The work done, as achieved GFLOP/s and a fraction of the matmul peak measured in the same run.
+    assert set(summary["machine"]["matmul_peak_gflops"]) == {"fp32", "bf16"}
+    assert all(value > 0 for value in summary["machine"]["matmul_peak_gflops"].values())
+    assert summary["decode_seconds_per_image"] > 0  # measured, and in no total
+    assert set(summary["throughput"]) == set(summary["seconds_per_image"])
+    for name, per_precision in summary["throughput"].items():
+        assert per_precision["bf16"]["gflop_per_image"] == per_precision["fp32"]["gflop_per_image"]
+        for precision, work in per_precision.items():
+            seconds = summary["seconds_per_image"][name][precision]["total"]
+            assert work["gflop_per_image"] > 0
+            assert work["gflop_per_second"] == pytest.approx(work["gflop_per_image"] / seconds)
+            assert 0 < work["peak_fraction"] <= 1.5
+    gflop = {name: per_precision["fp32"]["gflop_per_image"] for name, per_precision in summary["throughput"].items()}
+    assert gflop["sppnet-5"] > gflop["sppnet-1"] and gflop["fast-rcnn-svd"] < gflop["fast-rcnn"]
+    assert gflop["rcnn"] > gflop["sppnet-1"]  # 40 warped 224 x 224 windows: more pixels than one 688 image
     text = results.read_text()
     assert text.startswith("# Results\n\nearlier text\n") and "| rcnn | fp32 |" in text
+    tables = [line for line in text.splitlines() if line.startswith("|")]
+    assert tables and "| GFLOP | GFLOP/s | of peak |" in tables[0]
+    speed_rows = tables[: 2 + 10]  # header, separator, 5 systems x 2 precisions
+    assert all(row.count("|") == tables[0].count("|") for row in speed_rows)  # a well-formed markdown table
     assert main(args) == 0  # a second run replaces its section, it does not append another
     assert results.read_text().count("| rcnn | fp32 |") == 1
+
+
+def test_flop_counter_matches_a_hand_count():
+    import torch
+
+    from sppnet.timing import FlopCounter
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1, groups=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 5 * 5, 10))
+    with torch.no_grad(), FlopCounter() as counter:
+        net(torch.zeros(2, 4, 5, 5))
+    # conv: 2 * Cin * Cout * kh * kw * Hout * Wout / groups per image, 2 images; fc: 2 * in * out per row
+    conv = 2 * (2 * 4 * 8 * 3 * 3 * 5 * 5 // 2)
+    fc = 2 * (2 * 200 * 10)
+    assert counter.flops == conv + fc == 14400 + 8000
+    with torch.no_grad():
+        net(torch.zeros(1, 4, 5, 5))  # outside the block: not counted
+    assert counter.flops == conv + fc
 
 
 @pytest.fixture(scope="module")

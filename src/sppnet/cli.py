@@ -330,7 +330,7 @@ def _bench_detect(args: argparse.Namespace) -> int:
 
     from sppnet.detection_bench import DetectBenchConfig, format_tables, run_detect_bench, save_summary, write_results_section
 
-    config = DetectBenchConfig(timing_images=args.timing_images, rcnn_images=args.rcnn_images, windows=args.windows,
+    config = DetectBenchConfig(timing_images=args.timing_images, windows=args.windows,
                                proposals=args.proposals, width=args.width, hidden=args.hidden,
                                # the paper's ranks (1024, 256 of 4096) in proportion to the fc width
                                svd_ranks=(max(1, args.hidden // 4), max(1, args.hidden // 16)),
@@ -530,7 +530,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench_detect.add_argument("--windows", type=int, default=2000, help="proposals per image (default: 2000)")
     bench_detect.add_argument("--proposals", choices=("grid", "selective-search-fast"), default="grid")
     bench_detect.add_argument("--timing-images", type=int, default=3)
-    bench_detect.add_argument("--rcnn-images", type=int, default=1, help="images timed for R-CNN (2000 passes each)")
     bench_detect.add_argument("--width", type=float, default=1.0, help="ZF-5 width of the timing network (1 = paper)")
     bench_detect.add_argument("--hidden", type=int, default=4096,
                               help="fc6/fc7 width of the timing network (4096 = paper); SVD keeps 1/4 and 1/16 of it")

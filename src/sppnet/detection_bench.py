@@ -14,39 +14,73 @@ Two parts, each measured on the same machine in the same process:
 2. Quality. With ``train``, each system is trained from its ``tiny`` preset
    on the dataset's train split, all on one pre-trained trunk, and its VOC07
    mAP measured on the test split in fp32 and bf16.
+
+Fairness rules of the speed part (what every system's timed region holds):
+
+- The same images: every system, R-CNN included, is timed on the same
+  ``timing_images`` images, with the same windows.
+- Each system warms up on its own, in each precision: one untimed pass over
+  every timed image just before its timed pass, so kernels chosen and memory
+  allocated per input shape (a conv shape per image size, the window
+  batches) are not paid for in the timed pass.
+- No file decoding: the timed images are decoded once, before any timing
+  (the mean seconds per image are reported as ``decode_seconds_per_image``,
+  in no total). While timing, the detectors' own ``load_image`` calls are
+  served from memory, and SPP-net's convs get the decoded image directly.
+  What follows decoding is timed for every system: the conversion to a
+  float tensor (in the total), resizing (SPP-net, Fast R-CNN) or warping
+  (R-CNN) and normalising (in ``conv``).
+- No precision switches: ``set_precision`` and the switch of the conv
+  weights to channels-last (bf16) happen before timing; the timed region
+  holds inference only.
+
+With the seconds, the work: the FLOPs of every conv and fc layer that ran
+(``FlopCounter``, counted in the warm-up pass at the sizes actually used:
+R-CNN's whole network per window, the trunk at each scale for the others,
+the fc layers per window) give each system's achieved GFLOP/s, reported as
+a fraction of the machine's matrix-product peak measured in the same run
+(the best of a few ``matmul_size`` cubed ``torch.mm`` calls, per precision).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import platform
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from unittest import mock
 
+import numpy as np
 import torch
 
 from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
-from sppnet.data.images import ImageError
+from sppnet.data.images import ImageError, load_image
 from sppnet.data.proposals import ProposalConfig, compute_proposals
-from sppnet.data.records import DetectionDataset
-from sppnet.timing import StageTimer, stage
+from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.data.transforms import to_tensor
+from sppnet.fast_path import prepare
+from sppnet.timing import FlopCounter, StageTimer, matmul_peak_gflops, stage
 
 __all__ = ["DetectBenchConfig", "run_detect_bench", "format_tables", "write_results_section"]
 
 STAGES = ("conv", "pooling", "fc", "classifier", "nms")
 SYSTEMS = ("rcnn", "sppnet-1", "sppnet-5", "fast-rcnn", "fast-rcnn-svd")
 SECTION_START, SECTION_END = "<!-- sppnet bench detect: start -->", "<!-- sppnet bench detect: end -->"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# The engine modules whose detect() decodes the image file with load_image (R-CNN, Fast R-CNN).
+DECODING_MODULES = ("sppnet.engine.rcnn", "sppnet.engine.fast_rcnn")
 
 
 @dataclass(frozen=True)
 class DetectBenchConfig:
     split: str = "test"  # the images timed, and the split mAP is measured on
     train_split: str = "train"
-    timing_images: int = 3  # images timed per system
-    rcnn_images: int = 1  # R-CNN runs `windows` full forward passes per image: fewer images
+    timing_images: int = 3  # images timed, the same ones for every system (R-CNN too)
     windows: int = 2000
     proposals: str = "grid"  # or selective-search-fast (then at most `windows` per image)
     width: float = 1.0  # ZF-5 width of the timing network (1.0 = the paper's)
@@ -61,6 +95,7 @@ class DetectBenchConfig:
     train: bool = True
     tiny_svd_ranks: tuple[int, int] = (128, 32)  # tiny presets (fc width 256); see RESULTS.md for the rank sweep
     seed: int = 0
+    matmul_size: int = 2048  # side of the torch.mm calls that measure the machine's peak GFLOP/s
     extra_overrides: dict = field(default_factory=dict)  # method -> list of KEY=VALUE for the tiny presets
 
 
@@ -107,40 +142,106 @@ def _timing_detectors(config: DetectBenchConfig, classes: tuple[str, ...], work:
     return detectors
 
 
-def _time_one(name: str, detector, record, proposals: torch.Tensor, precision: str) -> dict[str, float]:
-    timer = StageTimer()
+class _DecodedImages:
+    """The timed images, decoded once before any timing. Within ``serving()``
+    the detectors' ``load_image`` (``DECODING_MODULES``) returns them from
+    memory; ``served`` counts those calls, so that a detector that decodes
+    its image some other way (inside the timed region) is caught."""
+
+    def __init__(self, records: list[ImageRecord]) -> None:
+        self.arrays: dict[Path, np.ndarray] = {}
+        started = time.perf_counter()
+        for record in records:
+            self.arrays[Path(record.image_path)] = load_image(record.image_path)
+        self.seconds_per_image = (time.perf_counter() - started) / len(records)
+        self.served = 0
+
+    def __getitem__(self, record: ImageRecord) -> np.ndarray:
+        return self.arrays[Path(record.image_path)]
+
+    def _load_image(self, path, max_pixels=None) -> np.ndarray:
+        self.served += 1
+        # Not copied: every detector converts it to a float tensor (a copy) before any in-place step.
+        return self.arrays[Path(path)]
+
+    @contextmanager
+    def serving(self):
+        with ExitStack() as stack:
+            for name in DECODING_MODULES:
+                stack.enter_context(mock.patch.object(importlib.import_module(name), "load_image", self._load_image))
+            yield
+
+
+def _set_precision(name: str, detector, precision: str) -> None:
+    """Every precision switch, done before timing."""
     detector.set_precision(precision)
+    if name.startswith("sppnet"):
+        # SPP-net's set_precision covers its fc layers; FeatureCache.compute would switch the trunk's
+        # weights to channels-last and back inside every call, so the bench does it once, here.
+        detector.cache.trunk.eval()
+        prepare(detector.cache.trunk, precision)
+
+
+def _detect(name: str, detector, record: ImageRecord, decoded: _DecodedImages, proposals: torch.Tensor,
+            precision: str) -> None:
+    """One detection of one image, from its decoded pixels."""
+    if name.startswith("sppnet"):
+        image = to_tensor(decoded[record])  # outside the stages, as R-CNN and Fast R-CNN do
+        with stage(detector.timer, "conv"):
+            maps = detector.cache.compute_image(image, variants=(False,), precision=precision)
+        detector.detect(record, proposals, maps={scale: m for (scale, _), m in maps.items()})
+        return
+    served = decoded.served
+    detector.detect(record, proposals)
+    if decoded.served == served:
+        raise RuntimeError(f"{name} decoded {record.image_path} without load_image, inside the timed region: "
+                           "add its module to DECODING_MODULES")
+
+
+def _time_one(name: str, detector, record: ImageRecord, decoded: _DecodedImages, proposals: torch.Tensor,
+              precision: str) -> dict[str, float]:
+    timer = StageTimer()
     detector.timer = timer
     started = time.perf_counter()
-    if name.startswith("sppnet"):
-        with stage(timer, "conv"):
-            maps = detector.cache.compute(record, variants=(False,), precision=precision)
-        detector.detect(record, proposals, maps={scale: m for (scale, _), m in maps.items()})
-    else:
-        detector.detect(record, proposals)
+    _detect(name, detector, record, decoded, proposals, precision)
     total = time.perf_counter() - started
     detector.timer = None
     return {**{s: timer.seconds.get(s, 0.0) for s in STAGES}, "total": total}
 
 
 def measure_speed(config: DetectBenchConfig, dataset: DetectionDataset, proposals: dict, work: Path, log=print) -> dict:
-    """Seconds per image per stage: ``{system: {precision: {stage: s}}}``."""
+    """``seconds_per_image`` ``{system: {precision: {stage: s}}}``, the work
+    done (``throughput``: ``{system: {precision: {gflop_per_image,
+    gflop_per_second, peak_fraction}}}``), the machine's
+    ``matmul_peak_gflops`` per precision and ``decode_seconds_per_image``."""
     detectors = _timing_detectors(config, dataset.classes, work)
-    records = [r for r in dataset.images if r.image_id in proposals][: max(config.timing_images, config.rcnn_images)]
+    records = [r for r in dataset.images if r.image_id in proposals][: config.timing_images]
     if not records:
         raise ValueError(f"no readable images in the {dataset.split} split to time")
-    warm = records[0]
+    decoded = _DecodedImages(records)
+    peak = {p: matmul_peak_gflops(DTYPES[p], config.matmul_size) for p in config.precisions}
     speed: dict = {}
-    for precision in config.precisions:
-        for name, detector in detectors.items():
-            count = config.rcnn_images if name == "rcnn" else config.timing_images
-            # One warm-up pass on a few windows: first calls pay for kernel compilation and allocation.
-            _time_one(name, detector, warm, proposals[warm.image_id][:64], precision)
-            runs = [_time_one(name, detector, r, proposals[r.image_id], precision) for r in records[:count]]
-            speed.setdefault(name, {})[precision] = {k: sum(run[k] for run in runs) / len(runs) for k in runs[0]}
-            log(f"  {name} {precision}: {speed[name][precision]['total']:.3f} s per image ({len(runs)} image(s), "
-                f"{len(proposals[records[0].image_id])} windows)")
-    return speed
+    throughput: dict = {}
+    with decoded.serving():
+        for precision in config.precisions:
+            for name, detector in detectors.items():
+                _set_precision(name, detector, precision)
+                # Warm-up: every timed image once, untimed (see the module docstring); it counts the FLOPs too.
+                with FlopCounter() as counter:
+                    for record in records:
+                        _detect(name, detector, record, decoded, proposals[record.image_id], precision)
+                runs = [_time_one(name, detector, r, decoded, proposals[r.image_id], precision) for r in records]
+                seconds = {k: sum(run[k] for run in runs) / len(runs) for k in runs[0]}
+                gflop = counter.flops / len(records) / 1e9
+                rate = gflop / seconds["total"]
+                speed.setdefault(name, {})[precision] = seconds
+                throughput.setdefault(name, {})[precision] = {
+                    "gflop_per_image": gflop, "gflop_per_second": rate, "peak_fraction": rate / peak[precision]}
+                log(f"  {name} {precision}: {seconds['total']:.3f} s per image ({len(runs)} image(s), "
+                    f"{len(proposals[records[0].image_id])} windows), {gflop:.1f} GFLOP, {rate:.1f} GFLOP/s "
+                    f"({rate / peak[precision]:.0%} of the {precision} matmul peak)")
+    return {"seconds_per_image": speed, "throughput": throughput, "matmul_peak_gflops": peak,
+            "decode_seconds_per_image": decoded.seconds_per_image}
 
 
 def _train_and_evaluate(config: DetectBenchConfig, data: Path, work: Path, log=print) -> dict:
@@ -228,25 +329,28 @@ def run_detect_bench(data: str | Path, work: str | Path, config: DetectBenchConf
     # A dense grid (stride a quarter of the window) so that even small images get `windows` boxes.
     proposal_config = ProposalConfig(method=config.proposals, max_proposals=config.windows, resize_to=None,
                                      grid_stride=0.25)
-    run = compute_proposals(dataset.images[: max(config.timing_images, config.rcnn_images) + 2], proposal_config,
+    run = compute_proposals(dataset.images[: config.timing_images + 2], proposal_config,
                             work / "proposals", progress=False)
     for item in run.skipped:
         log(f"skipped: {item}")
     short = {k: len(v) for k, v in run.boxes.items() if len(v) < config.windows}
     if short:
         log(f"note: fewer than {config.windows} windows on {len(short)} image(s): {short}")
-    log(f"timing on {config.timing_images} image(s) of {data} ({config.split}), {config.windows} {config.proposals} "
-        f"windows each, ZF-5 width {config.width}, {torch.get_num_threads()} threads")
+    log(f"timing every system on the same {config.timing_images} image(s) of {data} ({config.split}), "
+        f"{config.windows} {config.proposals} windows each, ZF-5 width {config.width}, {torch.get_num_threads()} threads")
     try:
-        speed = measure_speed(config, dataset, run.boxes, work, log)
+        measured = measure_speed(config, dataset, run.boxes, work, log)
     except ImageError as error:
         raise ValueError(f"cannot time on {data}: {error}") from None
     quality = _train_and_evaluate(config, data, work, log) if config.train else None
+    speed = measured["seconds_per_image"]
     summary = {
         "config": asdict(config),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "matmul_peak_gflops": measured["matmul_peak_gflops"]},
         "seconds_per_image": speed,
+        "throughput": measured["throughput"],
+        "decode_seconds_per_image": measured["decode_seconds_per_image"],
         **({"quality": quality} if quality else {}),
         **_ratios(speed, quality),
     }
@@ -255,15 +359,23 @@ def run_detect_bench(data: str | Path, work: str | Path, config: DetectBenchConf
 
 def format_tables(summary: dict) -> str:
     """Markdown tables of a summary (speed, then quality and ratios)."""
-    config = summary["config"]
-    lines = [f"Speed: seconds per image, {config['windows']} {config['proposals']} windows, ZF-5 width {config['width']}, "
-             f"fc {config['hidden']}, {summary['machine']['threads']} threads.", "",
-             "| system | precision | conv | pooling | fc | classifier | NMS | total |",
-             "|---|---|---|---|---|---|---|---|"]
+    config, machine = summary["config"], summary["machine"]
+    peaks = ", ".join(f"{p} {value:.0f}" for p, value in machine["matmul_peak_gflops"].items())
+    size = config["matmul_size"]
+    lines = [f"Speed: seconds per image, every system on the same {config['timing_images']} image(s), "
+             f"{config['windows']} {config['proposals']} windows, ZF-5 width {config['width']}, "
+             f"fc {config['hidden']}, {machine['threads']} threads; image decoding "
+             f"({summary['decode_seconds_per_image']:.3f} s per image) is done before timing, in no total. "
+             f"GFLOP: conv and fc layers per image; of peak: GFLOP/s over the best {size} x {size} x {size} "
+             f"torch.mm in the same precision ({peaks} GFLOP/s).", "",
+             "| system | precision | conv | pooling | fc | classifier | NMS | total | GFLOP | GFLOP/s | of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, per_precision in summary["seconds_per_image"].items():
         for precision, stages in per_precision.items():
+            work = summary["throughput"][name][precision]
             cells = " | ".join(f"{stages[s]:.3f}" for s in (*STAGES, "total"))
-            lines.append(f"| {name} | {precision} | {cells} |")
+            lines.append(f"| {name} | {precision} | {cells} | {work['gflop_per_image']:.1f} | "
+                         f"{work['gflop_per_second']:.1f} | {100 * work['peak_fraction']:.1f}% |")
     if "quality" in summary:
         lines += ["", "Quality: VOC07 mAP (%) on the generated test split, tiny presets, one shared pre-trained trunk.", "",
                   "| system | " + " | ".join(config["precisions"]) + " | training s |",

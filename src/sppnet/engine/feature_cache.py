@@ -141,19 +141,29 @@ class FeatureCache:
         cache's). ``precision="bf16"`` is the CPU fast path (for timing and
         testing; the cache itself always holds fp32 results)."""
         image = to_tensor(load_image(record.image_path))
-        maps = {}
         self.trunk.eval()
         prepare(self.trunk, precision)
         try:
-            for flipped in self.variants if variants is None else variants:
-                source = image.flip(-1) if flipped else image
-                for scale in self.scales:
-                    scaled, factor = scale_image(source, scale, self.max_side)
-                    with autocast(precision):
-                        features = self.trunk(as_input(scaled[None], precision))[0]
-                    maps[scale, flipped] = CachedMap(features.to(torch.float16).contiguous(), scale, factor)
+            return self.compute_image(image, variants, precision)
         finally:
             prepare(self.trunk, "fp32")
+
+    @torch.no_grad()
+    def compute_image(self, image: torch.Tensor, variants: Sequence[bool] | None = None,
+                      precision: str = "fp32") -> dict[tuple[int, bool], CachedMap]:
+        """``compute`` on an image already decoded and normalised
+        (``to_tensor``), with the trunk as it is: the caller has put it in
+        eval mode and in ``precision``'s memory format (``prepare``). For
+        ``sppnet bench detect``, which times the convs without file decoding
+        or weight-format switches."""
+        maps = {}
+        for flipped in self.variants if variants is None else variants:
+            source = image.flip(-1) if flipped else image
+            for scale in self.scales:
+                scaled, factor = scale_image(source, scale, self.max_side)
+                with autocast(precision):
+                    features = self.trunk(as_input(scaled[None], precision))[0]
+                maps[scale, flipped] = CachedMap(features.to(torch.float16).contiguous(), scale, factor)
         return maps
 
     def _write(self, record: ImageRecord, sha: str, maps: dict[tuple[int, bool], CachedMap]) -> None:
