@@ -53,7 +53,7 @@ TRAIN_IMAGES = 20
 SIDES = (96, 128)  # generated image sides (min, max)
 # Fast R-CNN tiny, cut to what trains in seconds: quality does not matter here.
 DETECTOR_OVERRIDES = ["pretrain.epochs=1", "train.iterations=2", "train.lr_steps=[]", "train.checkpoint_every=1000",
-                      "scales=[64]", "proposals=grid", "max_proposals=2000"]
+                      "scales=[64]", "train_scales=null", "proposals=grid", "max_proposals=2000"]
 
 
 # ------------------------------------------------------------------ one stage, in a fresh process

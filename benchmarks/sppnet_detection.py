@@ -45,9 +45,9 @@ def main() -> None:
         synthesize_detection(data, DetectionSynthConfig(train=args.train, test=args.test, seed=0))
         train, test = open_detection_dataset(data, "train"), open_detection_dataset(data, "test")
         variants = {
-            "1 scale (256)": ["scales=[256]"],
-            "3 scales (192, 384, 640)": [],
-            "3 scales, fine-tuning seed 1": ["finetune.seed=1"],
+            "1 scale (256)": ["scales=[256]", "train_scales=null"],
+            "3 scales (192, 384, 640)": ["scales=[192,384,640]", "train_scales=null"],
+            "3 scales, fine-tuning seed 1": ["scales=[192,384,640]", "train_scales=null", "finetune.seed=1"],
         }
         base = load_config(SPPNetConfig, "detect-sppnet-tiny")
         started = time.perf_counter()

@@ -134,7 +134,8 @@ def test_torchvision_architecture_is_told_by_the_file(alexnet_weights, tmp_path)
 
 
 @pytest.mark.parametrize("method, overrides", [
-    ("sppnet", ["scales=[224]", "finetune.iterations=2", "window_target=96.0", "pretrain.context_preset=null"]),
+    ("sppnet", ["scales=[224]", "train_scales=null", "finetune.iterations=2", "window_target=96.0",
+                "pretrain.context_preset=null"]),
     ("fast-rcnn", ["scales=[224]", "train_scales=null", "train.iterations=2", "train.checkpoint_every=2"]),
     ("rcnn", ["finetune.iterations=2", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=96",
               "context=7"]),

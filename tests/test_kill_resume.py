@@ -31,8 +31,8 @@ TINY_CLASSIFIER = {
     "train": {"epochs": 4, "batch_size": 8, "resize": 72, "crop": 64, "multi_size": True, "second_size": 48,
               "optimizer": "sgd", "lr": 0.01, "lr_steps": [3], "val_split": "test", "seed": 3},
 }
-SPPNET = ["scales=[160]", "proposals=grid", "max_proposals=100", "finetune.iterations=40", "finetune.lr_steps=[30]",
-          "finetune.batch_size=32", "finetune.images_per_batch=4", "finetune.checkpoint_every=4"]
+SPPNET = ["scales=[160]", "train_scales=null", "proposals=grid", "max_proposals=100", "finetune.iterations=40",
+          "finetune.lr_steps=[30]", "finetune.batch_size=32", "finetune.images_per_batch=4", "finetune.checkpoint_every=4"]
 FAST_RCNN = ["scales=[160]", "train_scales=null", "proposals=grid", "max_proposals=100", "train.iterations=30",
              "train.lr_steps=[20]", "train.checkpoint_every=3"]
 

@@ -261,8 +261,8 @@ def _train_and_evaluate(config: DetectBenchConfig, data: Path, work: Path, log=p
                                  log=lambda m: None if "pretrain: epoch" in m else log(f"  {m}"))
     runs = {
         "rcnn": ("rcnn", []),
-        "sppnet-1": ("sppnet", ["scales=[384]"]),
-        "sppnet-5": ("sppnet", ["scales=[192,288,384,512,640]"]),
+        "sppnet-1": ("sppnet", ["scales=[384]", "train_scales=null"]),
+        "sppnet-5": ("sppnet", ["scales=[192,288,384,512,640]", "train_scales=null"]),
         "fast-rcnn": ("fast-rcnn", []),
     }
     detectors, seconds = {}, {}

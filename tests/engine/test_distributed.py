@@ -117,8 +117,8 @@ def test_two_process_fast_rcnn_matches_one_process(classify_runs, detection_data
 def test_two_process_sppnet_shards_its_caches_and_finishes_on_every_rank(classify_runs, detection_data, tmp_path):
     stdout = torchrun(["train", "detect", "--method", "sppnet", "--data", detection_data, "--split", "train",
                        "--backbone", classify_runs[0] / "one", "--out", tmp_path / "run", "--config", "detect-sppnet-tiny",
-                       *_sets("scales=[128]", "proposals=grid", "max_proposals=100", "finetune.iterations=4",
-                              "finetune.batch_size=32", "finetune.images_per_batch=4")], tmp_path)
+                       *_sets("scales=[128]", "train_scales=null", "proposals=grid", "max_proposals=100",
+                              "finetune.iterations=4", "finetune.batch_size=32", "finetune.images_per_batch=4")], tmp_path)
     # 6 images and their mirrors at one scale, computed 3 + 3 by the two ranks
     assert "conv5 maps of 6 training images at scales (128,): 6 computed, 0 reused" in stdout, stdout
     assert stdout.count("sppnet run written to") == 1
