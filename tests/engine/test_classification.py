@@ -116,3 +116,10 @@ def test_small_sets_get_at_least_min_iterations_with_lr_steps_moved_along():
     # 400 images: 13 mini-batches an epoch; 1200 of them take ceil(1200 / 13) = 93 epochs, step after 93 * 20/25.
     assert training_schedule(config, 400) == (93, (74,))
     assert training_schedule(ClassifyTrainConfig(epochs=25, lr_steps=(20,), batch_size=32), 400) == (25, (20,))
+
+
+def test_warm_up_rises_linearly_to_the_lr():
+    from sppnet.engine.classification import warmed_up_lr
+
+    assert [warmed_up_lr(0.01, step, 4) for step in range(6)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    assert warmed_up_lr(0.01, 0, 0) == 0.01

@@ -54,6 +54,7 @@ from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
 __all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
+           "training_schedule", "warmed_up_lr",
            "TrainingDiverged"]
 
 
@@ -88,6 +89,7 @@ class ClassifyTrainConfig:
     optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
     lr: float = 0.01
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
+    warmup_iterations: int = 0  # the lr rises linearly from lr / warmup_iterations to lr over these first steps
     momentum: float = 0.9
     weight_decay: float = 5e-4
     workers: int = 0  # DataLoader worker processes (decoding)
@@ -98,6 +100,8 @@ class ClassifyTrainConfig:
         for name in ("epochs", "batch_size", "resize", "crop", "second_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_iterations < 0:
+            raise ValueError(f"warmup_iterations must be >= 0, got {self.warmup_iterations}")
         if self.min_iterations < 0:
             raise ValueError(f"min_iterations must be >= 0, got {self.min_iterations}")
         if self.crop > self.resize:
@@ -198,6 +202,11 @@ def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tu
         return config.epochs, tuple(config.lr_steps)
     epochs = math.ceil(config.min_iterations / per_epoch)
     return epochs, tuple(round(step * epochs / config.epochs) for step in config.lr_steps)
+
+
+def warmed_up_lr(lr: float, step: int, warmup: int) -> float:
+    """The lr of SGD step ``step`` (0-based): rising linearly to ``lr`` over the first ``warmup`` steps."""
+    return lr * (step + 1) / warmup if step < warmup else lr
 
 
 def _learning_rate(config: ClassifyTrainConfig, steps: tuple[int, ...], epoch: int) -> float:
@@ -331,7 +340,9 @@ def train_classifier(
             started, loss_sum, wrong, seen, errors = time.perf_counter(), 0.0, 0, 0, []
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} ({size}px)",
                        disable=None if progress and main else True, leave=False)
-            for images, labels, indices, batch_errors in bar:
+            for batch_index, (images, labels, indices, batch_errors) in enumerate(bar):
+                for group in optimizer.param_groups:
+                    group["lr"] = warmed_up_lr(lr, epoch * len(batches) + batch_index, train_config.warmup_iterations)
                 errors.extend(batch_errors)
                 if images is not None:
                     if size != images.shape[-1]:
