@@ -74,9 +74,13 @@ def _classification(config: DemoConfig) -> dict:
     run = config.out / "run-classify"
     counts = synthesize_classification(data, train=config.train_images, test=config.test_images, seed=config.seed)
     print(f"  generated {counts['train']} training and {counts['test']} test images in {data}")
-    # The demo's epochs are the run's length (its 4000 images need no minimum of steps).
+    # The demo's epochs are the run's length (its 4000 images need no minimum of
+    # steps), and its 1250 steps are too few for the preset's 500-step warm-up:
+    # with it the demo's classifier ends with 4.5% multi-view error instead of
+    # 1.0% and SPP-net on top of it at 59.0 mAP instead of 64.5 (one seed each).
     overrides = [f"train.seed={config.seed}", f"train.epochs={config.epochs}",
-                 f"train.lr_steps=[{max(1, config.epochs * 4 // 5)}]", "train.min_iterations=0"]
+                 f"train.lr_steps=[{max(1, config.epochs * 4 // 5)}]", "train.min_iterations=0",
+                 "train.warmup_iterations=0"]
     classify_config = load_config(ClassifyConfig, "classify-tiny", overrides)
     started = time.perf_counter()
     train_classifier(classify_config, data, run, resume=(run / "checkpoint.safetensors").is_file(),
