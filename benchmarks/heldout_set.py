@@ -134,13 +134,26 @@ def _distractors(canvas: Image.Image, rng: np.random.Generator) -> None:
             draw.line(points, fill=colour, width=int(rng.integers(1, 5)))
 
 
-def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, list[int]]]]:
-    width, height = int(rng.integers(220, 420)), int(rng.integers(220, 420))
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """Two-colour value noise with distractor shapes and lines."""
     palette = rng.random((2, 3))
     noise = _value_noise(rng, height, width)
     pixels = palette[0] * 255 * (1 - noise) + palette[1] * 255 * noise
     canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     _distractors(canvas, rng)
+    return canvas
+
+
+def _camera(rng: np.random.Generator, canvas: Image.Image) -> Image.Image:
+    """Pixel noise and a slight blur."""
+    width, height = canvas.size
+    noisy = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 10), (height, width, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+
+
+def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, list[int]]]]:
+    width, height = int(rng.integers(220, 420)), int(rng.integers(220, 420))
+    canvas = _background(rng, width, height)
     objects: list[tuple[str, np.ndarray]] = []
     for _ in range(int(rng.integers(1, 5))):
         kind = CLASSES[int(rng.integers(len(CLASSES)))]
@@ -150,8 +163,7 @@ def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, l
         mask = _draw_object(canvas, rng, kind, cx, cy, scale, aspect)
         objects = [(k, m & ~mask) for k, m in objects]  # later objects hide earlier ones
         objects.append((kind, mask))
-    noisy = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 10), (height, width, 3))
-    image = Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    image = _camera(rng, canvas)
     boxes = []
     for kind, mask in objects:
         if mask.sum() < 40:
@@ -163,19 +175,14 @@ def make_image(rng: np.random.Generator) -> tuple[Image.Image, list[tuple[str, l
 
 def make_classification_image(rng: np.random.Generator, kind: str) -> Image.Image:
     width, height = int(rng.integers(64, 201)), int(rng.integers(64, 201))
-    palette = rng.random((2, 3))
-    noise = _value_noise(rng, height, width)
-    pixels = palette[0] * 255 * (1 - noise) + palette[1] * 255 * noise
-    canvas = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    _distractors(canvas, rng)
+    canvas = _background(rng, width, height)
     scale = 0.5 * min(width, height) * rng.uniform(0.35, 0.9)  # the outline's radius
     aspect = math.exp(rng.uniform(-0.3, 0.3))
     margin = scale * max(aspect, 1.0)
     cx = rng.uniform(min(margin, width / 2), max(width - margin, width / 2))
     cy = rng.uniform(min(scale, height / 2), max(height - scale, height / 2))
     _draw_object(canvas, rng, kind, cx, cy, scale, aspect)
-    noisy = np.asarray(canvas, np.float32) + rng.normal(0, rng.uniform(2, 10), (height, width, 3))
-    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    return _camera(rng, canvas)
 
 
 def make_classification_set(out: Path, train: int, test: int, seed: int) -> None:
