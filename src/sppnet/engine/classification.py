@@ -54,7 +54,7 @@ from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
 __all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
-           "training_schedule", "warmed_up_lr",
+           "training_schedule", "scaled_steps", "warmed_up_lr",
            "TrainingDiverged"]
 
 
@@ -201,7 +201,13 @@ def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tu
     if config.epochs * per_epoch >= config.min_iterations:
         return config.epochs, tuple(config.lr_steps)
     epochs = math.ceil(config.min_iterations / per_epoch)
-    return epochs, tuple(round(step * epochs / config.epochs) for step in config.lr_steps)
+    return epochs, scaled_steps(config.lr_steps, config.epochs, epochs)
+
+
+def scaled_steps(steps, length: int, new_length: int) -> tuple[int, ...]:
+    """lr steps of a run of ``length`` epochs or iterations moved to the same
+    fraction of a run of ``new_length``."""
+    return tuple(round(step * new_length / length) for step in steps)
 
 
 def warmed_up_lr(lr: float, step: int, warmup: int) -> float:

@@ -38,10 +38,10 @@ from sppnet.config import load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
-from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.engine.classification import ClassifyConfig, scaled_steps, train_classifier
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config", "scaled_steps",
+__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config",
            "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
 
 
@@ -138,12 +138,6 @@ def grown_box(box: list[float], factor: float, width: int, height: int) -> tuple
     x1, y1 = max(0, int(round(cx - half_w))), max(0, int(round(cy - half_h)))
     x2, y2 = min(width, int(round(cx + half_w))), min(height, int(round(cy + half_h)))
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
-
-
-def scaled_steps(steps, length: int, new_length: int) -> tuple[int, ...]:
-    """lr steps of a run of ``length`` epochs or iterations moved to the same
-    fraction of a run of ``new_length``."""
-    return tuple(round(step * new_length / length) for step in steps)
 
 
 def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
