@@ -48,12 +48,14 @@ def _run(args: list[str], log: Path) -> None:
 
 
 def _run_with_kills(args: list[str], kills: int, seed: int, log: Path, max_sleep: float = 1.5) -> int:
-    """Start the run and SIGKILL it ``kills`` times, each a random 0 to
-    ``max_sleep`` seconds after a random one of its first lines of output
-    (progress lines mark the stages: the kill lands in the stage that
-    follows), restarting with ``--resume``; then let it finish. Returns how
-    many kills hit a live process. ``max_sleep`` must be short against the
-    work left after the fourth line on a fast machine, or the kill misses."""
+    """Start the run and SIGKILL it ``kills`` times, each after a random one
+    of its first lines of output (progress lines mark the stages: the kill
+    lands in the stage that follows), restarting with ``--resume``; then let
+    it finish. Returns how many kills hit a live process. The first kill
+    comes as the line is read, while the run still has lines to print, so it
+    always hits, however fast the machine; the later ones a random 0 to
+    ``max_sleep`` seconds after their line, anywhere in the stage (on a fast
+    machine they may come after the run has ended and miss)."""
     draw = random.Random(seed)
     hits = 0
     for attempt in range(kills + 1):
@@ -67,7 +69,8 @@ def _run_with_kills(args: list[str], kills: int, seed: int, log: Path, max_sleep
             for number, line in enumerate(process.stdout, 1):
                 out.write(line)
                 if number == kill_after:
-                    time.sleep(draw.uniform(0.0, max_sleep))
+                    pause = draw.uniform(0.0, max_sleep)
+                    time.sleep(pause if attempt else 0.0)
                     if process.poll() is None:
                         os.kill(process.pid, signal.SIGKILL)
                         hits += 1
@@ -106,9 +109,8 @@ def test_classifier_killed_at_random_moments_resumes_bit_identical(tmp_path, see
         return ["train", "classify", "--data", str(data), "--out", str(out), "--config", str(config), "--no-progress"]
 
     _run(args(tmp_path / "straight"), log)
-    # An epoch takes ~0.1 s on an idle 2-core machine: a kill up to 0.1 s after one of the first
-    # four epoch lines lands inside the next epochs (with 1.5 s, as for the detectors, it landed
-    # after the run had ended on a fast machine and hit nothing).
+    # An epoch takes ~0.1 s on an idle 2-core machine: the second kill, up to 0.1 s after one of
+    # the first four epoch lines, lands inside the next epochs (1.5 s outran the whole run).
     hits = _run_with_kills(args(tmp_path / "killed"), kills=2, seed=seed, log=log, max_sleep=0.1)
     assert hits >= 1
     _assert_same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "killed" / "model.safetensors", log)
