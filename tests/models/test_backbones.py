@@ -194,8 +194,9 @@ def test_mismatched_or_broken_weights_files_are_named(tmp_path):
 
 
 def test_registry_names_and_errors():
-    assert set(BACKBONES) == {"zf5", "convnet5", "overfeat5", "overfeat7", "alexnet", "vgg16", "resnet18", "resnet50"}
-    for name in ("zf5", "convnet5", "overfeat5", "overfeat7"):
+    assert set(BACKBONES) == {"zf5", "zf5-bn", "convnet5", "overfeat5", "overfeat7", "alexnet", "vgg16", "resnet18",
+                              "resnet50"}
+    for name in ("zf5", "zf5-bn", "convnet5", "overfeat5", "overfeat7"):
         trunk = build_backbone(name, width=0.05)
         assert isinstance(trunk.features, nn.Sequential) and trunk.geometry.stride in (12, 16)
     assert isinstance(build_backbone("resnet18"), TorchvisionTrunk)
@@ -225,3 +226,38 @@ def test_a_weights_file_with_code_in_it_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match="evil.pth"):
         read_weights_file(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_zf5_bn_is_zf5_with_batch_norm_instead_of_lrn():
+    plain, modern = build_backbone("zf5", width=0.25), build_backbone("zf5-bn", width=0.25)
+    assert modern.geometry == plain.geometry and modern.out_channels == plain.out_channels
+    convs = lambda trunk: [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+                           for m in trunk.features if isinstance(m, nn.Conv2d)]
+    assert convs(modern) == convs(plain)
+    assert not any(isinstance(m, nn.LocalResponseNorm) for m in modern.features)
+    kinds = [type(m) for m in modern.features]
+    for index, kind in enumerate(kinds):  # conv (no bias) -> BN -> ReLU, every time
+        if kind is nn.Conv2d:
+            assert modern.features[index].bias is None
+            assert kinds[index + 1:index + 3] == [nn.BatchNorm2d, nn.ReLU]
+    assert kinds.count(nn.BatchNorm2d) == 5
+    # The layers do what a hand-built conv -> BN -> ReLU stack does (eval mode, random statistics).
+    torch.manual_seed(0)
+    for module in modern.features:
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    modern.eval()
+    image = torch.randn(2, 3, 107, 93)
+    reference = image
+    for module in modern.features:
+        if isinstance(module, nn.Conv2d):
+            reference = nn.functional.conv2d(reference, module.weight, None, module.stride, module.padding)
+        elif isinstance(module, nn.BatchNorm2d):
+            scale = module.weight / (module.running_var + module.eps).sqrt()
+            reference = (reference - module.running_mean[:, None, None]) * scale[:, None, None] + module.bias[:, None, None]
+        elif isinstance(module, nn.ReLU):
+            reference = reference.clamp_min(0)
+        else:
+            reference = nn.functional.max_pool2d(reference, 3, 2, ceil_mode=True)
+    torch.testing.assert_close(modern(image), reference, rtol=1e-4, atol=1e-5)

@@ -60,7 +60,7 @@ __all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "bu
 
 @dataclass(frozen=True)
 class ClassifierModelConfig:
-    backbone: str = "zf5"  # zf5 | convnet5 | overfeat5 | overfeat7 | alexnet | vgg16 | resnet18 | resnet50
+    backbone: str = "zf5"  # zf5 | zf5-bn (a modern variant, BN instead of LRN) | convnet5 | overfeat5 | overfeat7 | alexnet | vgg16 | resnet18 | resnet50
     width: float = 1.0  # channel multiplier of the paper nets (small CPU variants)
     weights: Path | None = None  # local trunk weights file (safetensors or torchvision state_dict)
     spp: bool = True  # False: the paper's no-SPP baseline (one pool to 6 x 6, fixed input size)

@@ -30,7 +30,8 @@ def _he_init(features: nn.Sequential) -> None:
             # He initialisation, as for ZF-5: trains from scratch where the
             # paper's N(0, 0.01) needs pretrained neighbours.
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class PaperTrunk(nn.Module):

@@ -26,6 +26,7 @@ __all__ = ["BACKBONES", "PAPER_BACKBONES", "build_backbone"]
 
 PAPER_BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "zf5": ZF5,
+    "zf5-bn": lambda width=1.0: ZF5(width=width, batch_norm=True),  # a modern variant, named as such
     "convnet5": Convnet5,
     "overfeat5": Overfeat5,
     "overfeat7": Overfeat7,
