@@ -102,3 +102,24 @@ def test_testing_can_add_scales_the_training_never_saw(detection_backbone, tmp_p
     test = open_detection_dataset(data, "test")
     detect_dataset([detector], test, data, log=lambda *_: None)
     assert (detector.cache.path(test.images[0].image_id, 160)).is_file()
+
+
+def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matrix(trained):
+    # detect() pools and multiplies by fc6 256 windows at a time (pooled_fc6);
+    # the reference pools every window at once (window_features), as before.
+    from sppnet.models.scoring import window_scores
+    from sppnet.ops import class_nms, clip_boxes
+
+    data, _, detector, _, _ = trained
+    record = open_detection_dataset(data, "test").images[0]
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(700, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
+    proposals = torch.cat([corners, corners + 8 + torch.rand(700, 2, generator=generator) * 120], 1)
+    pooled, fc7 = detector.window_features(record, proposals)
+    scores = window_scores(fc7, detector.scorer, detector.svms, detector.svm_scale, detector.head.fc8)
+    window, labels, boxes, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
+    regressed = clip_boxes(detector.regressors.apply(pooled[window], boxes, labels), (record.height, record.width))
+    out = detector.detect(record, proposals)
+    assert torch.equal(out["labels"], labels)
+    torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["boxes"], regressed, rtol=1e-5, atol=1e-4)

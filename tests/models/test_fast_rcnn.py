@@ -129,6 +129,29 @@ def test_eval_follows_the_detection_contract():
         model.eval()([image[0]], [proposals])
 
 
+def test_scoring_pools_rois_in_blocks_with_the_values_of_the_whole_pooled_matrix():
+    # score() pools RoIs and multiplies them by fc6 in blocks of 256 (pooled_fc6);
+    # the reference pools every RoI at its scale at once, then runs the head.
+    from sppnet.models.windows import choose_scales
+
+    model = _tiny_fast_rcnn(levels=(6, 3, 2, 1), scales=(64, 128, 192)).eval()
+    image, _, _ = _image_and_targets()
+    proposals = _random_proposals(600, torch.Generator().manual_seed(3)) * 0.3
+    proposals = proposals[(proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])]
+    probabilities, per_class = model.score(image, proposals)
+    with torch.no_grad():
+        maps = [model.feature_maps([image], [scale]) for scale in model.scales]
+        choice = choose_scales(proposals, [factor[0] for _, factor in maps], model.window_target)
+        assert len(choice.unique()) == 3, "the RoIs must be spread over every scale"
+        pooled = torch.zeros(len(proposals), model.head.fc6[0].in_features)
+        for index, (features, factor) in enumerate(maps):
+            chosen = (choice == index).nonzero().flatten()
+            pooled[chosen] = model.pool(features, [proposals[chosen] * factor[0]])
+        expected = F.softmax(model.head.cls_score(model.head.features(pooled)), dim=1)
+    torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert per_class.shape == (len(proposals), 3, 4)
+
+
 def test_bf16_fast_path_is_close_to_fp32_and_reversible():
     model = _tiny_fast_rcnn().eval()
     image, proposals, _ = _image_and_targets()

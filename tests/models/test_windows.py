@@ -3,7 +3,9 @@ import torch
 
 from sppnet.engine.feature_cache import CachedMap
 from sppnet.models.box_regression import BoxRegressorConfig, fit_box_regressors
-from sppnet.models.windows import choose_scales, label_windows, pool_windows
+from sppnet.models.windows import (
+    WindowPooler, cached_window_pooler, choose_scales, label_windows, pool_windows, pooled_fc6,
+)
 from sppnet.ops import BoxCoder, FeatureGeometry, box_iou, roi_spp
 
 
@@ -82,3 +84,38 @@ def test_box_regression_solves_the_ridge_problem_of_its_docstring(windows, dim):
     expected = torch.linalg.lstsq(stacked, torch.cat([t, torch.zeros(dim + 1, 4, dtype=torch.float64)])).solution
     torch.testing.assert_close(regressors.weights[1].double(), expected, atol=1e-5, rtol=1e-4)
     assert regressors.weights[0].abs().max() == 0
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1000])
+def test_pooled_fc6_in_blocks_equals_fc6_of_every_pooled_window(block):
+    torch.manual_seed(0)
+    geometry = FeatureGeometry(stride=4, offset=1.5, receptive_field=7)
+    maps = {s: CachedMap(torch.randn(5, s // 4, s // 4).half(), s, s / 100) for s in (100, 200, 300)}
+    corners = torch.rand(150, 2) * 80
+    boxes = torch.cat([corners, corners + 4 + torch.rand(150, 2) * 60], 1)
+    levels = (3, 2, 1)
+    reference = pool_windows(maps, boxes, geometry, levels, target=40.0)  # the whole pooled matrix at once
+    pooler = cached_window_pooler(maps, boxes, geometry, levels, target=40.0)
+    assert len(set(pooler.scale_of.tolist())) == 3, "the windows must be spread over every scale"
+    # Any rows, any order: the same vectors as the whole matrix's rows.
+    rows = torch.tensor([149, 0, 77, 3])
+    assert torch.equal(pooler.pool(rows), reference[rows])
+    assert torch.equal(pooler.pool(slice(10, 20)), reference[10:20])
+    fc6 = torch.nn.Sequential(torch.nn.Linear(reference.shape[1], 32), torch.nn.ReLU())
+    with torch.no_grad():
+        torch.testing.assert_close(pooled_fc6(pooler, fc6, block=block), fc6(reference), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="block"):
+        pooled_fc6(pooler, fc6, block=0)
+
+
+def test_window_pooler_from_boxes_pools_fast_rcnn_rois_at_each_windows_scale():
+    geometry = FeatureGeometry(stride=4, offset=1.5, receptive_field=7)
+    maps = [torch.randn(1, 3, 25, 25), torch.randn(1, 3, 50, 50)]
+    boxes = torch.tensor([[10.0, 10.0, 60.0, 50.0], [10.0, 10.0, 30.0, 30.0]])
+    pooler = WindowPooler.from_boxes(maps, [1.0, 2.0], boxes, geometry, (2, 1), "fast-rcnn", 40.0)
+    from sppnet.ops import boxes_to_rois
+    expected = torch.cat([
+        roi_spp(maps[0], boxes_to_rois([boxes[:1]], geometry, "fast-rcnn", feature_size=(25, 25)), (2, 1)),
+        roi_spp(maps[1], boxes_to_rois([boxes[1:] * 2], geometry, "fast-rcnn", feature_size=(50, 50)), (2, 1)),
+    ])
+    assert torch.equal(pooler.pool(), expected)

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
-from sppnet.models.windows import choose_scales, label_windows
+from sppnet.models.windows import WindowPooler, label_windows, pooled_fc6
 from sppnet.ops import BoxCoder, boxes_to_rois, class_nms, clip_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
 
@@ -239,20 +239,12 @@ class FastRCNN(nn.Module):
         with stage(timer, "conv"):
             maps = [self.feature_maps([image], [scale]) for scale in self.scales]
         factors = [factor[0] for _, factor in maps]
-        choice = (choose_scales(boxes, factors, self.window_target) if len(self.scales) > 1
-                  else torch.zeros(len(boxes), dtype=torch.long))
         with stage(timer, "pooling"):
-            pooled = None
-            for index, (features, _) in enumerate(maps):
-                chosen = (choice == index).nonzero().flatten()
-                if len(chosen) == 0:
-                    continue
-                values = self.pool(features, [boxes[chosen] * factors[index]])
-                if pooled is None:
-                    pooled = values.new_empty(len(boxes), values.shape[1])
-                pooled[chosen] = values
+            pooler = WindowPooler.from_boxes([features for features, _ in maps], factors, boxes, self.trunk.geometry,
+                                             self.levels, "fast-rcnn", self.window_target)
+        hidden = pooled_fc6(pooler, self.head.fc6, timer=timer)  # RoIs pooled and multiplied by fc6 in blocks
         with stage(timer, "fc"):
-            hidden = self.head.features(pooled)
+            hidden = self.head.fc7(hidden)
         with stage(timer, "classifier"):
             probabilities = F.softmax(self.head.cls_score(hidden).float(), dim=1)
             deltas = self.head.bbox_pred(hidden).float()

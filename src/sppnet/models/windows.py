@@ -15,7 +15,8 @@ import torch
 
 from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, roi_spp
 
-__all__ = ["LabelledWindows", "label_windows", "choose_scales", "pool_windows"]
+__all__ = ["LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
+           "pooled_fc6"]
 
 
 @dataclass
@@ -83,6 +84,76 @@ def choose_scales(boxes: torch.Tensor, factors: Sequence[float], target: float =
     return (areas - target * target).abs().argmin(1)
 
 
+class WindowPooler:
+    """Windows of one image pooled from the map of their scale, any rows at a time.
+
+    ``maps``: one ``Tensor[1, C, h, w]`` per scale; ``scale_of`` ``(R,)``: the
+    map each window is pooled from; ``rois`` ``(R, 5)``: its cells in that
+    map. ``pool(rows)`` gives ``Tensor[len(rows), C * B]`` in the maps' dtype,
+    so a caller can pool a block of windows, use it and let it go
+    (``pooled_fc6``) instead of holding every window's pooled vector.
+    """
+
+    def __init__(self, maps: Sequence[torch.Tensor], scale_of: torch.Tensor, rois: torch.Tensor,
+                 levels: Sequence[int]) -> None:
+        self.maps, self.scale_of, self.rois, self.levels = list(maps), scale_of, rois, tuple(levels)
+        self.width = maps[0].shape[1] * sum(n * n for n in self.levels)
+
+    def __len__(self) -> int:
+        return len(self.rois)
+
+    @classmethod
+    def from_boxes(cls, maps: Sequence[torch.Tensor], factors: Sequence[float], boxes: torch.Tensor,
+                   geometry: FeatureGeometry, levels: Sequence[int], rule: str, target: float) -> WindowPooler:
+        """Boxes ``(R, 4)`` in original pixels; ``maps[s]`` computed from the
+        image resized by ``factors[s]``; each window goes to the scale where it
+        is closest to ``target`` x ``target`` (``choose_scales``)."""
+        choice = (choose_scales(boxes, factors, target) if len(maps) > 1
+                  else torch.zeros(len(boxes), dtype=torch.long))
+        rois = torch.zeros(len(boxes), 5, dtype=torch.long)
+        for index, (features, factor) in enumerate(zip(maps, factors)):
+            chosen = (choice == index).nonzero().flatten()
+            if len(chosen):
+                rois[chosen] = boxes_to_rois([boxes[chosen] * factor], geometry, rule,
+                                             feature_size=features.shape[-2:]).long().cpu()
+        return cls(maps, choice, rois, levels)
+
+    def pool(self, rows: slice = slice(None)) -> torch.Tensor:
+        scale_of, rois = self.scale_of[rows], self.rois[rows]
+        out = self.maps[0].new_empty(len(rois), self.width)
+        for index, features in enumerate(self.maps):
+            chosen = (scale_of == index).nonzero().flatten()
+            if len(chosen):
+                out[chosen.to(out.device)] = roi_spp(features, rois[chosen].to(features.device), self.levels)
+        return out
+
+
+def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 256,
+               timer: "StageTimer | None" = None) -> torch.Tensor:  # noqa: F821  (sppnet.timing.StageTimer)
+    """``fc6(pooler.pool())`` without the whole pooled matrix: windows are
+    pooled ``block`` at a time and each block goes through ``fc6`` at once,
+    so only ``block`` pooled rows exist at any moment (2000 windows of ZF-5's
+    12,800-value vector are 102 MB in float32; a block of 256 is 13 MB).
+    The same values as the unblocked path: each row of a matrix product
+    depends only on its own input row. ``timer`` gets the pooling and fc
+    seconds as the stages "pooling" and "fc"."""
+    from sppnet.timing import stage
+
+    if block < 1:
+        raise ValueError(f"block must be >= 1 window, got {block}")
+    out = None
+    for start in range(0, len(pooler), block):
+        rows = slice(start, min(start + block, len(pooler)))
+        with stage(timer, "pooling"):
+            pooled = pooler.pool(rows)
+        with stage(timer, "fc"):
+            hidden = fc6(pooled)
+        if out is None:
+            out = hidden.new_empty(len(pooler), hidden.shape[1])
+        out[rows] = hidden
+    return out
+
+
 def pool_windows(
     maps: Mapping[int, "CachedMap"],  # noqa: F821  (sppnet.engine.feature_cache.CachedMap)
     boxes: torch.Tensor,
@@ -93,25 +164,28 @@ def pool_windows(
     flipped: bool = False,
     image_width: float | None = None,
 ) -> torch.Tensor:
-    """Pool each window from the map of its scale: ``Tensor[R, C * B]`` float32.
+    """Pool each window from the map of its scale: ``Tensor[R, C * B]`` float32
+    (``cached_window_pooler(...).pool()``)."""
+    return cached_window_pooler(maps, boxes, geometry, levels, rule, target, flipped, image_width).pool()
 
-    ``maps``: scale -> cached map of this image (of the mirrored image when
-    ``flipped``; the boxes are then mirrored with ``image_width``).
-    """
+
+def cached_window_pooler(
+    maps: Mapping[int, "CachedMap"],  # noqa: F821  (sppnet.engine.feature_cache.CachedMap)
+    boxes: torch.Tensor,
+    geometry: FeatureGeometry,
+    levels: Sequence[int],
+    rule: str = "sppnet",
+    target: float = 224.0,
+    flipped: bool = False,
+    image_width: float | None = None,
+) -> WindowPooler:
+    """A ``WindowPooler`` over an image's cached maps (scale -> map; those of
+    its mirror image when ``flipped``, the boxes then mirrored with
+    ``image_width``), pooling in float32."""
     scales = sorted(maps)
-    factors = [maps[s].factor for s in scales]
     if flipped:
         if image_width is None:
             raise ValueError("pooling mirrored windows needs the image width")
         boxes = torch.stack([image_width - boxes[:, 2], boxes[:, 1], image_width - boxes[:, 0], boxes[:, 3]], 1)
-    choice = choose_scales(boxes, factors, target) if len(scales) > 1 else torch.zeros(len(boxes), dtype=torch.long)
-    channels = maps[scales[0]].features.shape[0]
-    out = torch.empty(len(boxes), channels * sum(n * n for n in levels))
-    for index, scale in enumerate(scales):
-        chosen = (choice == index).nonzero().flatten()
-        if len(chosen) == 0:
-            continue
-        features = maps[scale].features.float()[None]
-        rois = boxes_to_rois([boxes[chosen] * maps[scale].factor], geometry, rule, feature_size=features.shape[-2:])
-        out[chosen] = roi_spp(features, rois, levels)
-    return out
+    return WindowPooler.from_boxes([maps[s].features.float()[None] for s in scales], [maps[s].factor for s in scales],
+                                   boxes, geometry, levels, rule, target)
