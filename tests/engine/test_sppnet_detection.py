@@ -105,7 +105,7 @@ def test_testing_can_add_scales_the_training_never_saw(detection_backbone, tmp_p
 
 
 def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matrix(trained):
-    # detect() pools and multiplies by fc6 256 windows at a time (pooled_fc6);
+    # detect() pools and multiplies by fc6 a block of windows at a time (pooled_fc6);
     # the reference pools every window at once (window_features), as before.
     from sppnet.models.scoring import window_scores
     from sppnet.ops import class_nms, clip_boxes
@@ -119,7 +119,11 @@ def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matr
     scores = window_scores(fc7, detector.scorer, detector.svms, detector.svm_scale, detector.head.fc8)
     window, labels, boxes, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
     regressed = clip_boxes(detector.regressors.apply(pooled[window], boxes, labels), (record.height, record.width))
-    out = detector.detect(record, proposals)
+    detector.fc6_block = 128  # several blocks
+    try:
+        out = detector.detect(record, proposals)
+    finally:
+        detector.fc6_block = 1024
     assert torch.equal(out["labels"], labels)
     torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["boxes"], regressed, rtol=1e-5, atol=1e-4)

@@ -130,7 +130,7 @@ def test_eval_follows_the_detection_contract():
 
 
 def test_scoring_pools_rois_in_blocks_with_the_values_of_the_whole_pooled_matrix():
-    # score() pools RoIs and multiplies them by fc6 in blocks of 256 (pooled_fc6);
+    # score() pools RoIs and multiplies them by fc6 in blocks (pooled_fc6);
     # the reference pools every RoI at its scale at once, then runs the head.
     from sppnet.models.windows import choose_scales
 
@@ -138,6 +138,7 @@ def test_scoring_pools_rois_in_blocks_with_the_values_of_the_whole_pooled_matrix
     image, _, _ = _image_and_targets()
     proposals = _random_proposals(600, torch.Generator().manual_seed(3)) * 0.3
     proposals = proposals[(proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])]
+    model.fc6_block = 100  # several blocks
     probabilities, per_class = model.score(image, proposals)
     with torch.no_grad():
         maps = [model.feature_maps([image], [scale]) for scale in model.scales]

@@ -125,6 +125,7 @@ class SPPNetDetector:
     timer: StageTimer | None = None  # set to collect seconds per test stage
     precision: str = "fp32"  # fc layers in "bf16" on the CPU fast path (the maps come from the cache)
     scorer: str = "svm"  # "svm" or "softmax" (the fine-tuned fc8): config.test.scorer unless set_scorer
+    fc6_block: int = 1024  # windows pooled and multiplied by fc6 at a time (pooled_fc6)
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
@@ -173,7 +174,7 @@ class SPPNetDetector:
                                           target=self.config.window_target)
         self.head.eval()
         with autocast(self.precision):
-            hidden = pooled_fc6(pooler, self.head.fc6, timer=self.timer)
+            hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, self.timer)
             with stage(self.timer, "fc"):
                 fc7 = self.head.fc7(hidden).float()
         with stage(self.timer, "classifier"):

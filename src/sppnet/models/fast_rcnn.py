@@ -158,6 +158,7 @@ class FastRCNN(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
+        self.fc6_block = 1024  # RoIs pooled and multiplied by fc6 at a time in inference (pooled_fc6)
 
     def set_precision(self, precision: str) -> FastRCNN:
         """Inference in ``"fp32"`` or ``"bf16"`` (autocast, channels-last convs)."""
@@ -242,7 +243,7 @@ class FastRCNN(nn.Module):
         with stage(timer, "pooling"):
             pooler = WindowPooler.from_boxes([features for features, _ in maps], factors, boxes, self.trunk.geometry,
                                              self.levels, "fast-rcnn", self.window_target)
-        hidden = pooled_fc6(pooler, self.head.fc6, timer=timer)  # RoIs pooled and multiplied by fc6 in blocks
+        hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, timer)  # RoIs pooled and multiplied by fc6 in blocks
         with stage(timer, "fc"):
             hidden = self.head.fc7(hidden)
         with stage(timer, "classifier"):

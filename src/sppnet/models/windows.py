@@ -128,15 +128,18 @@ class WindowPooler:
         return out
 
 
-def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 256,
+def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
                timer: "StageTimer | None" = None) -> torch.Tensor:  # noqa: F821  (sppnet.timing.StageTimer)
     """``fc6(pooler.pool())`` without the whole pooled matrix: windows are
     pooled ``block`` at a time and each block goes through ``fc6`` at once,
     so only ``block`` pooled rows exist at any moment (2000 windows of ZF-5's
-    12,800-value vector are 102 MB in float32; a block of 256 is 13 MB).
+    12,800-value vector are 102 MB in float32; a block of 1024 is 52 MB).
     The same values as the unblocked path: each row of a matrix product
-    depends only on its own input row. ``timer`` gets the pooling and fc
-    seconds as the stages "pooling" and "fc"."""
+    depends only on its own input row. Smaller blocks save more memory but
+    cost time on a CPU: every block streams fc6's weights (210 MB at full
+    width) from memory again; ``benchmarks/fused_fc6.py`` measured 0.98x the
+    unfused time at 1024 and 0.83x at 256 in float32. ``timer`` gets the
+    pooling and fc seconds as the stages "pooling" and "fc"."""
     from sppnet.timing import stage
 
     if block < 1:
