@@ -34,9 +34,9 @@ from sppnet.data.folder import read_image_folder
 from sppnet.data.images import load_image
 from sppnet.data.synthetic import synthesize_classification
 from sppnet.data.transforms import crop, multi_view_boxes, resize_min_side, to_tensor
-from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
 from sppnet.evaluation.classification import (
-    VIEW_MODES, _views_on_feature_maps, evaluate_classifier, load_classifier, multi_view_scales,
+    VIEW_MODES, _views_on_feature_maps, evaluate_classifier, multi_view_scales,
 )
 
 

@@ -33,7 +33,7 @@ from sppnet.data.images import load_image
 from sppnet.data.transforms import to_tensor
 from sppnet.engine.feature_cache import FeatureCache
 from sppnet.engine.pretrain import grown_box
-from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.classification import load_classifier
 from sppnet.models.windows import pool_windows
 from sppnet.ops import box_iou
 

@@ -275,7 +275,7 @@ def _detector_run(method, classify_run, run):
     untrained heads (the export does not care how good they are)."""
     from sppnet.config import to_dict
     from sppnet.engine.checkpoint import save_weights
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     run.mkdir()
     classes = ["__background__", "circle", "square"]

@@ -255,7 +255,7 @@ def _features(args: argparse.Namespace) -> int:
     from sppnet.data.folder import read_image_folder
     from sppnet.engine.checkpoint import save_weights
     from sppnet.engine.transfer import extract_features
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     model, _, classes = load_classifier(args.run)
     dataset = read_image_folder(args.data, args.split)

@@ -345,7 +345,7 @@ def _load_run(run: Path):
                          "no shared-feature-map scoring graph")
     if method is not None:
         return method.name, method.loader(run)
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     try:
         return "classify", load_classifier(run)

@@ -6,7 +6,7 @@ import torch
 from sppnet.config import from_dict
 from sppnet.data.synthetic import synthesize_classification
 from sppnet.engine.checkpoint import load_weights
-from sppnet.engine.classification import ClassifyConfig, TrainingDiverged, train_classifier
+from sppnet.engine.classification import ClassifyConfig, TrainingDiverged, load_classifier, train_classifier
 from tests.learning import LEARNING_SEED, record_learning
 
 TINY = {
@@ -49,7 +49,11 @@ def test_resume_after_interruption_gives_the_same_weights(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_classifier(config(), data, tmp_path / "resumed", progress=False, log=interrupt_after_first_epoch)
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    # An unfinished run is refused, not loaded from its last checkpoint.
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors not found.*has not finished.*--resume"):
+        load_classifier(tmp_path / "resumed")
     train_classifier(config(), data, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+    assert torch.equal(load_classifier(tmp_path / "resumed")[0].fc8.weight, load_weights(tmp_path / "resumed" / "model.safetensors")["fc8.weight"])
     straight = load_weights(tmp_path / "straight" / "model.safetensors")
     resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
     assert straight.keys() == resumed.keys()

@@ -65,7 +65,7 @@ def test_in_context_stage_trains_the_trunk_as_a_fast_rcnn(detection_backbone, tm
 
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.engine.pretrain import train_in_context
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     data, crop_run = detection_backbone
     train = open_detection_dataset(data, "train")

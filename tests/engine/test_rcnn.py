@@ -170,7 +170,7 @@ def test_stages_are_written_and_a_run_reloads(trained):
 
 def test_conv_layers_are_fine_tuned(trained):
     _, run, detector, _, _ = trained
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     classifier, _, _ = load_classifier(run / "pretrain")
     before = classifier.trunk.state_dict()

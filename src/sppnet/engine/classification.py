@@ -48,8 +48,12 @@ from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
-from sppnet.data.transforms import colour_jitter, random_crop, random_scaled_crop, resize_min_side, to_tensor
-from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, save_checkpoint, save_weights
+from sppnet.data.transforms import (
+    center_box, colour_jitter, crop, random_crop, random_scaled_crop, resize_min_side, to_tensor,
+)
+from sppnet.engine.checkpoint import (
+    Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
+)
 from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
@@ -226,10 +230,10 @@ def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torc
 
 
 @torch.no_grad()
-def _center_view_mistakes(model: SPPClassifier, samples, resize: int, crop: int) -> tuple[int, int]:
-    """(wrong, readable) over ``samples`` ((path, label) pairs), centre views."""
-    from sppnet.evaluation.classification import predict_views
-
+def _center_view_mistakes(model: SPPClassifier, samples, resize: int, crop_size: int) -> tuple[int, int]:
+    """(wrong, readable) over ``samples`` ((path, label) pairs), centre views
+    (``evaluation.classification``'s "center" mode, written here so that
+    training does not depend on the evaluation package)."""
     model.eval()
     wrong, total = 0, 0
     for path, label in samples:
@@ -237,8 +241,9 @@ def _center_view_mistakes(model: SPPClassifier, samples, resize: int, crop: int)
             image = to_tensor(load_image(path))
         except ImageError:
             continue
-        probs = predict_views(model, image, "center", resize, crop)
-        wrong += int(probs.argmax().item() != label)
+        resized = resize_min_side(image, resize)
+        logits = model(crop(resized, center_box(resized.shape[1], resized.shape[2], crop_size)[0])[None])
+        wrong += int(logits.argmax().item() != label)
         total += 1
     return wrong, total
 
@@ -418,3 +423,25 @@ def load_classify_config(run_dir: str | Path) -> ClassifyConfig:
     if not path.is_file():
         raise FileNotFoundError(f"not a classification run (no config.yaml): {run_dir}")
     return from_dict(ClassifyConfig, yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def load_classifier(run_dir: str | Path) -> tuple[SPPClassifier, ClassifyConfig, tuple[str, ...]]:
+    """The trained model of a finished run folder (``model.safetensors``), its
+    config and its classes.
+
+    Raises:
+        FileNotFoundError: not a run folder, or a run that has not finished
+            (no ``model.safetensors``: its last checkpoint is not taken
+            instead, so that what a detector freezes never changes silently).
+    """
+    run_dir = Path(run_dir)
+    config = load_classify_config(run_dir)
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: the classifier run has not finished "
+                                f"(finish it with `sppnet train classify ... --out {run_dir} --resume`)")
+    classes = tuple(line for line in (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines() if line)
+    # A local weights file was only needed to start training; the run has its own.
+    model = build_classifier(type(config.model)(**{**config.model.__dict__, "weights": None}), len(classes), config.train.crop)
+    model.load_state_dict(load_weights(weights))
+    return model.eval(), config, classes

@@ -56,7 +56,7 @@ from sppnet.engine import distributed
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
-from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
 from sppnet.models.svd import compress_fc, compressed_ranks

@@ -182,7 +182,7 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     run is resumed)."""
     from sppnet.engine.checkpoint import save_weights
     from sppnet.engine.fast_rcnn import FastRCNNConfig, train_fast_rcnn
-    from sppnet.evaluation.classification import load_classifier
+    from sppnet.engine.classification import load_classifier
 
     out = run_dir / "pretrain-context"
     if (out / "model.safetensors").is_file():

@@ -57,7 +57,7 @@ from sppnet.engine.detection_stages import (
     label_dataset,
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
-from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.classification import load_classifier
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (

@@ -53,7 +53,7 @@ from sppnet.engine.detection_stages import (
 )
 from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
-from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.classification import load_classifier
 from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,

@@ -24,7 +24,7 @@ from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import Skipped
 from sppnet.data.transforms import resize_min_side, to_tensor
-from sppnet.evaluation.classification import load_classifier
+from sppnet.engine.classification import load_classifier
 from sppnet.evaluation.voc import voc_ap
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.svm import SVMConfig, train_linear_svms

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from sppnet.data.folder import read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import center_box, crop, multi_view_boxes, resize_min_side, ten_view_boxes, to_tensor
+from sppnet.engine.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.ops import boxes_to_rois, roi_spp
 
@@ -74,25 +75,6 @@ def predict_views(model: SPPClassifier, image: torch.Tensor, mode: str, resize: 
         views = torch.stack([crop(resized, box) for box in ten_view_boxes(height, width, crop_size)])
         batch = torch.cat([views, views.flip(-1)])
     return F.softmax(model(batch), dim=1).mean(0)
-
-
-def load_classifier(run_dir: str | Path) -> tuple[SPPClassifier, "ClassifyConfig", tuple[str, ...]]:  # noqa: F821
-    """The trained model of a run folder (``model.safetensors``, else the last
-    checkpoint), its config and its classes."""
-    from sppnet.engine.checkpoint import load_checkpoint, load_weights
-    from sppnet.engine.classification import build_classifier, load_classify_config
-
-    run_dir = Path(run_dir)
-    config = load_classify_config(run_dir)
-    classes = tuple(line for line in (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines() if line)
-    # A local weights file was only needed to start training; the run has its own.
-    model = build_classifier(type(config.model)(**{**config.model.__dict__, "weights": None}), len(classes), config.train.crop)
-    if (run_dir / "model.safetensors").is_file():
-        state = load_weights(run_dir / "model.safetensors")
-    else:
-        state = load_checkpoint(run_dir / "checkpoint.safetensors").model
-    model.load_state_dict(state)
-    return model.eval(), config, classes
 
 
 def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views: str, log=print) -> dict:
