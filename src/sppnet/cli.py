@@ -48,7 +48,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _propose(args: argparse.Namespace) -> int:
-    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.data.datasets import dataset_root, open_detection_dataset
     from sppnet.data.proposals import ProposalConfig, compute_proposals, proposal_recall
 
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
@@ -57,7 +57,7 @@ def _propose(args: argparse.Namespace) -> int:
         method=args.method, max_proposals=args.max_proposals, min_size=args.min_size,
         resize_to=args.resize_to if args.resize_to > 0 else None, edge_model=args.edge_model,
     )
-    cache = args.cache or Path(args.data if Path(args.data).is_dir() else Path(args.data).parent) / "proposals"
+    cache = args.cache or dataset_root(args.data) / "proposals"
     run = compute_proposals(dataset.images, config, cache, workers=args.workers)
     _print_skipped(run.skipped)
     recall = proposal_recall(run.boxes, dataset.images)
@@ -137,7 +137,7 @@ def _train_classify(args: argparse.Namespace) -> int:
 
 def _train_detect(args: argparse.Namespace) -> int:
     from sppnet.config import load_config
-    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.data.datasets import dataset_root, open_detection_dataset
     from sppnet.engine.detectors import METHODS
 
     method = METHODS[args.method]
@@ -150,14 +150,14 @@ def _train_detect(args: argparse.Namespace) -> int:
     config = load_config(method.config_type, config_file or method.default_preset, overrides)
     dataset = open_detection_dataset(args.data, args.split)
     _print_skipped(dataset.skipped)
-    data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
+    data_root = dataset_root(args.data)
     method.trainer(config, dataset, data_root, args.out, backbone=args.backbone, resume=args.resume)
     print(f"{args.method} run written to {args.out}")
     return 0
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
-    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.data.datasets import dataset_root, open_detection_dataset
     from sppnet.engine.detection_stages import detect_dataset
     from sppnet.engine.detectors import load_detector
     from sppnet.evaluation.report import evaluate_results_folder
@@ -177,7 +177,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
             detector.set_scorer(args.scorer)
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
-    data_root = Path(args.data) if Path(args.data).is_dir() else Path(args.data).parent
+    data_root = dataset_root(args.data)
     per_class, seconds = detect_dataset(detectors, dataset, data_root, box_regression=not args.no_box_regression)
     results = args.results or Path(args.run) / f"results-{args.split}"
     write_voc_results(per_class, dataset.classes, dataset.split, results)

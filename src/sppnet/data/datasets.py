@@ -17,7 +17,7 @@ from sppnet.data.coco import read_coco
 from sppnet.data.records import DetectionDataset
 from sppnet.data.voc import read_voc
 
-__all__ = ["open_detection_dataset"]
+__all__ = ["open_detection_dataset", "dataset_root"]
 
 
 def open_detection_dataset(
@@ -36,3 +36,10 @@ def open_detection_dataset(
     if classes is None and (data / "classes.txt").is_file():
         classes = [line.strip() for line in (data / "classes.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     return read_voc(data, split, classes)
+
+
+def dataset_root(data: str | Path) -> Path:
+    """The folder that holds a dataset's caches (proposals, conv5 maps): a VOC
+    folder itself, a COCO file's folder."""
+    data = Path(data)
+    return data if data.is_dir() else data.parent
