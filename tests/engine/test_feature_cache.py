@@ -9,7 +9,7 @@ from PIL import Image
 from sppnet.atomic import DiskFullError
 from sppnet.data.records import ImageRecord
 from sppnet.data.transforms import scale_image, to_tensor
-from sppnet.engine.feature_cache import FeatureCache
+from sppnet.engine.feature_cache import FeatureCache, trunk_key
 from sppnet.models.backbones import ZF5
 from tests.faults import file_size_limit
 
@@ -160,3 +160,15 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_entry(tmp_path, trunk)
     run = cache.fill(records, progress=False)  # room again: both are (re)computed
     assert (run.computed, run.recomputed) == (2, 1)
     assert_equals_fresh(cache, records[0])
+
+
+def test_trunk_key_covers_batch_norm_trunks():
+    # zf5-bn (and the torchvision trunks) hold 0-dim num_batches_tracked buffers.
+    from sppnet.models.backbones.registry import build_backbone
+
+    torch.manual_seed(0)
+    trunk = build_backbone("zf5-bn", 0.125)
+    key = trunk_key(trunk)
+    assert key == trunk_key(trunk)
+    trunk.features[1].running_mean += 1  # statistics change the maps, so they change the key
+    assert trunk_key(trunk) != key

@@ -45,7 +45,7 @@ def trunk_key(trunk: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> s
     digest = hashlib.sha256(repr((type(trunk).__name__, tuple(mean), tuple(std))).encode())
     for name, tensor in trunk.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
