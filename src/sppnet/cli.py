@@ -292,14 +292,6 @@ def _eval_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-_CONFIG_CLASSES = {
-    "classify": "sppnet.engine.classification:ClassifyConfig",
-    "detect-sppnet": "sppnet.engine.sppnet_detection:SPPNetConfig",
-    "detect-fast-rcnn": "sppnet.engine.fast_rcnn:FastRCNNConfig",
-    "detect-rcnn": "sppnet.engine.rcnn:RCNNConfig",
-}
-
-
 def _compress(args: argparse.Namespace) -> int:
     from sppnet.engine.fast_rcnn import compress_run
 
@@ -350,13 +342,17 @@ def _bench_detect(args: argparse.Namespace) -> int:
 
 
 def _config_class(preset: str):
-    import importlib
+    """The config dataclass of a preset, from its name: ``classify-*`` or ``detect-<method>-*``."""
+    from sppnet.engine.classification import ClassifyConfig
+    from sppnet.engine.detectors import METHODS
 
-    kind = next((k for k in sorted(_CONFIG_CLASSES, key=len, reverse=True) if preset.startswith(k)), None)
-    if kind is None:
-        raise ValueError(f"cannot tell which config {preset!r} is: its name must start with one of {sorted(_CONFIG_CLASSES)}")
-    module, name = _CONFIG_CLASSES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    if preset.startswith("classify"):
+        return ClassifyConfig
+    for name in sorted(METHODS, key=len, reverse=True):  # "detect-rcnn" is not a prefix of "detect-fast-rcnn"
+        if preset.startswith(f"detect-{name}"):
+            return METHODS[name].config_type
+    raise ValueError(f"cannot tell which config {preset!r} is: its name must start with one of "
+                     f"{['classify'] + sorted(f'detect-{name}' for name in METHODS)}")
 
 
 def _config(args: argparse.Namespace) -> int:
