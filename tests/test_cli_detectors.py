@@ -34,8 +34,12 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         scores = [float(line.split()[1]) for f in (tmp_path / "softmax").glob("*.txt") for line in f.read_text().splitlines()]
         assert scores and all(0.0 <= s <= 1.0 for s in scores)
     image = sorted((data / "JPEGImages").glob("test_*"))[0]
-    assert main(["detect", str(image), "--run", str(run), "--out", str(tmp_path / "drawn")]) == 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(["detect", str(image), str(broken), "--run", str(run), "--out", str(tmp_path / "drawn")]) == 0
     assert (tmp_path / "drawn" / f"{image.stem}.png").is_file()
+    assert "skipped" in capsys.readouterr().err and not (tmp_path / "drawn" / "broken.png").exists()
 
 
 def test_compress_refuses_runs_of_other_methods(tmp_path, capsys):

@@ -213,29 +213,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _detect_images(args: argparse.Namespace) -> int:
-    from sppnet.data.images import image_size
-    from sppnet.data.proposals import compute_proposals
-    from sppnet.data.records import ImageRecord
     from sppnet.drawing import save_detection_drawing
-    from sppnet.engine.detectors import load_detector
+    from sppnet.engine.detectors import detect_image_files, load_detector
 
     detector = load_detector(args.run)
     if args.precision:
         detector.set_precision(args.precision)
-    records = []
-    for path in args.images:
-        try:
-            height, width = image_size(path)
-        except ImageError as error:
-            print(f"skipped: {error}", file=sys.stderr)
-            continue
-        records.append(ImageRecord(path.stem, path, width, height))
-    proposals = compute_proposals(records, detector.proposal_config, Path(args.out) / "proposals", progress=False)
-    _print_skipped(proposals.skipped)
-    for record in records:
-        if record.image_id not in proposals.boxes:
-            continue
-        found = detector.detect(record, proposals.boxes[record.image_id])
+    report = lambda message: print(f"skipped: {message}", file=sys.stderr)  # noqa: E731
+    for record, found in detect_image_files(detector, args.images, Path(args.out) / "proposals", report):
         out = save_detection_drawing(record.image_path, Path(args.out) / f"{record.image_id}.png", boxes=found["boxes"],
                                      labels=found["labels"], scores=found["scores"], classes=detector.classes,
                                      score_threshold=args.threshold, top=args.top)

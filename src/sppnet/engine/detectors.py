@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import yaml
 
 from sppnet.config import from_dict
 
-__all__ = ["METHODS", "Method", "method_of_run", "load_detector"]
+__all__ = ["METHODS", "Method", "method_of_run", "load_detector", "detect_image_files"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,30 @@ def method_of_run(run_dir: str | Path) -> Method:
 def load_detector(run_dir: str | Path):
     """The trained detector of a run folder, whatever its method."""
     return method_of_run(run_dir).loader(run_dir)
+
+
+def detect_image_files(detector, paths: Sequence[str | Path], proposal_cache: str | Path,
+                       skipped: Callable[[str], None] = print) -> Iterator[tuple["ImageRecord", dict]]:  # noqa: F821
+    """Detections on any image files, not a dataset: each readable image's
+    proposals (the run's method and settings, cached under
+    ``proposal_cache``), then ``detector.detect``. Yields ``(record,
+    {"boxes", "labels", "scores"})`` image by image; an unreadable image is
+    reported through ``skipped`` with its file and left out."""
+    from sppnet.data.images import ImageError, image_size
+    from sppnet.data.proposals import compute_proposals
+    from sppnet.data.records import ImageRecord
+
+    records = []
+    for path in map(Path, paths):
+        try:
+            height, width = image_size(path)
+        except ImageError as error:
+            skipped(str(error))
+            continue
+        records.append(ImageRecord(path.stem, path, width, height))
+    proposals = compute_proposals(records, detector.proposal_config, Path(proposal_cache), progress=False)
+    for item in proposals.skipped:
+        skipped(str(item))
+    for record in records:
+        if record.image_id in proposals.boxes:
+            yield record, detector.detect(record, proposals.boxes[record.image_id])
