@@ -12,7 +12,8 @@ from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.engine.checkpoint import TrainingDiverged
 from sppnet.engine.detection_stages import dataset_proposals, detect_dataset, label_dataset
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
-from sppnet.engine.rcnn import RCNNConfig, _finetune, _mirror_boxes, context_boxes, load_rcnn, train_rcnn, warp_windows
+from sppnet.engine.rcnn import RCNNConfig, _finetune, context_boxes, load_rcnn, train_rcnn, warp_windows
+from sppnet.ops import mirror_boxes
 
 
 def slow_warp(image: torch.Tensor, box, size: int) -> torch.Tensor:
@@ -95,7 +96,7 @@ def test_mirrored_windows_of_the_mirrored_image_are_the_mirrored_warps():
     image = torch.randn(3, 20, 31, generator=generator)
     boxes = torch.tensor([[2.0, 3.0, 17.5, 15.0], [-3.0, 0.0, 12.0, 25.0]])
     warped = warp_windows(image, boxes, 16, 2)
-    mirrored = warp_windows(image.flip(-1), _mirror_boxes(boxes, 31), 16, 2)
+    mirrored = warp_windows(image.flip(-1), mirror_boxes(boxes, 31), 16, 2)
     torch.testing.assert_close(mirrored, warped.flip(-1), atol=1e-5, rtol=1e-5)
 
 

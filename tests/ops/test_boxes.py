@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 
 from sppnet.ops import boxes as B
-from sppnet.ops.boxes import BoxCoder, check_boxes, clip_boxes
+from sppnet.ops.boxes import BoxCoder, check_boxes, clip_boxes, mirror_boxes
 
 FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -269,3 +269,16 @@ def test_iou_nms_match_torchvision_and_hand():
     expected = torchvision.ops.batched_nms(a, scores, idx, 0.1)
     torch.testing.assert_close(B.batched_nms(a, scores, idx, 0.1), expected)
     assert B.remove_small_boxes(t([[0, 0, 1, 5], [0, 0, 5, 5]]), 2.0).tolist() == [1]
+
+
+def test_mirror_boxes_hand_worked_and_an_involution():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 100.0, 5.0]])
+    mirrored = mirror_boxes(boxes, 100)
+    assert mirrored.tolist() == [[70.0, 20.0, 90.0, 60.0], [0.0, 0.0, 100.0, 5.0]]
+    assert torch.equal(mirror_boxes(mirrored, 100), boxes)
+    # A pixel-exact check: the box's pixels in the flipped image are the mirrored box's.
+    image = torch.zeros(1, 8, 100)
+    image[0, 2:6, 10:30] = 1
+    flipped = image.flip(-1)
+    x0, y0, x1, y1 = mirror_boxes(torch.tensor([[10.0, 2.0, 30.0, 6.0]]), 100)[0].int().tolist()
+    assert flipped[0, y0:y1, x0:x1].all() and flipped.sum() == image.sum() == (y1 - y0) * (x1 - x0)

@@ -60,6 +60,7 @@ from sppnet.engine.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
 from sppnet.models.svd import compress_fc, compressed_ranks
+from sppnet.ops import mirror_boxes
 
 __all__ = ["FastRCNNConfig", "FastRCNNTrainConfig", "FastRCNNDetector", "train_fast_rcnn", "load_fast_rcnn",
            "build_fast_rcnn", "compress_run", "image_tensor"]
@@ -202,10 +203,6 @@ def _batch_indices(count: int, iteration: int, per_batch: int, seed: int) -> lis
     return indices
 
 
-def _mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
-
-
 def _optimizer(model: FastRCNN, train: FastRCNNTrainConfig) -> torch.optim.SGD:
     weights = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
     biases = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
@@ -310,7 +307,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             proposals_i, gt_boxes = proposals[record.image_id].float(), record.boxes.float()
             if settings.flip and bool(torch.rand(1, generator=generator) < 0.5):
                 image = image.flip(-1)
-                proposals_i, gt_boxes = _mirror(proposals_i, record.width), _mirror(gt_boxes, record.width)
+                proposals_i, gt_boxes = mirror_boxes(proposals_i, record.width), mirror_boxes(gt_boxes, record.width)
             images.append(image)
             boxes.append(proposals_i)
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})

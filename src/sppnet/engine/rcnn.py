@@ -67,7 +67,7 @@ from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
-from sppnet.ops import clip_boxes
+from sppnet.ops import clip_boxes, mirror_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = [
@@ -253,11 +253,6 @@ class RCNNDetector:
         return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
 
 
-def _mirror_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """Boxes ``(R, 4)`` of an image ``width`` wide -> the same boxes in its mirror image."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-
-
 def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:
     network.train()
     for module in network.trunk.modules():
@@ -278,7 +273,7 @@ def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, conf
         # cache is keyed by file content), so they load here too.
         image = to_tensor(load_image(record.image_path))
         if flipped:
-            image, boxes = image.flip(-1), _mirror_boxes(boxes, record.width)
+            image, boxes = image.flip(-1), mirror_boxes(boxes, record.width)
         return warp_windows(image, boxes, config.warp_size, config.context)
 
     for parameter in network.trunk.parameters():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, roi_spp
+from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, mirror_boxes, roi_spp
 
 __all__ = ["LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
            "pooled_fc6"]
@@ -189,6 +189,6 @@ def cached_window_pooler(
     if flipped:
         if image_width is None:
             raise ValueError("pooling mirrored windows needs the image width")
-        boxes = torch.stack([image_width - boxes[:, 2], boxes[:, 1], image_width - boxes[:, 0], boxes[:, 3]], 1)
+        boxes = mirror_boxes(boxes, image_width)
     return WindowPooler.from_boxes([maps[s].features.float()[None] for s in scales], [maps[s].factor for s in scales],
                                    boxes, geometry, levels, rule, target)

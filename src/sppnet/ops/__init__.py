@@ -9,6 +9,7 @@ from sppnet.ops.boxes import (
     check_boxes,
     class_nms,
     clip_boxes,
+    mirror_boxes,
     nms,
     remove_small_boxes,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "clip_boxes",
     "feature_geometry",
     "local_response_norm",
+    "mirror_boxes",
     "nms",
     "remove_small_boxes",
     "roi_spp",

@@ -52,9 +52,16 @@ __all__ = [
     "check_boxes",
     "clip_boxes",
     "clip_boxes_to_image",
+    "mirror_boxes",
     "nms",
     "remove_small_boxes",
 ]
+
+
+def mirror_boxes(boxes: Tensor, width: float) -> Tensor:
+    """Boxes ``(R, 4)`` (xyxy, continuous pixels) of an image ``width`` wide
+    -> the same boxes in its horizontally mirrored image."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
 def check_boxes(boxes: Tensor, name: str = "boxes") -> Tensor:
