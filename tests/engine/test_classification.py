@@ -123,7 +123,8 @@ def test_small_sets_get_at_least_min_iterations_with_lr_steps_moved_along():
 
 
 def test_warm_up_rises_linearly_to_the_lr():
-    from sppnet.engine.classification import warmed_up_lr
+    from sppnet.engine.schedule import step_lr, warmed_up_lr
 
     assert [warmed_up_lr(0.01, step, 4) for step in range(6)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
     assert warmed_up_lr(0.01, 0, 0) == 0.01
+    assert [step_lr(0.1, (2, 4), now) for now in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])

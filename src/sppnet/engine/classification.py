@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from sppnet.config import from_dict, to_dict
 from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
+from sppnet.engine.schedule import scaled_steps, step_lr, warmed_up_lr
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import (
@@ -58,8 +59,7 @@ from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
 __all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
-           "training_schedule", "scaled_steps", "warmed_up_lr",
-           "TrainingDiverged"]
+           "training_schedule", "load_classifier", "TrainingDiverged"]
 
 
 @dataclass(frozen=True)
@@ -208,21 +208,6 @@ def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tu
     return epochs, scaled_steps(config.lr_steps, config.epochs, epochs)
 
 
-def scaled_steps(steps, length: int, new_length: int) -> tuple[int, ...]:
-    """lr steps of a run of ``length`` epochs or iterations moved to the same
-    fraction of a run of ``new_length``."""
-    return tuple(round(step * new_length / length) for step in steps)
-
-
-def warmed_up_lr(lr: float, step: int, warmup: int) -> float:
-    """The lr of SGD step ``step`` (0-based): rising linearly to ``lr`` over the first ``warmup`` steps."""
-    return lr * (step + 1) / warmup if step < warmup else lr
-
-
-def _learning_rate(config: ClassifyTrainConfig, steps: tuple[int, ...], epoch: int) -> float:
-    return config.lr * 0.1 ** sum(epoch >= step for step in steps)
-
-
 def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -339,7 +324,7 @@ def train_classifier(
     with distributed.per_sample_dropout(model) as set_dropout_generators:
         step = distributed.wrap_ddp(_SummedLoss(model))
         for epoch in range(start_epoch, epochs):
-            lr = _learning_rate(train_config, lr_steps, epoch)
+            lr = step_lr(train_config.lr, lr_steps, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop

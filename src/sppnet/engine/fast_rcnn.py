@@ -56,6 +56,7 @@ from sppnet.engine import distributed
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
+from sppnet.engine.schedule import step_lr
 from sppnet.engine.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
@@ -290,7 +291,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     started = time.perf_counter()
     iteration = start
     for iteration in range(start, settings.iterations):
-        lr = settings.lr * 0.1 ** sum(iteration >= step for step in settings.lr_steps)
+        lr = step_lr(settings.lr, settings.lr_steps, iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         images, boxes, targets, generators, dropout_seeds = [], [], [], [], []

@@ -38,7 +38,8 @@ from sppnet.config import load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
-from sppnet.engine.classification import ClassifyConfig, scaled_steps, train_classifier
+from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config",

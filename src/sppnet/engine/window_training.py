@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from sppnet.data.records import ImageRecord
 from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights
 from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
+from sppnet.engine.schedule import step_lr
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
@@ -105,7 +106,7 @@ def finetune_on_windows(
     (train_mode or network.train)()
     started, losses = time.perf_counter(), []
     for iteration in range(start, tune.iterations):
-        lr = tune.lr * 0.1 ** sum(iteration >= step for step in tune.lr_steps)
+        lr = step_lr(tune.lr, tune.lr_steps, iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr
         chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
