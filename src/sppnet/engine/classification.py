@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from sppnet.config import from_dict, to_dict
 from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
+from sppnet.engine.run_folder import read_classes
 from sppnet.engine.schedule import scaled_steps, step_lr, warmed_up_lr
 from sppnet.data.folder import ClassificationDataset, read_image_folder
 from sppnet.data.images import ImageError, load_image
@@ -425,7 +426,7 @@ def load_classifier(run_dir: str | Path) -> tuple[SPPClassifier, ClassifyConfig,
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the classifier run has not finished "
                                 f"(finish it with `sppnet train classify ... --out {run_dir} --resume`)")
-    classes = tuple(line for line in (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines() if line)
+    classes = read_classes(run_dir)
     # A local weights file was only needed to start training; the run has its own.
     model = build_classifier(type(config.model)(**{**config.model.__dict__, "weights": None}), len(classes), config.train.crop)
     model.load_state_dict(load_weights(weights))

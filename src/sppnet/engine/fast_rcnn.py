@@ -55,7 +55,7 @@ from sppnet.engine.checkpoint import (
 from sppnet.engine import distributed
 from sppnet.engine.detection_stages import TestConfig, dataset_proposals
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
-from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
 from sppnet.engine.schedule import step_lr
 from sppnet.engine.classification import load_classifier
 from sppnet.models.classifier import SPPClassifier
@@ -373,7 +373,7 @@ def load_fast_rcnn(run_dir: str | Path) -> FastRCNNDetector:
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished Fast R-CNN run: {name} is missing")
     config = from_dict(FastRCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
+    classes = read_classes(run_dir)
     classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     model = build_fast_rcnn(classifier, len(classes), config)
     with safe_open(run_dir / "model.safetensors", framework="pt") as handle:

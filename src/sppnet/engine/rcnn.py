@@ -59,7 +59,7 @@ from sppnet.engine.detection_stages import (
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
 from sppnet.fast_path import as_input, autocast, prepare
-from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
@@ -351,7 +351,7 @@ def load_rcnn(run_dir: str | Path) -> RCNNDetector:
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished R-CNN run: {name} is missing")
     config = from_dict(RCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
+    classes = read_classes(run_dir)
     # The classifier gives the architecture; every weight is the fine-tuned one.
     classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     network = RCNNNetwork(classifier, len(classes))

@@ -15,7 +15,7 @@ from sppnet.config import from_dict, to_dict
 from sppnet.data.proposals import file_sha256
 from sppnet.engine import distributed
 
-__all__ = ["open_run_folder", "record_backbone", "recorded_backbone"]
+__all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone"]
 
 
 def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str]) -> None:
@@ -36,6 +36,13 @@ def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str])
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, yaml.safe_dump(to_dict(config), sort_keys=False))
         atomic_write_text(run_dir / "classes.txt", "".join(f"{c}\n" for c in classes))
+
+
+def read_classes(run_dir: str | Path) -> tuple[str, ...]:
+    """A run's class names, in label order, from its ``classes.txt`` (one per
+    line, as ``open_run_folder`` and classifier training write it)."""
+    text = (Path(run_dir) / "classes.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
 
 
 def record_backbone(run_dir: Path, classifier_run: Path) -> None:

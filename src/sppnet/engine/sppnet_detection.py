@@ -54,7 +54,7 @@ from sppnet.engine.detection_stages import (
 from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
-from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
@@ -296,7 +296,7 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished SPP-net run: {name} is missing")
     config = from_dict(SPPNetConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    classes = tuple(line for line in (run_dir / "classes.txt").read_text().splitlines() if line)
+    classes = read_classes(run_dir)
     classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
