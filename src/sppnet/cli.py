@@ -184,8 +184,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
     summary = evaluate_results_folder(dataset, results, args.metric, args.json, plot)
     print(summary["table"])
-    print(f"{seconds:.3f} s per image (SPP-net: conv5 maps from the feature cache, computed on first use); "
-          f"results in {results}")
+    cached = " (conv5 maps from the feature cache, computed on first use)" if hasattr(detectors[0], "cache") else ""
+    print(f"{seconds:.3f} s per image{cached}; results in {results}")
     return 0
 
 
