@@ -159,7 +159,7 @@ def _train_detect(args: argparse.Namespace) -> int:
 def _evaluate_run(args: argparse.Namespace) -> int:
     from sppnet.data.datasets import dataset_root, open_detection_dataset
     from sppnet.engine.detection_stages import detect_dataset
-    from sppnet.engine.detectors import load_detector
+    from sppnet.engine.detectors import load_detector, method_of_run
     from sppnet.evaluation.report import evaluate_results_folder
     from sppnet.evaluation.results import write_voc_results
 
@@ -184,7 +184,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)
     summary = evaluate_results_folder(dataset, results, args.metric, args.json, plot)
     print(summary["table"])
-    cached = " (conv5 maps from the feature cache, computed on first use)" if hasattr(detectors[0], "cache") else ""
+    sppnet_run = method_of_run(args.run).name == "sppnet"
+    cached = " (conv5 maps from the feature cache, computed on first use)" if sppnet_run else ""
     print(f"{seconds:.3f} s per image{cached}; results in {results}")
     return 0
 
