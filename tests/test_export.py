@@ -207,7 +207,7 @@ def test_fast_rcnn_scoring_graph_is_the_models_score_at_one_scale():
 
 
 def _tiny_sppnet_scoring(scorer: str = "svm"):
-    from sppnet.engine.sppnet_detection import SPPNetHead
+    from sppnet.models.sppnet_head import SPPNetHead
     from sppnet.models.box_regression import BoxRegressors
     from sppnet.models.svm import LinearSVMs
 
@@ -286,7 +286,8 @@ def _detector_run(method, classify_run, run):
         config = FastRCNNConfig(scales=(80,), max_side=None)
         save_weights(run / "model.safetensors", build_fast_rcnn(classifier, len(classes), config).state_dict())
     else:
-        from sppnet.engine.sppnet_detection import SPPNetConfig, SPPNetHead
+        from sppnet.engine.sppnet_detection import SPPNetConfig
+        from sppnet.models.sppnet_head import SPPNetHead
 
         config = SPPNetConfig(scales=(80,))
         head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))

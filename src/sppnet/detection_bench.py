@@ -112,8 +112,10 @@ def _timing_detectors(config: DetectBenchConfig, classes: tuple[str, ...], work:
     from sppnet.engine.detection_stages import TestConfig
     from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, build_fast_rcnn
     from sppnet.engine.feature_cache import FeatureCache
-    from sppnet.engine.rcnn import RCNNConfig, RCNNDetector, RCNNNetwork
-    from sppnet.engine.sppnet_detection import SPPNetConfig, SPPNetDetector, SPPNetHead
+    from sppnet.engine.rcnn import RCNNConfig, RCNNDetector
+    from sppnet.models.rcnn import RCNNNetwork
+    from sppnet.engine.sppnet_detection import SPPNetConfig, SPPNetDetector
+    from sppnet.models.sppnet_head import SPPNetHead
     from sppnet.models.box_regression import BoxRegressors
     from sppnet.models.svd import compress_fc
     from sppnet.models.svm import LinearSVMs

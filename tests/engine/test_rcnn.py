@@ -12,7 +12,8 @@ from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.engine.checkpoint import TrainingDiverged
 from sppnet.engine.detection_stages import dataset_proposals, detect_dataset, label_dataset
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
-from sppnet.engine.rcnn import RCNNConfig, _finetune, context_boxes, load_rcnn, train_rcnn, warp_windows
+from sppnet.engine.rcnn import RCNNConfig, _finetune, load_rcnn, train_rcnn
+from sppnet.models.rcnn import context_boxes, warp_windows
 from sppnet.ops import mirror_boxes
 
 

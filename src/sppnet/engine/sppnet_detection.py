@@ -61,6 +61,7 @@ from sppnet.engine.window_training import (
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
+from sppnet.models.sppnet_head import SPPNetHead
 from sppnet.models.windows import cached_window_pooler, pool_windows, pooled_fc6
 from sppnet.fast_path import autocast, check_precision
 from sppnet.ops import class_nms, clip_boxes
@@ -90,23 +91,6 @@ class SPPNetConfig:
     @property
     def proposal_config(self) -> ProposalConfig:
         return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
-
-
-class SPPNetHead(nn.Module):
-    """fc6 -> fc7 (-> fc8 while fine-tuning) on pooled windows ``(R, C * B)``."""
-
-    def __init__(self, fc6: nn.Sequential, fc7: nn.Sequential, num_classes: int) -> None:
-        super().__init__()
-        self.fc6, self.fc7 = fc6, fc7
-        self.fc8 = nn.Linear(fc7[0].out_features, num_classes)
-        nn.init.normal_(self.fc8.weight, std=0.01)
-        nn.init.zeros_(self.fc8.bias)
-
-    def features(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.fc7(self.fc6(pooled))
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.fc8(self.features(pooled))
 
 
 @dataclass
