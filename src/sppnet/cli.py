@@ -171,7 +171,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
             detector.set_precision(args.precision)
     if args.scorer:
         for run, detector in zip([args.run, *args.combine], detectors):
-            if not hasattr(detector, "set_scorer"):
+            if method_of_run(run).name == "fast-rcnn":
                 raise ValueError(f"{run} is a Fast R-CNN run: it scores with its softmax only (--scorer is for "
                                  "SPP-net and R-CNN)")
             detector.set_scorer(args.scorer)

@@ -143,14 +143,17 @@ def scoring_module(detector) -> nn.Module:
     """The exportable scoring graph of a detector: a ``FastRCNN`` model, a
     loaded Fast R-CNN or SPP-net detector (``load_detector``), or a scoring
     module itself."""
+    from sppnet.engine.fast_rcnn import FastRCNNDetector
+    from sppnet.engine.sppnet_detection import SPPNetDetector
     from sppnet.models.fast_rcnn import FastRCNN
 
     if isinstance(detector, (FastRCNNScoring, SPPNetScoring)):
         return detector
-    model = detector if isinstance(detector, FastRCNN) else getattr(detector, "model", None)
-    if isinstance(model, FastRCNN):
-        return FastRCNNScoring(model)
-    if all(hasattr(detector, name) for name in ("cache", "levels", "head", "svms", "svm_scale", "regressors")):
+    if isinstance(detector, FastRCNNDetector):
+        detector = detector.model
+    if isinstance(detector, FastRCNN):
+        return FastRCNNScoring(detector)
+    if isinstance(detector, SPPNetDetector):
         if detector.svms is None or detector.regressors is None:
             raise ValueError("this SPP-net detector has no SVMs or box regressors yet: finish its training first")
         return SPPNetScoring(detector.cache.trunk, detector.levels, detector.head, detector.svms, detector.svm_scale,
