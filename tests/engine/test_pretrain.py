@@ -93,30 +93,6 @@ def test_in_context_stage_trains_the_trunk_as_a_fast_rcnn(detection_backbone, tm
     assert train_in_context(config, train, data, tmp_path / "run", crop_run, log=again.append) == out and again == []
 
 
-def test_in_context_head_pools_with_the_classifiers_levels_and_keeps_its_fc_layers(detection_backbone, tmp_path):
-    """With context_head the in-context Fast R-CNN pools with the SPP levels
-    of the classifier, and its trained fc6 and fc7 go with the trunk."""
-    from safetensors.torch import load_file
-
-    from sppnet.data.datasets import open_detection_dataset
-    from sppnet.engine.pretrain import train_in_context
-
-    data, crop_run = detection_backbone
-    train = open_detection_dataset(data, "train")
-    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3, context_head=True)
-    out = train_in_context(config, train, data, tmp_path / "run", crop_run, log=lambda message: None)
-    fast_run = tmp_path / "run" / "pretrain-context-fast-rcnn"
-    assert "- 6\n- 3\n- 2\n- 1\n" in (fast_run / "config.yaml").read_text()  # the classifier's levels
-    crop, fast, context = (load_file(path / "model.safetensors") for path in (crop_run, fast_run, out))
-    for key, value in context.items():
-        if key.startswith(("trunk.", "fc6.", "fc7.")):
-            source = fast["head." + key] if key.startswith("fc") else fast[key]
-            torch.testing.assert_close(value, source, rtol=0, atol=0)
-        else:  # fc8: the crop classifier's
-            torch.testing.assert_close(value, crop[key], rtol=0, atol=0)
-    assert not torch.equal(context["fc6.0.weight"], crop["fc6.0.weight"])  # trained in context
-
-
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
     from sppnet.engine.pretrain import pretrain_backbone
 

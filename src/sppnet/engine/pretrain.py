@@ -84,11 +84,6 @@ class PretrainConfig:
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
     context_iterations: int | None = None  # None: the preset's
-    # With context_head, the in-context Fast R-CNN pools with the classifier's
-    # own SPP levels and its fc6 and fc7, trained there on windows pooled from
-    # whole images, are kept with the trunk; without it, the crop classifier's
-    # fc layers are (the detector then starts its fine-tuning from those).
-    context_head: bool = False
 
     def __post_init__(self) -> None:
         if not self.context >= 1.0:
@@ -188,7 +183,7 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     run is resumed)."""
     from sppnet.engine.checkpoint import save_weights
     from sppnet.engine.fast_rcnn import FastRCNNConfig, train_fast_rcnn
-    from sppnet.engine.classification import load_classifier, load_classify_config
+    from sppnet.engine.classification import load_classifier
 
     out = run_dir / "pretrain-context"
     if (out / "model.safetensors").is_file():
@@ -198,8 +193,6 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     fast_config = load_config(FastRCNNConfig, config.context_preset)
     # The trunk is given: the preset's own pre-training (and any in-context stage of its own) does not run.
     fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
-    if config.context_head:  # pool as the classifier does, so that its fc6 fits the Fast R-CNN head
-        fast_config = replace(fast_config, levels=tuple(load_classify_config(trunk_run).model.levels))
     if config.context_iterations is not None:
         preset = fast_config.train
         steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
@@ -212,9 +205,6 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     if distributed.is_main():
         classifier, _, _ = load_classifier(trunk_run)
         classifier.trunk.load_state_dict(detector.model.trunk.state_dict())
-        if config.context_head:
-            classifier.fc6.load_state_dict(detector.model.head.fc6.state_dict())
-            classifier.fc7.load_state_dict(detector.model.head.fc7.state_dict())
         out.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "classes.txt"):
             (out / name).write_bytes((Path(trunk_run) / name).read_bytes())
