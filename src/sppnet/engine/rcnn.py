@@ -69,7 +69,7 @@ from sppnet.ops import clip_boxes, mirror_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = [
-    "RCNNConfig", "RCNNFinetuneConfig", "RCNNNetwork", "RCNNDetector", "context_boxes", "warp_windows",
+    "RCNNConfig", "RCNNFinetuneConfig", "RCNNDetector",
     "train_rcnn", "load_rcnn",
 ]
 
