@@ -157,19 +157,12 @@ def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
     return out
 
 
-def pool_windows(
-    maps: Mapping[int, "CachedMap"],  # noqa: F821  (sppnet.engine.feature_cache.CachedMap)
-    boxes: torch.Tensor,
-    geometry: FeatureGeometry,
-    levels: Sequence[int],
-    rule: str = "sppnet",
-    target: float = 224.0,
-    flipped: bool = False,
-    image_width: float | None = None,
-) -> torch.Tensor:
-    """Pool each window from the map of its scale: ``Tensor[R, C * B]`` float32
-    (``cached_window_pooler(...).pool()``)."""
-    return cached_window_pooler(maps, boxes, geometry, levels, rule, target, flipped, image_width).pool()
+def pool_windows(maps: Mapping[int, "CachedMap"], boxes: torch.Tensor, geometry: FeatureGeometry,  # noqa: F821
+                 levels: Sequence[int], **options) -> torch.Tensor:
+    """Pool each window from the map of its scale: ``Tensor[R, C * B]``
+    float32, all at once. ``options``: ``cached_window_pooler``'s (``rule``,
+    ``target``, ``flipped``, ``image_width``)."""
+    return cached_window_pooler(maps, boxes, geometry, levels, **options).pool()
 
 
 def cached_window_pooler(
