@@ -37,3 +37,14 @@ def test_classification_set_has_variable_sizes(tmp_path):
     assert data.classes == tuple(sorted(SHAPE_CLASSES)) and len(data) == 12
     sizes = {load_image(path).shape[:2] for path, _ in data.samples}
     assert len(sizes) > 6
+
+
+def test_a_folder_of_other_classes_is_refused_with_both_class_lists(tmp_path):
+    import pytest
+
+    synthesize_classification(tmp_path, train=0, test=4, seed=0, min_side=32, max_side=40)
+    with pytest.raises(ValueError, match=r"no images of the classes star, ring; its class folders are cross, ellipse"):
+        read_image_folder(tmp_path, "test", ["star", "ring"])
+    with pytest.raises(ValueError, match=r"has no images$"):
+        (tmp_path / "empty" / "cls").mkdir(parents=True)
+        read_image_folder(tmp_path, "empty")

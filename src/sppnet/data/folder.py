@@ -50,5 +50,9 @@ def read_image_folder(root: str | Path, split: str, classes: Sequence[str] | Non
             elif path.is_file() and not path.name.startswith("."):
                 skipped.append(Skipped(path, f"not an image file type ({', '.join(IMAGE_SUFFIXES)}); skipped"))
     if not samples:
+        foreign = [name for name in found if name not in names]
+        if foreign:  # e.g. a classifier run evaluated on a folder of other classes
+            raise ValueError(f"split {split!r} of {root} has no images of the classes {', '.join(names)}; "
+                             f"its class folders are {', '.join(found)}")
         raise ValueError(f"split {split!r} of {root} has no images")
     return ClassificationDataset(root=Path(root), split=split, classes=names, samples=samples, skipped=skipped)
