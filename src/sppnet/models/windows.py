@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, mirror_boxes, roi_spp
+from sppnet.timing import StageTimer, stage
 
 __all__ = ["LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
            "pooled_fc6"]
@@ -129,7 +130,7 @@ class WindowPooler:
 
 
 def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
-               timer: "StageTimer | None" = None) -> torch.Tensor:  # noqa: F821  (sppnet.timing.StageTimer)
+               timer: StageTimer | None = None) -> torch.Tensor:
     """``fc6(pooler.pool())`` without the whole pooled matrix: windows are
     pooled ``block`` at a time and each block goes through ``fc6`` at once,
     so only ``block`` pooled rows exist at any moment (2000 windows of ZF-5's
@@ -140,8 +141,6 @@ def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
     width) from memory again; ``benchmarks/fused_fc6.py`` measured 0.98x the
     unfused time at 1024 and 0.83x at 256 in float32. ``timer`` gets the
     pooling and fc seconds as the stages "pooling" and "fc"."""
-    from sppnet.timing import stage
-
     if block < 1:
         raise ValueError(f"block must be >= 1 window, got {block}")
     out = None
