@@ -119,7 +119,9 @@ class WindowPooler:
                                              feature_size=features.shape[-2:]).long().cpu()
         return cls(maps, choice, rois, levels)
 
-    def pool(self, rows: slice = slice(None)) -> torch.Tensor:
+    def pool(self, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """The pooled vectors of ``rows`` (a slice or a tensor of window
+        indices), in that order: ``Tensor[len(rows), C * B]``."""
         scale_of, rois = self.scale_of[rows], self.rois[rows]
         out = self.maps[0].new_empty(len(rois), self.width)
         for index, features in enumerate(self.maps):
@@ -138,8 +140,8 @@ def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
     The same values as the unblocked path: each row of a matrix product
     depends only on its own input row. Smaller blocks save more memory but
     cost time on a CPU: every block streams fc6's weights (210 MB at full
-    width) from memory again; ``benchmarks/fused_fc6.py`` measured 0.98x the
-    unfused time at 1024 and 0.83x at 256 in float32. ``timer`` gets the
+    width) from memory again; ``benchmarks/fused_fc6.py`` measured 0.97x the
+    unfused time at 1024 and 0.93x at 256 in float32 (RESULTS.md). ``timer`` gets the
     pooling and fc seconds as the stages "pooling" and "fc"."""
     if block < 1:
         raise ValueError(f"block must be >= 1 window, got {block}")
