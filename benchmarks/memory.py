@@ -60,7 +60,7 @@ DETECTOR_OVERRIDES = ["pretrain.epochs=1", "train.iterations=2", "train.lr_steps
 
 
 def _grid_config():
-    from sppnet.data.proposals import ProposalConfig
+    from sppnet.proposals import ProposalConfig
 
     return ProposalConfig(method="grid", max_proposals=2000, min_size=0)
 
@@ -70,7 +70,7 @@ def _run_stage(stage: str, data: Path, split: str, work: Path, run: Path) -> dic
     import torch
 
     from sppnet.data.datasets import open_detection_dataset
-    from sppnet.data.proposals import compute_proposals
+    from sppnet.proposals import compute_proposals
     from sppnet.engine.detection_stages import dataset_proposals, detect_dataset
     from sppnet.engine.detectors import load_detector
     from sppnet.engine.feature_cache import FeatureCache

@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from sppnet.data.proposals import ProposalConfig, compute_proposals, proposal_recall
+from sppnet.proposals import ProposalConfig, compute_proposals, proposal_recall
 from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.data.voc import read_voc
 

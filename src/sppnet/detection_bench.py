@@ -60,7 +60,7 @@ import torch
 from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.images import ImageError, load_image
-from sppnet.data.proposals import ProposalConfig, compute_proposals
+from sppnet.proposals import ProposalConfig, compute_proposals
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
 from sppnet.fast_path import prepare

@@ -31,7 +31,7 @@ from torch import nn
 from sppnet.cli import main
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.images import image_size
-from sppnet.data.proposals import ProposalConfig, compute_proposals
+from sppnet.proposals import ProposalConfig, compute_proposals
 from sppnet.data.shapes import SHAPE_CLASSES
 from sppnet.data.synthetic import (
     FAULT_KINDS,

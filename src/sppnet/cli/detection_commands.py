@@ -14,7 +14,7 @@ from sppnet.data.images import ImageError
 
 def _propose(args: argparse.Namespace) -> int:
     from sppnet.data.datasets import dataset_root, open_detection_dataset
-    from sppnet.data.proposals import ProposalConfig, compute_proposals, proposal_recall
+    from sppnet.proposals import ProposalConfig, compute_proposals, proposal_recall
 
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
     _print_skipped(dataset.skipped)

@@ -13,7 +13,7 @@ Shapes: R windows of an image, K object classes (+1 background).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,8 +21,8 @@ from typing import Protocol
 import torch
 
 from sppnet.data.images import ImageError
-from sppnet.data.proposals import ProposalCache, ProposalConfig, ProposalRun, compute_proposals, file_sha256
-from sppnet.data.records import DetectionDataset, ImageRecord, Skipped
+from sppnet.proposals import CachedProposals, ProposalConfig, stream_proposals
+from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.evaluation.voc import Detections
 from sppnet.fast_path import check_precision
@@ -33,7 +33,7 @@ from sppnet.models.windows import LabelledWindows, label_windows
 from sppnet.ops import batched_nms, class_nms  # class_nms re-exported: every detector's per-class NMS
 
 __all__ = [
-    "MiningConfig", "TestConfig", "WindowFeatures", "CachedProposals", "dataset_proposals", "label_dataset",
+    "MiningConfig", "TestConfig", "WindowFeatures", "dataset_proposals", "label_dataset",
     "train_svms", "train_box_regression", "class_nms", "detect_dataset",
 ]
 
@@ -65,80 +65,6 @@ class TestConfig:
             check_scorer(self.scorer)
 
 
-# Images per compute_proposals call in dataset_proposals: only one chunk's boxes are in memory at a time.
-_PROPOSAL_CHUNK = 64
-
-
-class CachedProposals(Mapping[str, torch.Tensor]):
-    """Proposals by image id, read from the proposal cache on each access
-    (what :func:`dataset_proposals` returns): a read-only mapping that holds
-    one record per image, never the boxes, so its memory does not grow with
-    the boxes' count. Keys are the ids that got proposals, in the dataset's
-    order; a value is ``Tensor[P, 4]`` float32, the boxes the cache holds for
-    the image file as it is now (an entry missing or stale at access time, e.g.
-    when the cache folder could not be written, is computed again)."""
-
-    def __init__(self, records: dict[str, ImageRecord], config: ProposalConfig, cache_root: Path) -> None:
-        self._records = records
-        self._config = config
-        self._cache_root = Path(cache_root)
-        self._cache = ProposalCache(cache_root, config)
-
-    def __getitem__(self, image_id: str) -> torch.Tensor:
-        record = self._records[image_id]
-        try:
-            boxes, _ = self._cache.lookup(image_id, file_sha256(record.image_path))
-        except OSError:
-            boxes = None
-        if boxes is not None:
-            return torch.from_numpy(boxes)
-        run = compute_proposals([record], self._config, self._cache_root, progress=False)
-        if image_id not in run.boxes:
-            reasons = "; ".join(str(item) for item in run.skipped) or "none were found"
-            raise KeyError(f"no proposals for image {image_id!r}: {reasons}")
-        return run.boxes[image_id]
-
-    def __contains__(self, image_id: object) -> bool:
-        return image_id in self._records
-
-    def __iter__(self):
-        return iter(self._records)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __repr__(self) -> str:
-        return f"CachedProposals({len(self)} images, {self._cache.folder})"
-
-
-def _stream_proposals(records: Sequence[ImageRecord], config: ProposalConfig, cache: Path) -> tuple[ProposalRun, dict]:
-    """``compute_proposals`` over ``records`` in chunks, keeping the counts, the
-    skipped images and the record of each image that got proposals, not the
-    boxes. Ids are checked across chunks as compute_proposals checks them
-    within one call: an id seen before with another file is skipped, a repeat
-    of the same file is computed once."""
-    total, kept, paths, unique = ProposalRun(), {}, {}, []
-    for record in records:
-        path = Path(record.image_path)
-        if record.image_id in paths:
-            if paths[record.image_id] != path:
-                total.skipped.append(Skipped(path, f"image id {record.image_id!r} is already used by "
-                                                   f"{paths[record.image_id]}"))
-            continue
-        paths[record.image_id] = path
-        unique.append(record)
-    for start in range(0, len(unique), _PROPOSAL_CHUNK):
-        chunk = unique[start:start + _PROPOSAL_CHUNK]
-        run = compute_proposals(chunk, config, cache, progress=False)
-        total.skipped.extend(run.skipped)
-        total.computed += run.computed
-        total.reused += run.reused
-        total.recomputed_stale += run.recomputed_stale
-        kept.update((record.image_id, record) for record in chunk if record.image_id in run.boxes)
-        del run
-    return total, kept
-
-
 def dataset_proposals(dataset: DetectionDataset, config: ProposalConfig, data_root: Path, log=print) -> CachedProposals:
     """Proposals of every readable image (cached under ``data_root/proposals``),
     as a read-only mapping image id -> ``Tensor[P, 4]`` that reads each image's
@@ -157,10 +83,10 @@ def dataset_proposals(dataset: DetectionDataset, config: ProposalConfig, data_ro
         first = {}
         for record in dataset.images:  # an id listed twice is computed once
             first.setdefault(record.image_id, record)
-        part, _ = _stream_proposals(distributed.shard(list(first.values())), config, cache)
+        part, _ = stream_proposals(distributed.shard(list(first.values())), config, cache)
         distributed.barrier()
         computed_by_shards = sum(distributed.gather_objects(part.computed))
-    run, kept = _stream_proposals(dataset.images, config, cache)
+    run, kept = stream_proposals(dataset.images, config, cache)
     for item in run.skipped:
         log(f"skipped: {item}")
     computed, reused = run.computed + computed_by_shards, run.reused - computed_by_shards

@@ -77,7 +77,7 @@ def detect_image_files(detector, paths: Sequence[str | Path], proposal_cache: st
     {"boxes", "labels", "scores"})`` image by image; an unreadable image is
     reported through ``skipped`` with its file and left out."""
     from sppnet.data.images import ImageError, image_size
-    from sppnet.data.proposals import compute_proposals
+    from sppnet.proposals import compute_proposals
     from sppnet.data.records import ImageRecord
 
     records = []

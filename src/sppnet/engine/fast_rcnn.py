@@ -47,7 +47,7 @@ from torch import nn
 
 from sppnet.config import from_dict
 from sppnet.data.images import ImageError, load_image
-from sppnet.data.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,

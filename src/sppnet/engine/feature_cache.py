@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
 from sppnet.data.images import ImageError, load_image
-from sppnet.data.proposals import file_sha256, safe_file_name
+from sppnet.hashing import file_sha256
+from sppnet.proposals import safe_file_name
 from sppnet.data.records import ImageRecord, Skipped
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
 from sppnet.atomic import DiskFullError, atomic_replace

@@ -16,7 +16,7 @@ Stages, each written to the run folder and skipped on ``--resume`` when done
 0. ``pretrain/``: without ``--backbone``, an SPP classifier is first trained
    on the training set's ground-truth and background crops; it supplies the
    architecture and the initial weights of the whole network.
-1. proposals (cached by ``sppnet.data.proposals``).
+1. proposals (cached by ``sppnet.proposals``).
 2. ``finetune.safetensors``: the whole network (trunk, fc6, fc7 and a new
    (K+1)-way fc8) fine-tuned on warped windows: foreground IoU >= 0.5,
    background IoU in [bg_low, 0.5), 25% foreground per mini-batch of 128
@@ -42,7 +42,7 @@ from torch import nn
 
 from sppnet.config import from_dict
 from sppnet.data.images import load_image
-from sppnet.data.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
 from sppnet.engine import distributed

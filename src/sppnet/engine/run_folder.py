@@ -12,7 +12,7 @@ import yaml
 
 from sppnet.atomic import atomic_write_text, remove_stale_temp_files
 from sppnet.config import from_dict, to_dict
-from sppnet.data.proposals import file_sha256
+from sppnet.hashing import file_sha256
 from sppnet.engine import distributed
 
 __all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone"]

@@ -10,7 +10,7 @@ Stages, each written to the run folder and skipped on ``--resume`` when done:
    folder written to ``pretrain-data/``), since no ImageNet weights can be
    downloaded. Its conv layers are the detector's and are never updated
    again; its fc6 and fc7 initialise the detector's.
-1. proposals (cached by ``sppnet.data.proposals``) and conv5 maps of every
+1. proposals (cached by ``sppnet.proposals``) and conv5 maps of every
    image at every scale and of its mirror (``features/``, the feature cache).
 2. ``finetune.safetensors``: fc6, fc7 and a new (K+1)-way fc8 fine-tuned on
    windows pooled from the cached maps: foreground IoU >= 0.5, background IoU
@@ -44,7 +44,7 @@ import yaml
 from torch import nn
 
 from sppnet.config import from_dict
-from sppnet.data.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights

@@ -1,4 +1,4 @@
-"""Tests for sppnet.data.proposals on small generated images."""
+"""Tests for sppnet.proposals on small generated images."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from sppnet.atomic import DiskFullError
-from sppnet.data import proposals as P
-from sppnet.data.proposals import (
+from sppnet.hashing import file_sha256
+from sppnet.proposals import cache as P_cache, methods as P_methods
+from sppnet.proposals import (
     ProposalCache,
     ProposalConfig,
     compute_proposals,
@@ -147,7 +148,7 @@ class SobelEdgeDetector:
 def test_edge_boxes_pipeline_with_a_stand_in_detector(tmp_path, monkeypatch):
     model = tmp_path / "model.yml.gz"
     model.write_bytes(b"stand-in")
-    monkeypatch.setitem(P._EDGE_DETECTORS, str(model), SobelEdgeDetector())
+    monkeypatch.setitem(P_methods._EDGE_DETECTORS, str(model), SobelEdgeDetector())
     rects = LAYOUTS[0]
     image = make_image(rects, seed=0)
     for resize_to in (None, 240):
@@ -330,7 +331,7 @@ def test_cache_write_is_atomic_and_cleans_up(tmp_path, monkeypatch):
     def broken_savez(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(P.np, "savez", broken_savez)
+    monkeypatch.setattr(P_cache.np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         cache.store("x", np.ones((1, 4), np.float32), "h2")
     assert sorted(p.name for p in cache.folder.iterdir()) == ["x.npz"]  # no temp file left
@@ -385,7 +386,7 @@ def test_entry_with_another_config_key_is_stale(tmp_path):
     records = write_dataset(tmp_path, n=1)
     cache_root = tmp_path / "cache"
     cache = ProposalCache(cache_root, SS_FAST)
-    sha = P.file_sha256(records[0].image_path)
+    sha = file_sha256(records[0].image_path)
     path = cache.path_for(records[0].image_id)
     path.parent.mkdir(parents=True)
     np.savez(path, boxes=np.zeros((1, 4), np.float32), image_sha256=np.array(sha),
@@ -474,7 +475,7 @@ def test_damaged_or_foreign_entries_are_detected_and_recomputed(tmp_path, fault)
         compute_proposals(records[:1], other, cache_root, progress=False)
         entry.write_bytes(ProposalCache(cache_root, other).path_for(records[0].image_id).read_bytes())
     damaged = entry.read_bytes()
-    got, reason = cache.lookup(records[0].image_id, P.file_sha256(records[0].image_path))
+    got, reason = cache.lookup(records[0].image_id, file_sha256(records[0].image_path))
     assert got is None and str(entry) in reason
     run = compute_proposals(records, GRID, cache_root, progress=False)
     assert (run.computed, run.reused, run.recomputed_stale, run.skipped) == (1, 1, 1, [])

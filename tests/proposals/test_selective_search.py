@@ -1,4 +1,4 @@
-"""sppnet.data.selective_search against OpenCV's own selective search and glibc's rand()."""
+"""sppnet.proposals.selective_search against OpenCV's own selective search and glibc's rand()."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sppnet.data.selective_search import c_rand, selective_search
-from tests.data.test_proposals import LAYOUTS, make_image
+from sppnet.proposals.selective_search import c_rand, selective_search
+from tests.proposals.test_proposals import LAYOUTS, make_image
 
 
 def blobs(seed: int, height: int = 110, width: int = 150) -> np.ndarray:
