@@ -30,11 +30,11 @@ from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_
 from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
-from sppnet.ops import batched_nms, class_nms  # class_nms re-exported: every detector's per-class NMS
+from sppnet.ops import batched_nms
 
 __all__ = [
     "MiningConfig", "TestConfig", "WindowFeatures", "dataset_proposals", "label_dataset",
-    "train_svms", "train_box_regression", "class_nms", "detect_dataset",
+    "train_svms", "train_box_regression", "detect_dataset",
 ]
 
 WindowFeatures = Callable[[ImageRecord, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -47,7 +47,7 @@ from torch import nn
 
 from sppnet.config import from_dict
 from sppnet.data.images import ImageError, load_image
-from sppnet.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig, ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
@@ -86,15 +86,12 @@ class FastRCNNTrainConfig:
 
 
 @dataclass(frozen=True)
-class FastRCNNConfig:
+class FastRCNNConfig(ProposalSettings):
     scales: tuple[int, ...] = (600,)  # test scales (shorter side); several = multi-scale testing
     train_scales: tuple[int, ...] | None = None  # None: the test scales; several = multi-scale training
     max_side: int | None = 1000
     window_target: float = 224.0  # multi-scale testing: the scale where a RoI's area is closest to this squared
     levels: tuple[int, ...] = (6,)  # RoI pooling: (6,) small nets, (7,) VGG16; SPP levels (6, 3, 2, 1) as an option
-    proposals: str = "selective-search-fast"
-    max_proposals: int = 2000
-    proposal_resize: int | None = 500
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: FastRCNNTrainConfig = field(default_factory=FastRCNNTrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
@@ -103,10 +100,6 @@ class FastRCNNConfig:
         if self.test.scorer not in (None, "softmax"):
             raise ValueError(f"Fast R-CNN scores with its softmax only; test.scorer must be null or softmax, "
                              f"got {self.test.scorer!r}")
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
 
 
 def image_tensor(path: Path) -> torch.Tensor:

@@ -42,7 +42,7 @@ from torch import nn
 
 from sppnet.config import from_dict
 from sppnet.data.images import load_image
-from sppnet.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig, ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
 from sppnet.engine import distributed
@@ -50,7 +50,6 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig,
     TestConfig,
-    class_nms,
     dataset_proposals,
     label_dataset,
 )
@@ -62,10 +61,11 @@ from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
+from sppnet.models.postprocess import empty_detections, postprocess
 from sppnet.models.rcnn import RCNNNetwork, warp_windows
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
-from sppnet.ops import clip_boxes, mirror_boxes
+from sppnet.ops import mirror_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = [
@@ -85,13 +85,10 @@ class RCNNFinetuneConfig(WindowFinetuneConfig):
 
 
 @dataclass(frozen=True)
-class RCNNConfig:
+class RCNNConfig(ProposalSettings):
     warp_size: int = 224  # the network's fixed input side (R-CNN's AlexNet: 227; ZF-5: 224)
     context: int = 16  # pixels of image context around the window in the warped frame
     window_batch: int = 128  # warped windows per forward pass at feature and test time
-    proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
-    max_proposals: int = 2000
-    proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: RCNNFinetuneConfig = field(default_factory=RCNNFinetuneConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
@@ -108,10 +105,6 @@ class RCNNConfig:
         if isinstance(self.context, bool) or not isinstance(self.context, int) or not 0 <= 2 * self.context < self.warp_size:
             raise ValueError(f"RCNNConfig.context must be an integer with 0 <= 2 * context < warp_size "
                              f"({self.warp_size}), got {self.context!r}")
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
 
 
 def _check_warp(network: RCNNNetwork, size: int, backbone: Path) -> None:
@@ -185,18 +178,13 @@ class RCNNDetector:
         """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
-            return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
+            return empty_detections()
         pooled, fc7 = self.window_features(record, boxes)
         with stage(self.timer, "classifier"):
             scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)  # (R, K)
-        with stage(self.timer, "nms"):
-            window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
-        use_regression = self.test.box_regression if box_regression is None else box_regression
-        if use_regression and self.regressors is not None:
-            with stage(self.timer, "classifier"):
-                out_boxes = self.regressors.apply(pooled[window], out_boxes, labels)
-        out_boxes = clip_boxes(out_boxes, (record.height, record.width))
-        return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
+        regression = self.test.box_regression if box_regression is None else box_regression
+        return postprocess(boxes, scores, (record.height, record.width), self.test.nms, self.test.top_k,
+                           self.regressors if regression else None, lambda window: pooled[window], self.timer)
 
 
 def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:

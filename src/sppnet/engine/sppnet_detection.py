@@ -44,7 +44,7 @@ import yaml
 from torch import nn
 
 from sppnet.config import from_dict
-from sppnet.proposals import ProposalConfig
+from sppnet.proposals import ProposalConfig, ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
@@ -59,38 +59,31 @@ from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
+from sppnet.models.postprocess import empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.sppnet_head import SPPNetHead
 from sppnet.models.windows import cached_window_pooler, pool_windows, pooled_fc6
 from sppnet.fast_path import autocast, check_precision
-from sppnet.ops import class_nms, clip_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 
 
 @dataclass(frozen=True)
-class SPPNetConfig:
+class SPPNetConfig(ProposalSettings):
     scales: tuple[int, ...] = (688,)  # shorter side of each scale; paper multi-scale: 480, 576, 688, 864, 1200
     # Scales of the training images' maps (fine-tuning, SVMs, box regression);
     # None: the test scales. Testing may add scales the training never saw.
     train_scales: tuple[int, ...] | None = None
     max_side: int | None = None
     window_target: float = 224.0  # per window, the scale whose rescaled area is closest to this squared
-    proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
-    max_proposals: int = 2000
-    proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: WindowFinetuneConfig = field(default_factory=WindowFinetuneConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     bbox: BoxRegressorConfig = field(default_factory=BoxRegressorConfig)
     test: TestConfig = field(default_factory=TestConfig)
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
 
 
 @dataclass
@@ -151,7 +144,7 @@ class SPPNetDetector:
         scores as ``window_features``, without every window's pool5 at once."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
-            return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
+            return empty_detections()
         maps = self.cache.load(record) if maps is None else maps
         with stage(self.timer, "pooling"):
             pooler = cached_window_pooler(maps, boxes, self.cache.trunk.geometry, self.levels,
@@ -163,14 +156,9 @@ class SPPNetDetector:
                 fc7 = self.head.fc7(hidden).float()
         with stage(self.timer, "classifier"):
             scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8)  # (R, K)
-        with stage(self.timer, "nms"):
-            window, labels, out_boxes, out_scores = class_nms(boxes, scores, self.test.nms, self.test.top_k)
-        use_regression = self.test.box_regression if box_regression is None else box_regression
-        if use_regression and self.regressors is not None:
-            with stage(self.timer, "classifier"):
-                out_boxes = self.regressors.apply(pooler.pool(window), out_boxes, labels)
-        out_boxes = clip_boxes(out_boxes, (record.height, record.width))
-        return {"boxes": out_boxes, "labels": labels, "scores": out_scores}
+        regression = self.test.box_regression if box_regression is None else box_regression
+        return postprocess(boxes, scores, (record.height, record.width), self.test.nms, self.test.top_k,
+                           self.regressors if regression else None, pooler.pool, self.timer)
 
 
 def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,

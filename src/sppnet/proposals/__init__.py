@@ -46,12 +46,13 @@ from __future__ import annotations
 
 from sppnet.proposals.cache import ProposalCache, safe_file_name
 from sppnet.proposals.compute import CachedProposals, ProposalRun, compute_proposals, proposal_recall, stream_proposals
-from sppnet.proposals.config import METHODS, ProposalConfig
+from sppnet.proposals.config import METHODS, ProposalConfig, ProposalSettings
 from sppnet.proposals.methods import propose
 
 __all__ = [
     "METHODS",
     "ProposalConfig",
+    "ProposalSettings",
     "propose",
     "ProposalCache",
     "CachedProposals",

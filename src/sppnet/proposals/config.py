@@ -13,7 +13,7 @@ import numpy as np
 
 from sppnet.hashing import file_sha256
 
-__all__ = ["METHODS", "ProposalConfig", "FORMAT_VERSION"]
+__all__ = ["METHODS", "ProposalConfig", "ProposalSettings", "FORMAT_VERSION"]
 
 METHODS = ("selective-search-fast", "selective-search-quality", "edge-boxes", "grid")
 
@@ -136,3 +136,18 @@ def _is_positive_number(value: object) -> bool:
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """The proposal fields of every detector's config (SPP-net, R-CNN, Fast
+    R-CNN inherit them, so their YAML keys stay top-level): the method, how
+    many boxes, and the size images are searched at."""
+
+    proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
+    max_proposals: int = 2000
+    proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)

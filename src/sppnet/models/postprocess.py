@@ -1,0 +1,42 @@
+"""From window scores to one image's detections, for the detectors that score
+each proposal once (SPP-net, R-CNN): per-class NMS, box regression of the
+windows NMS kept, clipping to the image (SPEC sections 4 and 7).
+
+Fast R-CNN regresses every window per class before its NMS, so it has its
+own step (``FastRCNN._score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from sppnet.models.box_regression import BoxRegressors
+from sppnet.ops import class_nms, clip_boxes
+from sppnet.timing import StageTimer, stage
+
+__all__ = ["empty_detections", "postprocess"]
+
+
+def empty_detections() -> dict:
+    """The detections of an image with no windows."""
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
+
+
+def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int], nms: float, top_k: int,
+                regressors: BoxRegressors | None, regression_features: Callable[[torch.Tensor], torch.Tensor],
+                timer: StageTimer | None = None) -> dict:
+    """``boxes (R, 4)`` with ``scores (R, K)`` -> ``{"boxes" (D, 4), "labels"
+    (D,), "scores" (D,)}``.
+
+    ``regressors`` None skips box regression; otherwise the windows NMS kept
+    (their indices into ``boxes``) are passed to ``regression_features`` for
+    the features the regressors read (pool5). ``image_size``: (height, width).
+    """
+    with stage(timer, "nms"):
+        window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k)
+    if regressors is not None:
+        with stage(timer, "classifier"):
+            out_boxes = regressors.apply(regression_features(window), out_boxes, labels)
+    return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
