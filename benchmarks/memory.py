@@ -183,7 +183,8 @@ def prepare(out: Path, sizes: list[int]) -> tuple[Path, Path]:
     from sppnet.config import load_config
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
-    from sppnet.engine.fast_rcnn import FastRCNNConfig, train_fast_rcnn
+    from sppnet.engine.fast_rcnn import FastRCNNConfig
+    from sppnet.engine.fast_rcnn_training import train_fast_rcnn
 
     data, run = out / "data", out / "fast-rcnn"
     if (data / "ImageSets" / "Main" / f"test{max(sizes)}.txt").is_file() and (run / "model.safetensors").is_file():

@@ -24,8 +24,9 @@ import torch
 from torch.nn import functional as F
 
 from sppnet.data.folder import read_image_folder
+from sppnet.engine.classification_data import TrainCrops
 from sppnet.engine.classification import (
-    ClassifierModelConfig, ClassifyTrainConfig, _TrainCrops, build_classifier,
+    ClassifierModelConfig, ClassifyTrainConfig, build_classifier,
 )
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     bias = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     torch.manual_seed(0)
     dataset = read_image_folder(data, "train")
-    crops = _TrainCrops(dataset, ClassifyTrainConfig(resize=110, crop=96, crop_area=(0.25, 1.0)), 0)
+    crops = TrainCrops(dataset, ClassifyTrainConfig(resize=110, crop=96, crop_area=(0.25, 1.0)), 0)
     model = build_classifier(ClassifierModelConfig(backbone=backbone, width=0.25, hidden=256, dropout=0.3),
                              len(dataset.classes), 96)
     for layer in (model.fc6[0], model.fc7[0]):

@@ -5,7 +5,8 @@ from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.engine.checkpoint import load_weights
 from sppnet.engine.detection_stages import detect_dataset
-from sppnet.engine.fast_rcnn import FastRCNNConfig, load_fast_rcnn, train_fast_rcnn
+from sppnet.engine.fast_rcnn import FastRCNNConfig, load_fast_rcnn
+from sppnet.engine.fast_rcnn_training import train_fast_rcnn
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and

@@ -31,7 +31,6 @@ normalise with each rank's own share of the batch, as plain DDP does
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,18 +40,18 @@ from typing import Literal
 import torch
 import yaml
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from sppnet.config import from_dict, to_dict
 from sppnet.atomic import remove_stale_temp_files
 from sppnet.engine import distributed
+from sppnet.engine.classification_data import (
+    TrainCrops, center_view_error, collate_crops, global_batches, sample_generator,
+)
 from sppnet.engine.run_folder import read_classes
 from sppnet.engine.schedule import scaled_steps, step_lr, warmed_up_lr
-from sppnet.data.folder import ClassificationDataset, read_image_folder
-from sppnet.data.images import ImageError, load_image
-from sppnet.data.transforms import (
-    center_box, colour_jitter, crop, random_crop, random_scaled_crop, resize_min_side, to_tensor,
-)
+from sppnet.engine.training_log import plot_classifier_curves, write_rows_csv
+from sppnet.data.folder import read_image_folder
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
 )
@@ -131,55 +130,6 @@ def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size
     return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, config.spp, input_size)
 
 
-def _sample_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
-    """Sample ``index``'s generator in ``epoch``: stream 0 crops and mirrors, stream 1 draws dropout masks."""
-    value = ((seed * 1_000_003 + epoch) * 1_000_003 + index) % (2**63)
-    if stream:
-        value = (value * 1_000_003 + stream) % (2**63)
-    return torch.Generator().manual_seed(value)
-
-
-class _TrainCrops(Dataset):
-    """Random crops of an image folder; unreadable images yield None (reported)."""
-
-    def __init__(self, dataset: ClassificationDataset, config: ClassifyTrainConfig, epoch: int) -> None:
-        self.samples, self.config, self.epoch = dataset.samples, config, epoch
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        try:
-            image = to_tensor(load_image(path))
-        except ImageError as error:
-            return str(error)
-        generator = _sample_generator(self.config.seed, self.epoch, index)
-        image = resize_min_side(image, self.config.resize)
-        if self.config.crop_area is None:
-            image = random_crop(image, self.config.crop, self.config.flip, generator)
-        else:
-            image = random_scaled_crop(image, self.config.crop, self.config.crop_area, self.config.flip, generator)
-        return colour_jitter(image, self.config.colour_jitter, generator), label, index
-
-
-def _collate(items):
-    """-> (images, labels, dataset indices, errors); ``None`` for the first three when no image loaded."""
-    good = [item for item in items if not isinstance(item, str)]
-    errors = [item for item in items if isinstance(item, str)]
-    if not good:
-        return None, None, None, errors
-    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), [g[2] for g in good], errors
-
-
-def _global_batches(count: int, batch_size: int, order: torch.Generator) -> list[list[int]]:
-    """The epoch's global mini-batches: a permutation drawn from ``order``
-    cut into ``batch_size`` pieces, the last one possibly smaller. Every rank
-    draws the same ones and takes its share of each (``distributed.shard``)."""
-    permutation = torch.randperm(count, generator=order).tolist()
-    return [permutation[start: start + batch_size] for start in range(0, count, batch_size)]
-
-
 class _SummedLoss(torch.nn.Module):
     """The model and its loss as DDP wraps them: ``(images, labels)`` ->
     (summed cross-entropy, wrong predictions); no images -> a zero that still
@@ -213,53 +163,6 @@ def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torc
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-@torch.no_grad()
-def _center_view_mistakes(model: SPPClassifier, samples, resize: int, crop_size: int) -> tuple[int, int]:
-    """(wrong, readable) over ``samples`` ((path, label) pairs), centre views
-    (``evaluation.classification``'s "center" mode, written here so that
-    training does not depend on the evaluation package)."""
-    model.eval()
-    wrong, total = 0, 0
-    for path, label in samples:
-        try:
-            image = to_tensor(load_image(path))
-        except ImageError:
-            continue
-        resized = resize_min_side(image, resize)
-        logits = model(crop(resized, center_box(resized.shape[1], resized.shape[2], crop_size)[0])[None])
-        wrong += int(logits.argmax().item() != label)
-        total += 1
-    return wrong, total
-
-
-def center_view_error(model: SPPClassifier, dataset: ClassificationDataset, resize: int, crop: int) -> float:
-    """Top-1 error of the centre crop (a cheap per-epoch check); in a process
-    group each rank scores its shard of the images and the counts are summed."""
-    wrong, total = _center_view_mistakes(model, distributed.shard(dataset.samples), resize, crop)
-    wrong, total = distributed.all_reduce_sum(torch.tensor([wrong, total], dtype=torch.float64)).tolist()
-    return wrong / max(total, 1)
-
-
-def _write_curves(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 3.5))
-    FigureCanvasAgg(figure)
-    loss_axes, error_axes = figure.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
-    loss_axes.plot(epochs, [r["train_loss"] for r in rows], marker="o")
-    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
-    error_axes.plot(epochs, [r["train_top1_error"] for r in rows], marker="o", label="train (crops)")
-    if any(r["val_top1_error"] != "" for r in rows):
-        error_axes.plot(epochs, [r["val_top1_error"] if r["val_top1_error"] != "" else math.nan for r in rows],
-                        marker="o", label="validation (centre view)")
-    error_axes.set(xlabel="epoch", ylabel="top-1 error", title="error", ylim=(0, 1))
-    error_axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
 
 
 def _tensorboard(run_dir: Path):
@@ -330,9 +233,9 @@ def train_classifier(
                 group["lr"] = lr
             size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
             order = torch.Generator().manual_seed(train_config.seed * 7919 + epoch)
-            batches = [distributed.shard(batch) for batch in _global_batches(len(dataset), train_config.batch_size, order)]
-            loader = DataLoader(_TrainCrops(dataset, train_config, epoch), batch_sampler=batches,
-                                num_workers=train_config.workers, collate_fn=_collate)
+            batches = [distributed.shard(batch) for batch in global_batches(len(dataset), train_config.batch_size, order)]
+            loader = DataLoader(TrainCrops(dataset, train_config, epoch), batch_sampler=batches,
+                                num_workers=train_config.workers, collate_fn=collate_crops)
             step.train()
             started, loss_sum, wrong, seen, errors = time.perf_counter(), 0.0, 0, 0, []
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} ({size}px)",
@@ -344,7 +247,7 @@ def train_classifier(
                 if images is not None:
                     if size != images.shape[-1]:
                         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-                    set_dropout_generators([_sample_generator(train_config.seed, epoch, i, stream=1) for i in indices])
+                    set_dropout_generators([sample_generator(train_config.seed, epoch, i, stream=1) for i in indices])
                 local_loss, local_wrong = step(images, labels)
                 count = 0 if labels is None else len(labels)
                 # Global-batch totals: the loss normalisation, the divergence check and the logs.
@@ -394,11 +297,8 @@ def _write_epoch(run_dir: Path, writer, rows: list[dict], model: SPPClassifier, 
         for key in ("train_loss", "train_top1_error", "lr") + (("val_top1_error",) if row["val_top1_error"] != "" else ()):
             writer.add_scalar(key, row[key], row["epoch"])
         writer.flush()
-    with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as stream:
-        table = csv.DictWriter(stream, fieldnames=list(row))
-        table.writeheader()
-        table.writerows(rows)
-    _write_curves(rows, run_dir / "curves.png")
+    write_rows_csv(run_dir / "metrics.csv", rows, list(row))
+    plot_classifier_curves(rows, run_dir / "curves.png")
     save_checkpoint(run_dir / "checkpoint.safetensors", Checkpoint(
         model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
         extra={"epoch": row["epoch"], "rows": rows, "config": to_dict(config)}))

@@ -19,14 +19,17 @@ __all__ = ["METHODS", "Method", "method_of_run", "load_detector", "detect_image_
 @dataclass(frozen=True)
 class Method:
     name: str
-    module: str  # sppnet.engine.<module>
+    module: str  # sppnet.engine.<module>: the config class and the loader
     config_class: str
-    train: str
+    train: str  # the trainer: a function of ``module``, or "<other module>.<function>"
     load: str
     default_preset: str
 
     def _get(self, attribute: str):
-        return getattr(importlib.import_module(f"sppnet.engine.{self.module}"), attribute)
+        """``attribute`` of ``sppnet.engine.<module>``, or of another engine
+        module when written ``"<other module>.<attribute>"``."""
+        module, _, name = attribute.rpartition(".")
+        return getattr(importlib.import_module(f"sppnet.engine.{module or self.module}"), name)
 
     @property
     def config_type(self):
@@ -43,8 +46,8 @@ class Method:
 
 METHODS = {
     "sppnet": Method("sppnet", "sppnet_detection", "SPPNetConfig", "train_sppnet", "load_sppnet", "detect-sppnet-tiny"),
-    "fast-rcnn": Method("fast-rcnn", "fast_rcnn", "FastRCNNConfig", "train_fast_rcnn", "load_fast_rcnn",
-                        "detect-fast-rcnn-tiny"),
+    "fast-rcnn": Method("fast-rcnn", "fast_rcnn", "FastRCNNConfig", "fast_rcnn_training.train_fast_rcnn",
+                        "load_fast_rcnn", "detect-fast-rcnn-tiny"),
     "rcnn": Method("rcnn", "rcnn", "RCNNConfig", "train_rcnn", "load_rcnn", "detect-rcnn-tiny"),
 }
 

@@ -182,7 +182,8 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     ``RUN/pretrain-context`` (made now unless done; an interrupted Fast R-CNN
     run is resumed)."""
     from sppnet.engine.checkpoint import save_weights
-    from sppnet.engine.fast_rcnn import FastRCNNConfig, train_fast_rcnn
+    from sppnet.engine.fast_rcnn import FastRCNNConfig
+    from sppnet.engine.fast_rcnn_training import train_fast_rcnn
     from sppnet.engine.classification import load_classifier
 
     out = run_dir / "pretrain-context"

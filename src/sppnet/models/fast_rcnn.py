@@ -24,17 +24,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
+from sppnet.models.classifier import SPPClassifier
 from sppnet.models.windows import WindowPooler, label_windows, pooled_fc6
 from sppnet.ops import BoxCoder, boxes_to_rois, class_nms, clip_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs"]
+__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs",
+           "fc6_for_levels"]
 
 FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -275,3 +278,27 @@ def _valid(boxes: torch.Tensor) -> torch.Tensor:
     """Proposals with positive width and height (others cannot be encoded)."""
     boxes = boxes.float().reshape(-1, 4)
     return boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+
+
+def fc6_for_levels(classifier: SPPClassifier, levels: tuple[int, ...]) -> nn.Sequential:
+    """fc6 for RoI pooling ``levels``: the classifier's fc6 restricted to the
+    input columns of those levels (the SPP output is level-major), or a fresh
+    layer when the classifier never pooled at one of them."""
+    fc6 = classifier.fc6
+    linear = fc6[0]
+    channels = classifier.trunk.out_channels
+    source = tuple(classifier.spp.levels)
+    if levels == source:
+        return fc6
+    if not all(level in source for level in levels):
+        fresh = nn.Linear(channels * sum(n * n for n in levels), linear.out_features)
+        nn.init.kaiming_normal_(fresh.weight, nonlinearity="relu")
+        nn.init.zeros_(fresh.bias)
+        return nn.Sequential(fresh, *list(fc6)[1:])
+    starts = np.cumsum([0] + [channels * n * n for n in source])
+    columns = torch.cat([torch.arange(starts[source.index(n)], starts[source.index(n) + 1]) for n in levels])
+    restricted = nn.Linear(len(columns), linear.out_features)
+    with torch.no_grad():
+        restricted.weight.copy_(linear.weight[:, columns])
+        restricted.bias.copy_(linear.bias)
+    return nn.Sequential(restricted, *list(fc6)[1:])

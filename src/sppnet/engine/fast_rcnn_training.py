@@ -1,0 +1,226 @@
+"""Training Fast R-CNN (SPEC section 6). Its configs, the model built from a
+classifier run and loading a finished run are ``sppnet.engine.fast_rcnn``.
+
+A run folder holds ``config.yaml``, ``classes.txt``, ``backbone.txt`` (the
+classifier run whose trunk and fc6/fc7 start the model: ``--backbone``, or
+``RUN/pretrain`` trained on the set's crops as for SPP-net, and the SHA-256
+of its weights, checked when the run is loaded),
+``checkpoint.safetensors`` (model, optimizer, iteration; written every
+``train.checkpoint_every`` iterations, atomically) and, when done,
+``model.safetensors``; ``log.csv`` has the losses.
+
+Mini-batches are hierarchical: ``images_per_batch`` images (each mirrored
+with probability 1/2 and resized to a scale drawn from ``train_scales``),
+``rois_per_image`` RoIs sampled from each. The images of iteration i come
+from a permutation of the training set drawn from (seed, epoch), and all
+randomness of the j-th image of iteration i (mirroring, scale, RoI sampling,
+dropout) from (seed, i, j): a resumed run repeats the uninterrupted one
+exactly. Each image goes through the network on its own (no padded batch),
+and the losses are those of the whole mini-batch: cross-entropy and
+smooth-L1 summed over its RoIs and divided by their number.
+
+Data-parallel training (``torchrun --nproc_per_node N -m sppnet train detect
+--method fast-rcnn ...``, see ``sppnet.engine.distributed``): rank r takes
+the images r, r + N, ... of each iteration, its summed losses are scaled by
+N / (RoIs of the whole mini-batch) and DDP averages the gradients, which are
+then those of the one-process mini-batch. ``images_per_batch`` stays the
+global mini-batch, so the learning rate does not change with N. Proposals are
+computed sharded (``dataset_proposals``); rank 0 alone logs and writes
+``log.csv``, checkpoints and the final weights.
+
+Conv layers above the first ``frozen_convs`` are fine-tuned with fc6, fc7 and
+the two output layers: SGD, momentum 0.9, weight decay 5e-4 on weights only,
+biases at twice the learning rate.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sppnet.data.images import ImageError
+from sppnet.data.records import DetectionDataset
+from sppnet.engine import distributed
+from sppnet.engine.checkpoint import (
+    Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
+)
+from sppnet.engine.classification import load_classifier
+from sppnet.engine.detection_stages import dataset_proposals
+from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTrainConfig, build_fast_rcnn, image_tensor
+from sppnet.engine.pretrain import pretrain_backbone
+from sppnet.engine.run_folder import open_run_folder, record_backbone
+from sppnet.engine.schedule import step_lr
+from sppnet.engine.training_log import read_rows_csv, write_rows_csv
+from sppnet.models.fast_rcnn import FastRCNN, freeze_first_convs
+from sppnet.ops import mirror_boxes
+
+__all__ = ["train_fast_rcnn"]
+
+_LOG_FIELDS = ("iteration", "lr", "loss_classifier", "loss_box_reg")  # log.csv
+
+
+def _generator(seed: int, *keys: int) -> torch.Generator:
+    value = seed
+    for key in keys:
+        value = (value * 1_000_003 + key) % (2**63)
+    return torch.Generator().manual_seed(value)
+
+
+def _batch_indices(count: int, iteration: int, per_batch: int, seed: int) -> list[int]:
+    """Images of one iteration: consecutive positions in a stream of
+    per-epoch permutations, so every image is seen once per epoch."""
+    positions = range(iteration * per_batch, (iteration + 1) * per_batch)
+    indices, cached = [], {}
+    for position in positions:
+        epoch, offset = divmod(position, count)
+        if epoch not in cached:
+            cached[epoch] = torch.randperm(count, generator=_generator(seed, 7919, epoch)).tolist()
+        indices.append(cached[epoch][offset])
+    return indices
+
+
+def _optimizer(model: FastRCNN, train: FastRCNNTrainConfig) -> torch.optim.SGD:
+    weights = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
+    biases = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
+    return torch.optim.SGD([
+        {"params": weights, "lr_factor": 1.0, "weight_decay": train.weight_decay},
+        {"params": biases, "lr_factor": train.bias_lr_factor, "weight_decay": 0.0},
+    ], lr=train.lr, momentum=train.momentum)
+
+
+class _SummedLosses(nn.Module):
+    """The model and its losses as DDP wraps them. ``forward(images, boxes,
+    targets, generators, dropout_seeds)`` runs each image through
+    ``FastRCNN.losses`` on its own, with its own generator (scale, RoI
+    sampling) and dropout seed, and returns the classification and box losses
+    summed over the RoIs and the RoI count (a 0-d tensor); with no RoIs, zeros
+    that still reach every trainable parameter."""
+
+    def __init__(self, model: FastRCNN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, boxes, targets, generators, dropout_seeds):
+        classification, box, count = [], [], 0
+        for image, proposals, target, generator, seed in zip(images, boxes, targets, generators, dropout_seeds):
+            torch.manual_seed(seed)  # dropout
+            rois = []
+            hook = self.model.head.register_forward_hook(lambda module, inputs, outputs: rois.append(len(outputs[0])))
+            try:
+                losses = self.model.losses([image], [proposals], [target], generator=generator)
+            finally:
+                hook.remove()
+            if rois[0] == 0:
+                continue
+            # losses() divides by the image's RoI count: back to sums.
+            classification.append(losses["loss_classifier"] * rois[0])
+            box.append(losses["loss_box_reg"] * rois[0])
+            count += rois[0]
+        if count == 0:
+            zero = distributed.zero_loss(self.model)
+            return zero, zero, torch.zeros(())
+        return torch.stack(classification).sum(), torch.stack(box).sum(), torch.tensor(float(count))
+
+
+def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path,
+                    backbone: Path | None = None, resume: bool = False, log=print) -> FastRCNNDetector:
+    """Train (or continue) a Fast R-CNN run; returns the trained detector.
+
+    In a process group (torchrun) every rank calls this with the same
+    arguments; each takes its share of every iteration's images (see the
+    module docstring). The learning rate is ``train.lr`` for any number of
+    processes: ``images_per_batch`` is the global mini-batch."""
+    run_dir = Path(run_dir)
+    log = distributed.main_only(log)
+    main = distributed.is_main()
+    open_run_folder(run_dir, config, resume, train.classes)
+    settings = config.train
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log, data_root)
+    record_backbone(run_dir, classifier_run)
+    classifier, _, _ = load_classifier(classifier_run)
+    torch.manual_seed(settings.seed)  # the new output layers' initial weights
+    model = build_fast_rcnn(classifier, train.num_classes, config)
+    final = run_dir / "model.safetensors"
+    if final.is_file():
+        model.load_state_dict(load_weights(final))
+        return FastRCNNDetector(model.eval(), config, train.classes)
+
+    proposals = dataset_proposals(train, config.proposal_config, data_root, log)
+    records = [r for r in train.images if r.image_id in proposals]
+    if not records:
+        raise ValueError(f"no usable training images in {train.split} (every image was skipped)")
+    freeze_first_convs(model.trunk, settings.frozen_convs)
+    optimizer = _optimizer(model, settings)
+    checkpoint_path = run_dir / "checkpoint.safetensors"
+    start = 0
+    if resume and checkpoint_path.is_file():
+        saved = load_checkpoint(checkpoint_path)
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        start = int(saved.extra["iteration"])
+        log(f"resumed at iteration {start} from {checkpoint_path}")
+    log_path = run_dir / "log.csv"
+    rows = read_rows_csv(log_path, "iteration", start) if start else []
+    summed_losses = distributed.wrap_ddp(_SummedLosses(model))
+    summed_losses.train()
+    started = time.perf_counter()
+    iteration = start
+    for iteration in range(start, settings.iterations):
+        lr = step_lr(settings.lr, settings.lr_steps, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+        images, boxes, targets, generators, dropout_seeds = [], [], [], [], []
+        batch = _batch_indices(len(records), iteration, settings.images_per_batch, settings.seed)
+        for position in distributed.shard(range(len(batch))):  # this rank's images of the global mini-batch
+            record = records[batch[position]]
+            generator = _generator(settings.seed, iteration, position)
+            dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
+            try:
+                image = image_tensor(record.image_path)
+            except ImageError as error:
+                log(f"skipped: {error}")
+                continue
+            proposals_i, gt_boxes = proposals[record.image_id].float(), record.boxes.float()
+            if settings.flip and bool(torch.rand(1, generator=generator) < 0.5):
+                image = image.flip(-1)
+                proposals_i, gt_boxes = mirror_boxes(proposals_i, record.width), mirror_boxes(gt_boxes, record.width)
+            images.append(image)
+            boxes.append(proposals_i)
+            targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
+            generators.append(generator)
+            dropout_seeds.append(dropout_seed)
+        classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
+        # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
+        totals = distributed.all_reduce_sum(torch.tensor(
+            [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
+        rois = totals[2].item()
+        loss_classifier, loss_box = (totals[:2] / max(rois, 1)).tolist()
+        if not np.isfinite(loss_classifier + loss_box):
+            raise TrainingDiverged(
+                f"Fast R-CNN loss became {loss_classifier + loss_box} at iteration {iteration}; stopped. The last good "
+                f"checkpoint ({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
+        optimizer.zero_grad()
+        # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.
+        ((classification + box) * (distributed.world() / max(rois, 1))).backward()
+        if rois == 0:
+            continue
+        optimizer.step()
+        rows.append({"iteration": iteration + 1, "lr": lr, "loss_classifier": loss_classifier, "loss_box_reg": loss_box})
+        done = iteration + 1
+        if main and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            write_rows_csv(log_path, rows, _LOG_FIELDS)
+            save_checkpoint(checkpoint_path, Checkpoint(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                                        extra={"iteration": done}))
+        if done % max(1, settings.iterations // 10) == 0:
+            recent = rows[-50:]
+            log(f"  iteration {done}/{settings.iterations}: loss_cls {np.mean([r['loss_classifier'] for r in recent]):.3f}, "
+                f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, lr {lr:g} "
+                f"({time.perf_counter() - started:.0f} s)")
+    if main:
+        save_weights(final, model.state_dict())
+    distributed.barrier()
+    return FastRCNNDetector(model.eval(), config, train.classes)
