@@ -68,7 +68,7 @@ def main() -> None:
             boxes, pooled, fc7 = windows[record.image_id]
             kept, labels, out_boxes, scores = class_nms(boxes, scorer(fc7), 0.3, 100)
             if regression:
-                out_boxes = detector.regressors.apply(pooled[kept], out_boxes, labels)
+                out_boxes = detector.model.regressors.apply(pooled[kept], out_boxes, labels)
             out_boxes = clip_boxes(out_boxes, (record.height, record.width))
             for c in range(1, test.num_classes):
                 chosen = labels == c
@@ -81,8 +81,8 @@ def main() -> None:
         return per_class, value
 
     results = {}
-    svm = lambda fc7: detector.svms.decision_function(fc7 * detector.svm_scale)  # noqa: E731
-    softmax = lambda fc7: torch.softmax(detector.head.fc8(fc7), 1)[:, 1:]  # noqa: E731
+    svm = lambda fc7: detector.model.svms.decision_function(fc7 * detector.model.svm_scale)  # noqa: E731
+    softmax = lambda fc7: torch.softmax(detector.model.head.fc8(fc7), 1)[:, 1:]  # noqa: E731
     per_class, results["svm+bbox"] = evaluate(svm, "SVMs + box regression")
     _, results["svm"] = evaluate(svm, "SVMs", regression=False)
     print(diagnose_detections(per_class, test).table())

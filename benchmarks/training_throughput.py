@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from sppnet.models.backbones.zf5 import ZF5
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lrn import with_lrn  # noqa: E402

@@ -161,7 +161,7 @@ def test_local_imagenet_weights_plug_into_every_detector(method, overrides, alex
     assert pretrain["backbone"] == "alexnet" and pretrain["weights"] == str(alexnet_weights.resolve())
     detector = load_detector(run)
     trunk = detector.model.trunk if method == "fast-rcnn" else (
-        detector.network.trunk if method == "rcnn" else detector.cache.trunk)
+        detector.model.network.trunk if method == "rcnn" else detector.cache.trunk)
     assert type(trunk).__name__ == "TorchvisionTrunk"
     # The trunk started from the file: one epoch of small steps leaves conv1 close to it.
     start = read_weights_file(alexnet_weights)["features.0.weight"]

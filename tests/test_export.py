@@ -19,7 +19,7 @@ from sppnet.export import (
 )
 from sppnet.models.backbones import build_backbone
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.fast_rcnn import FastRCNN, FastRCNNHead
+from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead
 from sppnet.ops import boxes_to_rois, clip_boxes, roi_spp
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -207,7 +207,7 @@ def test_fast_rcnn_scoring_graph_is_the_models_score_at_one_scale():
 
 
 def _tiny_sppnet_scoring(scorer: str = "svm"):
-    from sppnet.models.sppnet_head import SPPNetHead
+    from sppnet.models.detection.sppnet import SPPNetHead
     from sppnet.models.box_regression import BoxRegressors
     from sppnet.models.svm import LinearSVMs
 
@@ -287,7 +287,7 @@ def _detector_run(method, classify_run, run):
         save_weights(run / "model.safetensors", build_fast_rcnn(classifier, len(classes), config).state_dict())
     else:
         from sppnet.engine.sppnet_detection import SPPNetConfig
-        from sppnet.models.sppnet_head import SPPNetHead
+        from sppnet.models.detection.sppnet import SPPNetHead
 
         config = SPPNetConfig(scales=(80,))
         head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))

@@ -113,9 +113,9 @@ def _timing_detectors(config: DetectBenchConfig, classes: tuple[str, ...], work:
     from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, build_fast_rcnn
     from sppnet.engine.feature_cache import FeatureCache
     from sppnet.engine.rcnn import RCNNConfig, RCNNDetector
-    from sppnet.models.rcnn import RCNNNetwork
+    from sppnet.models.detection.rcnn import RCNN, RCNNNetwork
     from sppnet.engine.sppnet_detection import SPPNetConfig, SPPNetDetector
-    from sppnet.models.sppnet_head import SPPNetHead
+    from sppnet.models.detection.sppnet import SPPNet, SPPNetHead
     from sppnet.models.box_regression import BoxRegressors
     from sppnet.models.svd import compress_fc
     from sppnet.models.svm import LinearSVMs
@@ -126,14 +126,18 @@ def _timing_detectors(config: DetectBenchConfig, classes: tuple[str, ...], work:
     svms = LinearSVMs(torch.randn(num_classes - 1, config.hidden) * 0.01, torch.zeros(num_classes - 1))
     regressors = BoxRegressors(torch.zeros(num_classes, pooled_dim + 1, 4), 1.0)
     detectors = {}
-    detectors["rcnn"] = RCNNDetector(RCNNNetwork(copy.deepcopy(classifier), num_classes).eval(), svms, 1.0, regressors,
-                                     RCNNConfig(warp_size=config.warp), classes)
+    rcnn_config = RCNNConfig(warp_size=config.warp)
+    rcnn = RCNN(RCNNNetwork(copy.deepcopy(classifier), num_classes).eval(), svms, 1.0, regressors, rcnn_config.warp_size,
+                rcnn_config.context, rcnn_config.window_batch, rcnn_config.test.nms, rcnn_config.test.top_k)
+    detectors["rcnn"] = RCNNDetector(rcnn, rcnn_config, classes)
     for name, scales in (("sppnet-1", (config.sppnet_scale,)), ("sppnet-5", config.sppnet_scales)):
         net = copy.deepcopy(classifier)
         cache = FeatureCache(work / "unused-cache", net.trunk, scales, max_side=None)
         head = SPPNetHead(net.fc6, net.fc7, num_classes).eval()
-        detectors[name] = SPPNetDetector(cache, (6, 3, 2, 1), head, svms, 1.0, regressors,
-                                         SPPNetConfig(scales=scales, window_target=224.0), classes)
+        sppnet_config = SPPNetConfig(scales=scales, window_target=224.0)
+        model = SPPNet(net.trunk, (6, 3, 2, 1), head, svms, 1.0, regressors, scales, None, 224.0,
+                       sppnet_config.test.nms, sppnet_config.test.top_k)
+        detectors[name] = SPPNetDetector(model, cache, sppnet_config, classes)
     fast_config = FastRCNNConfig(scales=(config.fast_rcnn_scale,), max_side=config.fast_rcnn_max_side, levels=(6,),
                                  test=TestConfig())
     fast = build_fast_rcnn(copy.deepcopy(classifier), num_classes, fast_config).eval()

@@ -145,7 +145,8 @@ def scoring_module(detector) -> nn.Module:
     module itself."""
     from sppnet.engine.fast_rcnn import FastRCNNDetector
     from sppnet.engine.sppnet_detection import SPPNetDetector
-    from sppnet.models.fast_rcnn import FastRCNN
+    from sppnet.models.detection.fast_rcnn import FastRCNN
+    from sppnet.models.detection.sppnet import SPPNet
 
     if isinstance(detector, (FastRCNNScoring, SPPNetScoring)):
         return detector
@@ -154,9 +155,11 @@ def scoring_module(detector) -> nn.Module:
     if isinstance(detector, FastRCNN):
         return FastRCNNScoring(detector)
     if isinstance(detector, SPPNetDetector):
+        detector = detector.model
+    if isinstance(detector, SPPNet):
         if detector.svms is None or detector.regressors is None:
             raise ValueError("this SPP-net detector has no SVMs or box regressors yet: finish its training first")
-        return SPPNetScoring(detector.cache.trunk, detector.levels, detector.head, detector.svms, detector.svm_scale,
+        return SPPNetScoring(detector.trunk, detector.levels, detector.head, detector.svms, detector.svm_scale,
                              detector.regressors, detector.scorer)
     raise ValueError(f"cannot export a {type(detector).__name__}: export supports SPP classifiers, Fast R-CNN and "
                      "SPP-net (one scale) detectors; R-CNN warps each window through the whole network and has no "

@@ -13,7 +13,7 @@ from sppnet.engine.checkpoint import TrainingDiverged
 from sppnet.engine.detection_stages import dataset_proposals, detect_dataset, label_dataset
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 from sppnet.engine.rcnn import RCNNConfig, _finetune, load_rcnn, train_rcnn
-from sppnet.models.rcnn import context_boxes, warp_windows
+from sppnet.models.detection.rcnn import context_boxes, warp_windows
 from sppnet.ops import mirror_boxes
 
 
@@ -176,7 +176,7 @@ def test_conv_layers_are_fine_tuned(trained):
 
     classifier, _, _ = load_classifier(run / "pretrain")
     before = classifier.trunk.state_dict()
-    after = detector.network.trunk.state_dict()
+    after = detector.model.network.trunk.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -211,14 +211,14 @@ def test_fc_only_fine_tuning_keeps_the_trunk_and_divergence_is_an_error(trained)
     proposals = dataset_proposals(train, config.proposal_config, data, log=lambda m: None)
     windows = label_dataset(train, proposals)
     fc_only = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=2, train_conv=False))
-    network = copy.deepcopy(detector.network)
+    network = copy.deepcopy(detector.model.network)
     _finetune(network, train, windows, fc_only, log=lambda m: None)
-    before, after = detector.network.state_dict(), network.state_dict()
+    before, after = detector.model.network.state_dict(), network.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("trunk."))
     assert not torch.equal(before["fc8.weight"], after["fc8.weight"])
     diverging = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=10, lr=1e30))
     with pytest.raises(TrainingDiverged, match="loss became"):
-        _finetune(copy.deepcopy(detector.network), train, windows, diverging, log=lambda m: None)
+        _finetune(copy.deepcopy(detector.model.network), train, windows, diverging, log=lambda m: None)
 
 
 def test_resume_skips_finished_stages_and_refuses_other_configs(trained):
@@ -233,3 +233,21 @@ def test_resume_skips_finished_stages_and_refuses_other_configs(trained):
         train_rcnn(other, train, data, run, resume=True, log=messages.append)
     with pytest.raises(ValueError, match="not empty"):
         train_rcnn(config, train, data, run, log=messages.append)
+
+
+def test_the_model_on_tensors_detects_as_the_run_does_on_image_files(trained):
+    from sppnet.engine.fast_rcnn import image_tensor
+
+    data, _, detector, _, _ = trained
+    model = detector.model.eval()
+    record = open_detection_dataset(data, "test").images[0]
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0], [-5.0, 30.0, 60.0, 200.0],
+                              [40.0, 40.0, 140.0, 150.0]])
+    (out,) = model([image_tensor(record.image_path)], [proposals])
+    expected = detector.detect(record, proposals)
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(out[key], expected[key]), key
+    model.train()
+    with pytest.raises(RuntimeError, match="trains in stages"):
+        model([image_tensor(record.image_path)], [proposals])
+    model.eval()

@@ -116,14 +116,39 @@ def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matr
     corners = torch.rand(700, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
     proposals = torch.cat([corners, corners + 8 + torch.rand(700, 2, generator=generator) * 120], 1)
     pooled, fc7 = detector.window_features(record, proposals)
-    scores = window_scores(fc7, detector.scorer, detector.svms, detector.svm_scale, detector.head.fc8)
+    model = detector.model
+    scores = window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
     window, labels, boxes, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
-    regressed = clip_boxes(detector.regressors.apply(pooled[window], boxes, labels), (record.height, record.width))
-    detector.fc6_block = 128  # several blocks
+    regressed = clip_boxes(model.regressors.apply(pooled[window], boxes, labels), (record.height, record.width))
+    model.fc6_block = 128  # several blocks
     try:
         out = detector.detect(record, proposals)
     finally:
-        detector.fc6_block = 1024
+        model.fc6_block = 1024
     assert torch.equal(out["labels"], labels)
     torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["boxes"], regressed, rtol=1e-5, atol=1e-4)
+
+
+def test_the_model_on_tensors_detects_as_the_run_does_on_its_cached_maps(trained):
+    # models.detection.SPPNet computes each image's maps itself (image_maps); the
+    # engine's detector reads them from the feature cache. Same numbers.
+    from sppnet.engine.fast_rcnn import image_tensor
+
+    data, _, detector, _, _ = trained
+    model = detector.model.eval()
+    test = open_detection_dataset(data, "test")
+    records = test.images[:2]
+    generator = torch.Generator().manual_seed(1)
+    proposals = []
+    for record in records:
+        corners = torch.rand(60, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.7
+        proposals.append(torch.cat([corners, corners + 10 + torch.rand(60, 2, generator=generator) * 80], 1))
+    outputs = model([image_tensor(r.image_path) for r in records], proposals)
+    for record, boxes, out in zip(records, proposals, outputs):
+        expected = detector.detect(record, boxes)
+        assert len(expected["scores"]) > 0
+        for key in ("boxes", "labels", "scores"):
+            assert torch.equal(out[key], expected[key]), key
+    with pytest.raises(RuntimeError, match="trains in stages"):
+        model([image_tensor(records[0].image_path)], proposals[:1], [{"boxes": torch.zeros(0, 4)}])

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from sppnet.models.backbones import build_backbone
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.fast_rcnn import (
+from sppnet.models.detection.fast_rcnn import (
     FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, sample_rois, smooth_l1,
 )
 from sppnet.ops import BoxCoder, box_iou

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from sppnet.models.fast_rcnn import FastRCNNHead
+from sppnet.models.detection.fast_rcnn import FastRCNNHead
 from sppnet.models.svd import compress_fc, compressed_ranks, truncated_svd
 
 

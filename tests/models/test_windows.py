@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sppnet.engine.feature_cache import CachedMap
+from sppnet.models.windows import CachedMap
 from sppnet.models.box_regression import BoxRegressorConfig, fit_box_regressors
 from sppnet.models.windows import (
     WindowPooler, cached_window_pooler, choose_scales, label_windows, pool_windows, pooled_fc6,

@@ -28,7 +28,7 @@ from sppnet.engine.detection_stages import TestConfig
 from sppnet.engine.pretrain import PretrainConfig
 from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, fc6_for_levels
+from sppnet.models.detection.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, fc6_for_levels
 from sppnet.models.svd import compress_fc, compressed_ranks
 from sppnet.proposals import ProposalConfig, ProposalSettings
 

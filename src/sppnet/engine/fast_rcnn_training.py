@@ -55,7 +55,7 @@ from sppnet.engine.pretrain import pretrain_backbone
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import step_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
-from sppnet.models.fast_rcnn import FastRCNN, freeze_first_convs
+from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
 from sppnet.ops import mirror_boxes
 
 __all__ = ["train_fast_rcnn"]

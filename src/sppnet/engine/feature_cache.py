@@ -32,13 +32,14 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.hashing import file_sha256
 from sppnet.proposals import safe_file_name
 from sppnet.data.records import ImageRecord, Skipped
-from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image, to_tensor
+from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from sppnet.atomic import DiskFullError, atomic_replace
-from sppnet.fast_path import as_input, autocast, prepare
+from sppnet.fast_path import prepare
+from sppnet.models.windows import CachedMap, image_maps
 
 _HASHES_KEPT = 20_000  # image hashes remembered (~0.5 KiB each)
 
-__all__ = ["trunk_key", "FeatureCache", "CachedMap", "CacheRun", "map_sha256"]
+__all__ = ["trunk_key", "FeatureCache", "CacheRun", "map_sha256"]
 
 
 def trunk_key(trunk: torch.nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> str:
@@ -56,16 +57,6 @@ def map_sha256(features: torch.Tensor) -> str:
     digest = hashlib.sha256(f"{features.dtype}{tuple(features.shape)}".encode())
     digest.update(features.view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-@dataclass
-class CachedMap:
-    """One cached conv map: ``features`` float16 (C, h, w); ``factor`` maps
-    original image pixels to the resized input's."""
-
-    features: torch.Tensor
-    scale: int
-    factor: float
 
 
 @dataclass
@@ -160,11 +151,8 @@ class FeatureCache:
         maps = {}
         for flipped in self.variants if variants is None else variants:
             source = image.flip(-1) if flipped else image
-            for scale in self.scales:
-                scaled, factor = scale_image(source, scale, self.max_side)
-                with autocast(precision):
-                    features = self.trunk(as_input(scaled[None], precision))[0]
-                maps[scale, flipped] = CachedMap(features.to(torch.float16).contiguous(), scale, factor)
+            for scale, cached in image_maps(self.trunk, source, self.scales, self.max_side, precision).items():
+                maps[scale, flipped] = cached
         return maps
 
     def _write(self, record: ImageRecord, sha: str, maps: dict[tuple[int, bool], CachedMap]) -> None:

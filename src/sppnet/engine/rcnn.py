@@ -55,18 +55,17 @@ from sppnet.engine.detection_stages import (
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
-from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
-from sppnet.models.postprocess import empty_detections, postprocess
-from sppnet.models.rcnn import RCNNNetwork, warp_windows
-from sppnet.models.scoring import check_scorer, window_scores
+from sppnet.models.detection.postprocess import empty_detections
+from sppnet.models.detection.rcnn import RCNN, RCNNNetwork, warp_windows
+from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.ops import mirror_boxes
-from sppnet.timing import StageTimer, stage
+from sppnet.timing import StageTimer
 
 __all__ = [
     "RCNNConfig", "RCNNFinetuneConfig", "RCNNDetector",
@@ -118,29 +117,32 @@ def _check_warp(network: RCNNNetwork, size: int, backbone: Path) -> None:
 
 @dataclass
 class RCNNDetector:
-    """Everything testing needs: the fine-tuned network, SVMs, regressors."""
+    """A trained R-CNN run as ``detect_dataset`` uses it: the model
+    (``sppnet.models.detection.RCNN``) on each image file, decoded here."""
 
-    network: RCNNNetwork
-    svms: LinearSVMs | None  # None until the SVM stage has run
-    svm_scale: float
-    regressors: BoxRegressors | None
+    model: RCNN
     config: RCNNConfig
     classes: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
-    timer: StageTimer | None = None  # set to collect seconds per test stage
-    precision: str = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
-    scorer: str = "svm"  # "svm" or "softmax" (the fine-tuned fc8): config.test.scorer unless set_scorer
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
         self.set_scorer(self.config.test.scorer or "svm")
 
     def set_scorer(self, scorer: str) -> None:
-        self.scorer = check_scorer(scorer)
+        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8); the config's ``test.scorer`` by default."""
+        self.model.scorer = check_scorer(scorer)
 
     def set_precision(self, precision: str) -> None:
-        prepare(self.network.trunk, precision)
-        self.precision = precision
+        self.model.set_precision(precision)
+
+    @property
+    def timer(self) -> StageTimer | None:
+        return self.model.timer
+
+    @timer.setter
+    def timer(self, value: StageTimer | None) -> None:
+        self.model.timer = value
 
     @property
     def proposal_config(self) -> ProposalConfig:
@@ -150,41 +152,23 @@ class RCNNDetector:
     def test(self) -> TestConfig:
         return self.config.test
 
-    @torch.no_grad()
     def window_features(self, record: ImageRecord, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pool5 ``(R, C * B)`` and fc7 ``(R, H)`` of warped windows, in
-        batches of ``config.window_batch``; the image is loaded once."""
-        image = to_tensor(load_image(record.image_path))
-        boxes = boxes.float().reshape(-1, 4)
-        network, timer = self.network.eval(), self.timer
-        pooled, fc7 = [], []
-        # An empty box list still runs one (empty) batch, for the feature widths.
-        for start in range(0, max(len(boxes), 1), self.config.window_batch):
-            with autocast(self.precision):
-                with stage(timer, "conv"):
-                    warped = warp_windows(image, boxes[start : start + self.config.window_batch], self.config.warp_size,
-                                          self.config.context)
-                    maps = network.trunk(as_input(warped, self.precision))
-                with stage(timer, "pooling"):
-                    p = network.pool(maps)
-                with stage(timer, "fc"):
-                    f = network.fc7(network.fc6(p))
-            pooled.append(p.float())
-            fc7.append(f.float())
-        return torch.cat(pooled), torch.cat(fc7)
+        """pool5 ``(R, C * B)`` and fc7 ``(R, H)`` of the image's warped windows."""
+        return self.model.window_features(to_tensor(load_image(record.image_path)), boxes)
 
-    @torch.no_grad()
     def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:
         """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
-        pooled, fc7 = self.window_features(record, boxes)
-        with stage(self.timer, "classifier"):
-            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)  # (R, K)
         regression = self.test.box_regression if box_regression is None else box_regression
-        return postprocess(boxes, scores, (record.height, record.width), self.test.nms, self.test.top_k,
-                           self.regressors if regression else None, lambda window: pooled[window], self.timer)
+        return self.model.detect_image(to_tensor(load_image(record.image_path)), boxes, regression)
+
+
+def _model(network: RCNNNetwork, svms: LinearSVMs | None, svm_scale: float, regressors: BoxRegressors | None,
+           config: RCNNConfig) -> RCNN:
+    return RCNN(network.eval(), svms, svm_scale, regressors, config.warp_size, config.context, config.window_batch,
+                config.test.nms, config.test.top_k)
 
 
 def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:
@@ -265,7 +249,7 @@ def train_rcnn(
         save_weights(finetuned, network.state_dict())
         checkpoint.unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
-    detector = RCNNDetector(network, None, 1.0, None, config, train.classes, seconds)
+    detector = RCNNDetector(_model(network, None, 1.0, None, config), config, train.classes, seconds)
     svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
                                 config.svm, config.mining, train.num_classes, log)
     seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -274,7 +258,7 @@ def train_rcnn(
     seconds["box regression"] = time.perf_counter() - clock
     log(f"R-CNN training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
-    detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    detector.model.svms, detector.model.svm_scale, detector.model.regressors = svms, svm_scale, regressors
     distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
 
@@ -291,4 +275,5 @@ def load_rcnn(run_dir: str | Path) -> RCNNDetector:
     network = RCNNNetwork(classifier, len(classes))
     network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")
-    return RCNNDetector(network.eval(), svms, svm_scale, load_regressors(run_dir / "bbox.safetensors"), config, classes)
+    return RCNNDetector(_model(network, svms, svm_scale, load_regressors(run_dir / "bbox.safetensors"), config),
+                        config, classes)

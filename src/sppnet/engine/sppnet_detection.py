@@ -51,7 +51,7 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig, TestConfig, dataset_proposals, label_dataset,
 )
-from sppnet.engine.feature_cache import CachedMap, CacheRun, FeatureCache
+from sppnet.engine.feature_cache import CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
 from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
@@ -59,13 +59,12 @@ from sppnet.engine.window_training import (
     WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
-from sppnet.models.postprocess import empty_detections, postprocess
-from sppnet.models.scoring import check_scorer, window_scores
+from sppnet.models.detection.postprocess import empty_detections
+from sppnet.models.detection.sppnet import SPPNet, SPPNetHead
+from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import LinearSVMs, SVMConfig
-from sppnet.models.sppnet_head import SPPNetHead
-from sppnet.models.windows import cached_window_pooler, pool_windows, pooled_fc6
-from sppnet.fast_path import autocast, check_precision
-from sppnet.timing import StageTimer, stage
+from sppnet.models.windows import CachedMap, pool_windows
+from sppnet.timing import StageTimer
 
 __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 
@@ -88,31 +87,36 @@ class SPPNetConfig(ProposalSettings):
 
 @dataclass
 class SPPNetDetector:
-    """Everything testing needs: the cached-feature trunk, levels, head, SVMs, regressors."""
+    """A trained SPP-net run as ``detect_dataset`` uses it: the model
+    (``sppnet.models.detection.SPPNet``) fed with the conv5 maps of the
+    run's feature cache, so an image's maps are computed once for all runs
+    and tests that share its trunk."""
 
+    model: SPPNet
     cache: FeatureCache
-    levels: tuple[int, ...]
-    head: SPPNetHead
-    svms: LinearSVMs | None  # None until the SVM stage has run
-    svm_scale: float
-    regressors: BoxRegressors | None
     config: SPPNetConfig
     classes: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
-    timer: StageTimer | None = None  # set to collect seconds per test stage
-    precision: str = "fp32"  # fc layers in "bf16" on the CPU fast path (the maps come from the cache)
-    scorer: str = "svm"  # "svm" or "softmax" (the fine-tuned fc8): config.test.scorer unless set_scorer
-    fc6_block: int = 1024  # windows pooled and multiplied by fc6 at a time (pooled_fc6)
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
         self.set_scorer(self.config.test.scorer or "svm")
 
     def set_scorer(self, scorer: str) -> None:
-        self.scorer = check_scorer(scorer)
+        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8); the config's ``test.scorer`` by default."""
+        self.model.scorer = check_scorer(scorer)
 
     def set_precision(self, precision: str) -> None:
-        self.precision = check_precision(precision)
+        """The fc layers' precision; the maps come from the cache (fp32)."""
+        self.model.set_precision(precision)
+
+    @property
+    def timer(self) -> StageTimer | None:
+        return self.model.timer
+
+    @timer.setter
+    def timer(self, value: StageTimer | None) -> None:
+        self.model.timer = value
 
     @property
     def proposal_config(self) -> ProposalConfig:
@@ -122,43 +126,28 @@ class SPPNetDetector:
     def test(self) -> TestConfig:
         return self.config.test
 
-    @torch.no_grad()
     def window_features(self, record: ImageRecord, boxes: torch.Tensor,
                         maps: dict[int, CachedMap] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """pool5 ``(R, C * B)`` pooled from the image's maps (default: the
         cached ones) and fc7 ``(R, H)``."""
-        maps = self.cache.load(record) if maps is None else maps
-        with stage(self.timer, "pooling"):
-            pooled = pool_windows(maps, boxes, self.cache.trunk.geometry, self.levels, target=self.config.window_target)
-        self.head.eval()
-        with stage(self.timer, "fc"), autocast(self.precision):
-            fc7 = self.head.features(pooled).float()
-        return pooled, fc7
+        return self.model.window_features(self.cache.load(record) if maps is None else maps, boxes)
 
-    @torch.no_grad()
     def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None,
                maps: dict[int, CachedMap] | None = None) -> dict:
         """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image;
-        ``maps`` (scale -> map) instead of the cached ones. Windows are pooled
-        and multiplied by fc6 a block at a time (``pooled_fc6``): the same
-        scores as ``window_features``, without every window's pool5 at once."""
+        ``maps`` (scale -> map) instead of the cached ones."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
         maps = self.cache.load(record) if maps is None else maps
-        with stage(self.timer, "pooling"):
-            pooler = cached_window_pooler(maps, boxes, self.cache.trunk.geometry, self.levels,
-                                          target=self.config.window_target)
-        self.head.eval()
-        with autocast(self.precision):
-            hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, self.timer)
-            with stage(self.timer, "fc"):
-                fc7 = self.head.fc7(hidden).float()
-        with stage(self.timer, "classifier"):
-            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8)  # (R, K)
         regression = self.test.box_regression if box_regression is None else box_regression
-        return postprocess(boxes, scores, (record.height, record.width), self.test.nms, self.test.top_k,
-                           self.regressors if regression else None, pooler.pool, self.timer)
+        return self.model.detect_on_maps(maps, boxes, (record.height, record.width), regression)
+
+
+def _model(trunk: nn.Module, levels: tuple[int, ...], head: SPPNetHead, svms: LinearSVMs | None, svm_scale: float,
+           regressors: BoxRegressors | None, config: SPPNetConfig) -> SPPNet:
+    return SPPNet(trunk, levels, head.eval(), svms, svm_scale, regressors, config.scales, config.max_side,
+                  config.window_target, config.test.nms, config.test.top_k)
 
 
 def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,
@@ -242,7 +231,8 @@ def train_sppnet(
         save_weights(finetuned, head.state_dict())
         (run_dir / "finetune-checkpoint.safetensors").unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
-    detector = SPPNetDetector(cache, levels, head, None, 1.0, None, config, train.classes, seconds)
+    detector = SPPNetDetector(_model(classifier.trunk, levels, head, None, 1.0, None, config), cache, config,
+                              train.classes, seconds)
     svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
                                 config.svm, config.mining, train.num_classes, log)
     seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -251,7 +241,7 @@ def train_sppnet(
     seconds["box regression"] = time.perf_counter() - clock
     log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
-    detector.svms, detector.svm_scale, detector.regressors = svms, svm_scale, regressors
+    detector.model.svms, detector.model.svm_scale, detector.model.regressors = svms, svm_scale, regressors
     detector.cache = _test_cache(run_dir, classifier.trunk, config)
     distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
@@ -273,5 +263,6 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")
-    return SPPNetDetector(_test_cache(run_dir, classifier.trunk, config), classifier.spp.levels, head.eval(), svms, svm_scale,
-                          load_regressors(run_dir / "bbox.safetensors"), config, classes)
+    model = _model(classifier.trunk, classifier.spp.levels, head, svms, svm_scale,
+                   load_regressors(run_dir / "bbox.safetensors"), config)
+    return SPPNetDetector(model, _test_cache(run_dir, classifier.trunk, config), config, classes)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from sppnet.data.transforms import scale_image
+from sppnet.fast_path import as_input, autocast
 from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, mirror_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
+__all__ = ["CachedMap", "image_maps", "LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
            "pooled_fc6"]
 
 
@@ -158,7 +160,34 @@ def pooled_fc6(pooler: WindowPooler, fc6: torch.nn.Module, block: int = 1024,
     return out
 
 
-def pool_windows(maps: Mapping[int, "CachedMap"], boxes: torch.Tensor, geometry: FeatureGeometry,  # noqa: F821
+@dataclass
+class CachedMap:
+    """One conv map of an image at one scale (what the feature cache stores): ``features`` float16 (C, h, w); ``factor`` maps
+    original image pixels to the resized input's."""
+
+    features: torch.Tensor
+    scale: int
+    factor: float
+
+
+def image_maps(trunk: torch.nn.Module, image: torch.Tensor, scales: Sequence[int], max_side: int | None,
+               precision: str = "fp32") -> dict[int, CachedMap]:
+    """The one image -> conv5 maps function of SPP-net (SPEC section 3):
+    ``image`` normalised ``[3, H, W]`` resized to each scale (``scale_image``)
+    and run through ``trunk`` (in ``precision``; the caller puts the trunk in
+    eval mode and its memory format, ``fast_path.prepare``). The maps are kept
+    in float16, as the feature cache stores them, so that detecting on maps
+    computed now or read from the cache gives the same numbers."""
+    maps = {}
+    for scale in scales:
+        scaled, factor = scale_image(image, scale, max_side)
+        with autocast(precision):
+            features = trunk(as_input(scaled[None], precision))[0]
+        maps[scale] = CachedMap(features.to(torch.float16).contiguous(), scale, factor)
+    return maps
+
+
+def pool_windows(maps: Mapping[int, CachedMap], boxes: torch.Tensor, geometry: FeatureGeometry,
                  levels: Sequence[int], **options) -> torch.Tensor:
     """Pool each window from the map of its scale: ``Tensor[R, C * B]``
     float32, all at once. ``options``: ``cached_window_pooler``'s (``rule``,
@@ -167,7 +196,7 @@ def pool_windows(maps: Mapping[int, "CachedMap"], boxes: torch.Tensor, geometry:
 
 
 def cached_window_pooler(
-    maps: Mapping[int, "CachedMap"],  # noqa: F821  (sppnet.engine.feature_cache.CachedMap)
+    maps: Mapping[int, CachedMap],
     boxes: torch.Tensor,
     geometry: FeatureGeometry,
     levels: Sequence[int],

@@ -1,0 +1,156 @@
+"""R-CNN (SPEC section 6): its network (each window warped to the network's
+fixed input with context, then the whole classifier on the batch of windows)
+and the whole detector at test time.
+
+Shapes: R windows (xyxy, continuous pixels of the image), S the warp size,
+C * B the pooled length, H the fc width, K + 1 classes with background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sppnet.fast_path import as_input, autocast, prepare
+from sppnet.models.box_regression import BoxRegressors
+from sppnet.models.classifier import SPPClassifier
+from sppnet.models.detection.postprocess import empty_detections, postprocess
+from sppnet.models.scoring import check_scorer, window_scores
+from sppnet.models.svm import LinearSVMs
+from sppnet.timing import StageTimer, stage
+
+__all__ = ["RCNNNetwork", "RCNN", "context_boxes", "warp_windows"]
+
+
+def context_boxes(boxes: torch.Tensor, size: int, context: int) -> torch.Tensor:
+    """Boxes ``(R, 4)`` enlarged about their centres by ``size / (size - 2 *
+    context)``: warped to ``size`` x ``size``, the original box then fills the
+    middle ``size - 2 * context`` pixels, with ``context`` pixels around it."""
+    if not 0 <= 2 * context < size:
+        raise ValueError(f"context must satisfy 0 <= 2 * context < size, got context={context}, size={size}")
+    factor = size / (size - 2 * context)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+def warp_windows(image: torch.Tensor, boxes: torch.Tensor, size: int, context: int = 0) -> torch.Tensor:
+    """Normalised image ``(3, H, W)`` and windows ``(R, 4)`` -> ``(R, 3, size, size)``.
+
+    Each window, enlarged by ``context_boxes``, is sampled bilinearly at the
+    centres of a size x size grid over it (as R-CNN's imresize with
+    antialiasing off); the image is extended by zeros, the mean pixel after
+    normalisation, so parts of a window outside the image are mean-filled."""
+    if image.dim() != 3:
+        raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
+    boxes = boxes.to(image.dtype).reshape(-1, 4)
+    # One pixel of zeros: roi_align clamps samples within a pixel of the border
+    # to the edge pixel; with the pad they blend into the mean like any other.
+    padded = F.pad(image, (1, 1, 1, 1))[None]
+    windows = context_boxes(boxes, size, context) + 1
+    rois = torch.cat([windows.new_zeros(len(windows), 1), windows], dim=1)
+    return roi_align(padded, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+
+
+class RCNNNetwork(nn.Module):
+    """The whole network on warped windows ``(R, 3, S, S)``: the classifier's
+    trunk and pooling (it pools the fixed-size map), fc6, fc7, and a new
+    (K+1)-way fc8 for fine-tuning, initialised N(0, 0.01)."""
+
+    def __init__(self, classifier: SPPClassifier, num_classes: int) -> None:
+        super().__init__()
+        self.trunk, self.pool, self.fc6, self.fc7 = classifier.trunk, classifier.spp, classifier.fc6, classifier.fc7
+        self.fc8 = nn.Linear(classifier.fc7[0].out_features, num_classes)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def features(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` and fc7 ``(R, H)``."""
+        pooled = self.pool(self.trunk(windows))
+        return pooled, self.fc7(self.fc6(pooled))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """logits ``(R, K + 1)``."""
+        return self.fc8(self.features(windows)[1])
+
+
+class RCNN(nn.Module):
+    """R-CNN's detector at test time (SPEC section 6), on tensors:
+    ``model(images, proposals)`` -> ``[{"boxes" (D, 4), "labels" (D,),
+    "scores" (D,)}]``, torchvision's detection contract, for ``images`` float
+    ``[3, H, W]`` in [0, 1] and ``proposals`` ``(R, 4)`` xyxy in their pixels.
+
+    Every window is warped (``warp_windows``: ``warp_size`` with ``context``)
+    and goes through the whole ``network``, ``window_batch`` at a time; then
+    the per-class scorer (the SVMs or fc8's softmax, ``scorer``), per-class
+    NMS and box regression on pool5 (``postprocess``). Training is staged
+    (``sppnet.engine.rcnn.train_rcnn``: fine-tuning on warped windows, SVMs
+    with hard negatives, box regression), so there is no training forward."""
+
+    def __init__(self, network: RCNNNetwork, svms: LinearSVMs | None, svm_scale: float,
+                 regressors: BoxRegressors | None, warp_size: int, context: int, window_batch: int, nms: float,
+                 top_k: int, scorer: str = "svm") -> None:
+        super().__init__()
+        self.network, self.svms = network, svms
+        self.svm_scale = float(svm_scale)
+        self.regressors = regressors
+        self.warp_size, self.context, self.window_batch = warp_size, context, window_batch
+        self.nms, self.top_k = nms, top_k
+        self.scorer = check_scorer(scorer)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        self.precision = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
+        self.timer: StageTimer | None = None  # set to collect seconds per stage
+
+    def set_precision(self, precision: str) -> RCNN:
+        prepare(self.network.trunk, precision)
+        self.precision = precision
+        return self
+
+    @torch.no_grad()
+    def window_features(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` and fc7 ``(R, H)`` of the warped windows of a
+        normalised image ``[3, H, W]``, in batches of ``window_batch``."""
+        boxes = boxes.float().reshape(-1, 4)
+        network, timer = self.network.eval(), self.timer
+        pooled, fc7 = [], []
+        # An empty box list still runs one (empty) batch, for the feature widths.
+        for start in range(0, max(len(boxes), 1), self.window_batch):
+            with autocast(self.precision):
+                with stage(timer, "conv"):
+                    warped = warp_windows(image, boxes[start: start + self.window_batch], self.warp_size, self.context)
+                    maps = network.trunk(as_input(warped, self.precision))
+                with stage(timer, "pooling"):
+                    p = network.pool(maps)
+                with stage(timer, "fc"):
+                    f = network.fc7(network.fc6(p))
+            pooled.append(p.float())
+            fc7.append(f.float())
+        return torch.cat(pooled), torch.cat(fc7)
+
+    @torch.no_grad()
+    def detect_image(self, image: torch.Tensor, boxes: torch.Tensor, box_regression: bool = True) -> dict:
+        """One normalised image ``[3, H, W]`` and its windows ``(R, 4)`` -> its detections."""
+        boxes = boxes.float().reshape(-1, 4)
+        if len(boxes) == 0:
+            return empty_detections()
+        pooled, fc7 = self.window_features(image, boxes)
+        with stage(self.timer, "classifier"):
+            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)  # (R, K)
+        return postprocess(boxes, scores, tuple(image.shape[-2:]), self.nms, self.top_k,
+                           self.regressors if box_regression else None, lambda window: pooled[window], self.timer)
+
+    @torch.no_grad()
+    def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
+                targets: Sequence[dict] | None = None) -> list[dict]:
+        if self.training or targets is not None:
+            raise RuntimeError("R-CNN trains in stages (sppnet.engine.rcnn.train_rcnn), not from one loss: "
+                               "call the model in eval mode without targets")
+        if len(images) != len(proposals):
+            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+        return [self.detect_image((image - self.mean) / self.std, boxes) for image, boxes in zip(images, proposals)]

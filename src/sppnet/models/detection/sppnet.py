@@ -1,0 +1,133 @@
+"""SPP-net's detection model (SPEC sections 4 and 5): its head (the
+pre-trained classifier's fc6 and fc7 on windows pooled from frozen conv5
+maps, and a new (K+1)-way fc8 for fine-tuning) and the whole detector at
+test time. Shapes: R windows, C * B pooled values, H the fc width, K object
+classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sppnet.fast_path import autocast, check_precision
+from sppnet.models.box_regression import BoxRegressors
+from sppnet.models.detection.postprocess import empty_detections, postprocess
+from sppnet.models.scoring import check_scorer, window_scores
+from sppnet.models.svm import LinearSVMs
+from sppnet.models.windows import CachedMap, cached_window_pooler, image_maps, pool_windows, pooled_fc6
+from sppnet.timing import StageTimer, stage
+
+__all__ = ["SPPNetHead", "SPPNet"]
+
+
+class SPPNetHead(nn.Module):
+    """fc6 -> fc7 (-> fc8 while fine-tuning) on pooled windows ``(R, C * B)``."""
+
+    def __init__(self, fc6: nn.Sequential, fc7: nn.Sequential, num_classes: int) -> None:
+        super().__init__()
+        self.fc6, self.fc7 = fc6, fc7
+        self.fc8 = nn.Linear(fc7[0].out_features, num_classes)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
+
+    def features(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc7(self.fc6(pooled))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.features(pooled))
+
+
+class SPPNet(nn.Module):
+    """SPP-net's detector at test time (SPEC section 5), on tensors:
+    ``model(images, proposals)`` -> ``[{"boxes" (D, 4), "labels" (D,),
+    "scores" (D,)}]``, torchvision's detection contract, for ``images`` float
+    ``[3, H, W]`` in [0, 1] and ``proposals`` ``(R, 4)`` xyxy in their pixels.
+
+    Each image's conv5 maps are computed once per scale (``image_maps``),
+    every window is pooled from the map of its scale (``window_target``) with
+    the pyramid ``levels``, and goes through fc6/fc7 (a block at a time,
+    ``pooled_fc6``), the per-class scorer (the SVMs or fc8's softmax,
+    ``scorer``), per-class NMS and box regression (``postprocess``).
+
+    Training is staged, not one loss (``sppnet.engine.sppnet_detection``:
+    fc fine-tuning on cached pooled windows, SVMs with hard negatives, box
+    regression), so the module has no training forward. The engine's
+    ``SPPNetDetector`` feeds it maps read from the feature cache
+    (``detect_on_maps``) instead of computing them."""
+
+    def __init__(self, trunk: nn.Module, levels: Sequence[int], head: SPPNetHead, svms: LinearSVMs | None,
+                 svm_scale: float, regressors: BoxRegressors | None, scales: Sequence[int], max_side: int | None,
+                 window_target: float, nms: float, top_k: int, scorer: str = "svm") -> None:
+        super().__init__()
+        self.trunk, self.head, self.svms = trunk, head, svms
+        self.levels = tuple(levels)
+        self.svm_scale = float(svm_scale)
+        self.regressors = regressors
+        self.scales, self.max_side, self.window_target = tuple(scales), max_side, float(window_target)
+        self.nms, self.top_k = nms, top_k
+        self.scorer = check_scorer(scorer)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
+        self.timer: StageTimer | None = None  # set to collect seconds per stage
+        self.fc6_block = 1024  # windows pooled and multiplied by fc6 at a time (pooled_fc6)
+
+    def set_precision(self, precision: str) -> SPPNet:
+        self.precision = check_precision(precision)
+        return self
+
+    def conv_maps(self, image: torch.Tensor) -> dict[int, CachedMap]:
+        """One image, float ``[3, H, W]`` in [0, 1] -> its conv5 map at each scale."""
+        self.trunk.eval()
+        return image_maps(self.trunk, (image - self.mean) / self.std, self.scales, self.max_side, self.precision)
+
+    @torch.no_grad()
+    def window_features(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` of each window pooled from the map of its
+        scale, and fc7 ``(R, H)``, all at once (for SVM and regressor training)."""
+        with stage(self.timer, "pooling"):
+            pooled = pool_windows(maps, boxes, self.trunk.geometry, self.levels, target=self.window_target)
+        self.head.eval()
+        with stage(self.timer, "fc"), autocast(self.precision):
+            fc7 = self.head.features(pooled).float()
+        return pooled, fc7
+
+    @torch.no_grad()
+    def detect_on_maps(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor, image_size: tuple[int, int],
+                       box_regression: bool = True) -> dict:
+        """One image's detections from its maps (scale -> map) and windows
+        ``(R, 4)``; ``image_size``: (height, width). Windows are pooled and
+        multiplied by fc6 a block at a time (``pooled_fc6``): the same scores
+        as ``window_features``, without every window's pool5 at once."""
+        boxes = boxes.float().reshape(-1, 4)
+        if len(boxes) == 0:
+            return empty_detections()
+        with stage(self.timer, "pooling"):
+            pooler = cached_window_pooler(maps, boxes, self.trunk.geometry, self.levels, target=self.window_target)
+        self.head.eval()
+        with autocast(self.precision):
+            hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, self.timer)
+            with stage(self.timer, "fc"):
+                fc7 = self.head.fc7(hidden).float()
+        with stage(self.timer, "classifier"):
+            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8)  # (R, K)
+        return postprocess(boxes, scores, image_size, self.nms, self.top_k,
+                           self.regressors if box_regression else None, pooler.pool, self.timer)
+
+    @torch.no_grad()
+    def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
+                targets: Sequence[dict] | None = None) -> list[dict]:
+        if self.training or targets is not None:
+            raise RuntimeError("SPP-net trains in stages (sppnet.engine.sppnet_detection.train_sppnet), "
+                               "not from one loss: call the model in eval mode without targets")
+        if len(images) != len(proposals):
+            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+        results = []
+        for image, boxes in zip(images, proposals):
+            with stage(self.timer, "conv"):
+                maps = self.conv_maps(image)
+            results.append(self.detect_on_maps(maps, boxes, tuple(image.shape[-2:])))
+        return results
