@@ -207,7 +207,7 @@ def test_fast_rcnn_scoring_graph_is_the_models_score_at_one_scale():
 
 
 def _tiny_sppnet_scoring(scorer: str = "svm"):
-    from sppnet.models.detection.sppnet import SPPNetHead
+    from sppnet.models.detection.sppnet import SPPNet, SPPNetHead
     from sppnet.models.box_regression import BoxRegressors
     from sppnet.models.svm import LinearSVMs
 
@@ -219,8 +219,9 @@ def _tiny_sppnet_scoring(scorer: str = "svm"):
     # Deltas of a few tenths, as trained regressors give (the float32 error of
     # a regressed coordinate grows with its delta and the box's size).
     regressors = BoxRegressors(torch.randn(4, pooled_size + 1, 4) * 0.003, 0.5)
-    scoring = SPPNetScoring(classifier.trunk, (6, 3, 2, 1), head.eval(), svms, 2.0, regressors, scorer)
-    return scoring.eval(), regressors
+    model = SPPNet(classifier.trunk, (6, 3, 2, 1), head.eval(), svms, 2.0, regressors, (96,), None, 224.0, 0.3, 100,
+                   scorer)
+    return SPPNetScoring(model).eval(), regressors
 
 
 @pytest.mark.parametrize("scorer", ["svm", "softmax"])
@@ -229,13 +230,14 @@ def test_sppnet_scoring_graph_matches_the_library_and_exports(scorer, tmp_path):
     case = _detector_cases(seed=4)[0]
     with torch.no_grad():
         scores, pred_boxes = scoring(case["image"], case["boxes"])
-        features = scoring.trunk(case["image"])
-        rois = boxes_to_rois([case["boxes"]], scoring.trunk.geometry, "sppnet", feature_size=features.shape[-2:])
+        model = scoring.model
+        features = model.trunk(case["image"])
+        rois = boxes_to_rois([case["boxes"]], model.trunk.geometry, "sppnet", feature_size=features.shape[-2:])
         pooled = roi_spp(features, rois, (6, 3, 2, 1))
         if scorer == "svm":
-            expected = scoring.svms.decision_function(scoring.head.features(pooled) * 2.0)
+            expected = model.svms.decision_function(model.head.features(pooled) * 2.0)
         else:  # the fine-tuned fc8's probabilities of the 3 object classes (output 0 is background)
-            expected = torch.softmax(scoring.head(pooled), dim=1)[:, 1:]
+            expected = torch.softmax(model.head(pooled), dim=1)[:, 1:]
     assert torch.allclose(scores, expected, atol=1e-6)
     for label in (1, 2, 3):
         labels = torch.full((len(pooled),), label)

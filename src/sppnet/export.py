@@ -10,12 +10,13 @@ Graphs (input and output names as in the files):
   N, H and W are dynamic.
 - Fast R-CNN scoring: ``image`` (1, 3, H, W) and ``boxes`` (R, 4) xyxy in that
   image's pixels -> ``scores`` (R, K + 1) class probabilities and
-  ``pred_boxes`` (R, K + 1, 4) regressed per class, clipped to the image. This
-  is ``FastRCNN.score`` at one scale; NMS (``class_nms``) stays in Python. An
-  ONNX value cannot be both an input and an output, hence ``pred_boxes``.
+  ``pred_boxes`` (R, K + 1, 4) regressed per class, clipped to the image: the
+  model's own ``FastRCNN.score_resized`` (``score`` at one scale), traced;
+  NMS (``class_nms``) stays in Python. An ONNX value cannot be both an input
+  and an output, hence ``pred_boxes``.
 - SPP-net scoring at one scale: the same inputs -> ``scores`` (R, K) (SVM or
   softmax, the run's ``test.scorer``) and ``pred_boxes`` (R, K, 4) from each
-  class's box regressor.
+  class's box regressor: the model's own ``SPPNet.score_resized``, traced.
   R-CNN warps every window through the whole network and has no shared-map
   scoring graph: it is refused.
 
@@ -44,11 +45,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-
-from sppnet.models.scoring import check_scorer, window_scores
-from sppnet.ops import BoxCoder, boxes_to_cells, clip_boxes, roi_spp
-from sppnet.ops.tracing import shape_of
 
 __all__ = [
     "FORMATS",
@@ -79,64 +75,39 @@ def _check_format(format: str) -> str:
     return format
 
 
-def _one_image_rois(cells: torch.Tensor) -> torch.Tensor:
-    # Batch index 0 for every box, built from the boxes so R stays dynamic.
-    return torch.cat([torch.zeros_like(cells[:, :1]), cells], dim=1)
-
-
 class FastRCNNScoring(nn.Module):
-    """``FastRCNN.score`` on one already resized and normalised image:
-    ``(image (1, 3, H, W), boxes (R, 4))`` in that image's pixels ->
-    ``(scores (R, K+1), pred_boxes (R, K+1, 4))``."""
+    """The graph of a Fast R-CNN model's own one-scale scoring
+    (``FastRCNN.score_resized``): ``(image (1, 3, H, W), boxes (R, 4))`` in
+    that already resized and normalised image's pixels -> ``(scores (R,
+    K+1), pred_boxes (R, K+1, 4))``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.trunk, self.head = model.trunk, model.head
-        self.levels = tuple(model.levels)
-        self.box_coder = model.box_coder
+        self.model = model
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.trunk(image)
-        cells = boxes_to_cells(boxes, self.trunk.geometry, "fast-rcnn", feature_size=shape_of(features)[2:])
-        hidden = self.head.features(roi_spp(features, _one_image_rois(cells), self.levels))
-        scores = F.softmax(self.head.cls_score(hidden), dim=1)
-        per_class = self.box_coder.decode(self.head.bbox_pred(hidden), boxes).reshape(-1, self.head.num_classes, 4)
-        return scores, clip_boxes(per_class, shape_of(image)[2:])
+        return self.model.score_resized(image, boxes)
 
 
 class SPPNetScoring(nn.Module):
-    """SPP-net testing at one scale on an already resized and normalised
-    image: ``(image (1, 3, H, W), boxes (R, 4))`` in that image's pixels ->
-    ``(scores (R, K) of the detector's scorer, pred_boxes (R, K, 4))``: SVM
-    decision values or softmax probabilities (``scorer``), every window
-    regressed by every class's regressor (on pool5, as ``BoxRegressors``)."""
+    """The graph of an SPP-net model's own one-scale testing
+    (``SPPNet.score_resized``): ``(image (1, 3, H, W), boxes (R, 4))`` in
+    that already resized and normalised image's pixels -> ``(scores (R, K)
+    of the model's scorer, pred_boxes (R, K, 4))``: SVM decision values or
+    softmax probabilities, every window regressed by every class's
+    regressor (on pool5, as ``BoxRegressors``)."""
 
-    def __init__(self, trunk: nn.Module, levels: Sequence[int], head: nn.Module, svms: nn.Module, svm_scale: float,
-                 regressors, scorer: str = "svm") -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.trunk, self.head, self.svms = trunk, head, svms
-        self.scorer = check_scorer(scorer)
-        self.levels = tuple(levels)
-        self.svm_scale = float(svm_scale)
-        weights = regressors.weights.float()  # (K+1, D+1, 4), row 0 background, last input row the bias
-        classes, inputs, _ = weights.shape
-        if classes - 1 != svms.num_classes:
-            raise ValueError(f"the box regressors have {classes - 1} classes but the SVMs {svms.num_classes}")
-        # One matrix for all classes: column 4 (k - 1) + j is coordinate j of class k.
-        stacked = weights[1:].permute(1, 0, 2).reshape(inputs, 4 * (classes - 1))
-        self.register_buffer("regression_weight", stacked[:-1].contiguous())
-        self.register_buffer("regression_bias", stacked[-1].contiguous())
-        self.regression_scale = float(regressors.feature_scale)
-        self.box_coder = BoxCoder()
+        if model.svms is None or model.regressors is None:
+            raise ValueError("this SPP-net detector has no SVMs or box regressors yet: finish its training first")
+        classes = model.regressors.weights.shape[0] - 1
+        if classes != model.svms.num_classes:
+            raise ValueError(f"the box regressors have {classes} classes but the SVMs {model.svms.num_classes}")
+        self.model = model
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.trunk(image)
-        cells = boxes_to_cells(boxes, self.trunk.geometry, "sppnet", feature_size=shape_of(features)[2:])
-        pooled = roi_spp(features, _one_image_rois(cells), self.levels)
-        scores = window_scores(self.head.features(pooled), self.scorer, self.svms, self.svm_scale, self.head.fc8)
-        deltas = torch.addmm(self.regression_bias, pooled * self.regression_scale, self.regression_weight)
-        per_class = self.box_coder.decode(deltas, boxes).reshape(-1, self.svms.num_classes, 4)
-        return scores, clip_boxes(per_class, shape_of(image)[2:])
+        return self.model.score_resized(image, boxes)
 
 
 def scoring_module(detector) -> nn.Module:
@@ -157,10 +128,7 @@ def scoring_module(detector) -> nn.Module:
     if isinstance(detector, SPPNetDetector):
         detector = detector.model
     if isinstance(detector, SPPNet):
-        if detector.svms is None or detector.regressors is None:
-            raise ValueError("this SPP-net detector has no SVMs or box regressors yet: finish its training first")
-        return SPPNetScoring(detector.trunk, detector.levels, detector.head, detector.svms, detector.svm_scale,
-                             detector.regressors, detector.scorer)
+        return SPPNetScoring(detector)
     raise ValueError(f"cannot export a {type(detector).__name__}: export supports SPP classifiers, Fast R-CNN and "
                      "SPP-net (one scale) detectors; R-CNN warps each window through the whole network and has no "
                      "shared-feature-map scoring graph")

@@ -42,6 +42,16 @@ class BoxRegressors:
     def apply(self, features: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return BoxCoder().decode(self.predict_deltas(features, labels), boxes)
 
+    def all_classes(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Every window regressed by every object class's regressor: ``(R, K,
+        4)``, column k - 1 for class k. One matrix product with tensor ops
+        only, so a traced graph (export) keeps R dynamic."""
+        classes, inputs, _ = self.weights.shape
+        # Column 4 (k - 1) + j is coordinate j of class k; the last input row is the bias.
+        stacked = self.weights[1:].float().permute(1, 0, 2).reshape(inputs, 4 * (classes - 1))
+        deltas = torch.addmm(stacked[-1], features * self.feature_scale, stacked[:-1])
+        return BoxCoder().decode(deltas, boxes).reshape(-1, classes - 1, 4)
+
 
 def _ridge(x: torch.Tensor, t: torch.Tensor, ridge: float) -> torch.Tensor:
     """argmin_W ||x W - t||^2 + ridge ||W||^2 for x (N, D), t (N, 4) -> (D, 4).

@@ -18,7 +18,7 @@ from sppnet.fast_path import as_input, autocast
 from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, mirror_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["CachedMap", "image_maps", "LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
+__all__ = ["CachedMap", "image_maps", "one_image_rois", "LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
            "pooled_fc6"]
 
 
@@ -168,6 +168,12 @@ class CachedMap:
     features: torch.Tensor
     scale: int
     factor: float
+
+
+def one_image_rois(cells: torch.Tensor) -> torch.Tensor:
+    """Cells ``(R, 4)`` of one image -> ``roi_spp``'s ``(R, 5)`` RoIs (batch
+    index 0), built from the cells so that a traced graph keeps R dynamic."""
+    return torch.cat([torch.zeros_like(cells[:, :1]), cells], dim=1)
 
 
 def image_maps(trunk: torch.nn.Module, image: torch.Tensor, scales: Sequence[int], max_side: int | None,

@@ -32,8 +32,9 @@ from torch.nn import functional as F
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.windows import WindowPooler, label_windows, pooled_fc6
-from sppnet.ops import BoxCoder, boxes_to_rois, class_nms, clip_boxes, roi_spp
+from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
+from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, roi_spp
+from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs",
@@ -250,11 +251,25 @@ class FastRCNN(nn.Module):
         with stage(timer, "fc"):
             hidden = self.head.fc7(hidden)
         with stage(timer, "classifier"):
-            probabilities = F.softmax(self.head.cls_score(hidden).float(), dim=1)
-            deltas = self.head.bbox_pred(hidden).float()
-            per_class = self.box_coder.decode(deltas, boxes).reshape(len(boxes), -1, 4)
-            per_class = clip_boxes(per_class.reshape(-1, 4), tuple(image.shape[-2:])).reshape(per_class.shape)
-        return probabilities, per_class
+            return self.class_outputs(hidden, boxes, tuple(image.shape[-2:]))
+
+    def class_outputs(self, hidden: torch.Tensor, boxes: torch.Tensor, image_size) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc7 ``(R, H)`` of windows ``boxes`` -> class probabilities ``(R,
+        K+1)`` and per-class boxes ``(R, K+1, 4)`` regressed and clipped to
+        ``image_size`` (height, width; tensors while tracing)."""
+        probabilities = F.softmax(self.head.cls_score(hidden).float(), dim=1)
+        deltas = self.head.bbox_pred(hidden).float()
+        per_class = self.box_coder.decode(deltas, boxes).reshape(-1, self.head.num_classes, 4)
+        return probabilities, clip_boxes(per_class, image_size)
+
+    def score_resized(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``score`` at one scale on an image already resized and normalised,
+        ``(1, 3, H, W)``, with ``boxes (R, 4)`` in its pixels: the graph
+        ``sppnet.export`` traces (sizes stay tensors, all RoIs pooled at once)."""
+        features = self.trunk(image)
+        cells = boxes_to_cells(boxes, self.trunk.geometry, "fast-rcnn", feature_size=shape_of(features)[2:])
+        hidden = self.head.features(roi_spp(features, one_image_rois(cells), self.levels))
+        return self.class_outputs(hidden, boxes, shape_of(image)[2:])
 
     @torch.no_grad()
     def predict(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],

@@ -17,7 +17,11 @@ from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
-from sppnet.models.windows import CachedMap, cached_window_pooler, image_maps, pool_windows, pooled_fc6
+from sppnet.models.windows import (
+    CachedMap, cached_window_pooler, image_maps, one_image_rois, pool_windows, pooled_fc6,
+)
+from sppnet.ops import boxes_to_cells, clip_boxes, roi_spp
+from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["SPPNetHead", "SPPNet"]
@@ -116,6 +120,20 @@ class SPPNet(nn.Module):
             scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8)  # (R, K)
         return postprocess(boxes, scores, image_size, self.nms, self.top_k,
                            self.regressors if box_regression else None, pooler.pool, self.timer)
+
+    def score_resized(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Testing at one scale on an image already resized and normalised,
+        ``(1, 3, H, W)``, with ``boxes (R, 4)`` in its pixels -> ``(scores (R,
+        K) of the scorer, pred_boxes (R, K, 4))``, every window regressed by
+        every class's regressor and clipped: the graph ``sppnet.export``
+        traces (sizes stay tensors, all windows pooled at once)."""
+        if self.svms is None or self.regressors is None:
+            raise ValueError("this SPP-net has no SVMs or box regressors yet: finish its training first")
+        features = self.trunk(image)
+        cells = boxes_to_cells(boxes, self.trunk.geometry, "sppnet", feature_size=shape_of(features)[2:])
+        pooled = roi_spp(features, one_image_rois(cells), self.levels)
+        scores = window_scores(self.head.features(pooled), self.scorer, self.svms, self.svm_scale, self.head.fc8)
+        return scores, clip_boxes(self.regressors.all_classes(pooled, boxes), shape_of(image)[2:])
 
     @torch.no_grad()
     def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
