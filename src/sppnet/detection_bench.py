@@ -137,7 +137,7 @@ def _timing_detectors(config: DetectBenchConfig, classes: tuple[str, ...], work:
         sppnet_config = SPPNetConfig(scales=scales, window_target=224.0)
         model = SPPNet(net.trunk, (6, 3, 2, 1), head, svms, 1.0, regressors, scales, None, 224.0,
                        sppnet_config.test.nms, sppnet_config.test.top_k)
-        detectors[name] = SPPNetDetector(model, cache, sppnet_config, classes)
+        detectors[name] = SPPNetDetector(model, sppnet_config, classes, cache=cache)
     fast_config = FastRCNNConfig(scales=(config.fast_rcnn_scale,), max_side=config.fast_rcnn_max_side, levels=(6,),
                                  test=TestConfig())
     fast = build_fast_rcnn(copy.deepcopy(classifier), num_classes, fast_config).eval()

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -31,9 +31,10 @@ from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
 from sppnet.ops import batched_nms
+from sppnet.timing import StageTimer
 
 __all__ = [
-    "MiningConfig", "TestConfig", "WindowFeatures", "dataset_proposals", "label_dataset",
+    "MiningConfig", "TestConfig", "WindowFeatures", "RunDetector", "StagedRunDetector", "dataset_proposals", "label_dataset",
     "train_svms", "train_box_regression", "detect_dataset",
 ]
 
@@ -162,6 +163,57 @@ def train_box_regression(features: WindowFeatures, records: Sequence[ImageRecord
     scale = feature_scale(pool5, config.feature_norm)
     return fit_box_regressors(pool5, torch.cat(boxes), torch.cat(targets), torch.cat(labels), torch.cat(overlaps),
                               num_classes, config, scale)
+
+
+@dataclass
+class RunDetector:
+    """A trained run's model behind ``detect_dataset``'s interface (the
+    ``Detector`` protocol): what the three methods' run adapters share. The
+    model carries the precision and the stage timer; the run's config the
+    proposal and test settings."""
+
+    model: torch.nn.Module
+    config: Any  # the method's config: its proposal fields and ``test``
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.set_precision(self.config.test.precision)
+
+    def set_precision(self, precision: str) -> None:
+        self.model.set_precision(precision)
+
+    @property
+    def timer(self) -> StageTimer | None:
+        return self.model.timer
+
+    @timer.setter
+    def timer(self, value: StageTimer | None) -> None:
+        self.model.timer = value
+
+    @property
+    def proposal_config(self) -> ProposalConfig:
+        return self.config.proposal_config
+
+    @property
+    def test(self) -> TestConfig:
+        return self.config.test
+
+
+@dataclass
+class StagedRunDetector(RunDetector):
+    """A run trained in stages (SPP-net, R-CNN): its windows are scored by the
+    SVMs or the fine-tuned fc8's softmax (``set_scorer``; the config's
+    ``test.scorer`` by default), and training records each stage's seconds."""
+
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.set_scorer(self.config.test.scorer or "svm")
+
+    def set_scorer(self, scorer: str) -> None:
+        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8)."""
+        self.model.scorer = check_scorer(scorer)
 
 
 class Detector(Protocol):

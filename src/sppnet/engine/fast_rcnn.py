@@ -24,13 +24,13 @@ from sppnet.data.images import load_image
 from sppnet.data.records import ImageRecord
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.classification import load_classifier
-from sppnet.engine.detection_stages import TestConfig
+from sppnet.engine.detection_stages import RunDetector, TestConfig
 from sppnet.engine.pretrain import PretrainConfig
 from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, fc6_for_levels
 from sppnet.models.svd import compress_fc, compressed_ranks
-from sppnet.proposals import ProposalConfig, ProposalSettings
+from sppnet.proposals import ProposalSettings
 
 __all__ = ["FastRCNNConfig", "FastRCNNTrainConfig", "FastRCNNDetector", "load_fast_rcnn", "build_fast_rcnn",
            "compress_run", "image_tensor"]
@@ -86,34 +86,11 @@ def build_fast_rcnn(classifier: SPPClassifier, num_classes: int, config: FastRCN
 
 
 @dataclass
-class FastRCNNDetector:
+class FastRCNNDetector(RunDetector):
     """A trained model with what ``detect_dataset`` needs."""
 
     model: FastRCNN
     config: FastRCNNConfig
-    classes: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        self.set_precision(self.config.test.precision)
-
-    def set_precision(self, precision: str) -> None:
-        self.model.set_precision(precision)
-
-    @property
-    def timer(self):
-        return self.model.timer
-
-    @timer.setter
-    def timer(self, value) -> None:
-        self.model.timer = value
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return self.config.proposal_config
-
-    @property
-    def test(self) -> TestConfig:
-        return self.config.test
 
     @torch.no_grad()
     def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None) -> dict:

@@ -42,13 +42,14 @@ from torch import nn
 
 from sppnet.config import from_dict
 from sppnet.data.images import load_image
-from sppnet.proposals import ProposalConfig, ProposalSettings
+from sppnet.proposals import ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import to_tensor
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig,
+    StagedRunDetector,
     TestConfig,
     dataset_proposals,
     label_dataset,
@@ -62,10 +63,8 @@ from sppnet.engine.window_training import (
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
 from sppnet.models.detection.rcnn import RCNN, RCNNNetwork, warp_windows
-from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.ops import mirror_boxes
-from sppnet.timing import StageTimer
 
 __all__ = [
     "RCNNConfig", "RCNNFinetuneConfig", "RCNNDetector",
@@ -116,41 +115,12 @@ def _check_warp(network: RCNNNetwork, size: int, backbone: Path) -> None:
 
 
 @dataclass
-class RCNNDetector:
+class RCNNDetector(StagedRunDetector):
     """A trained R-CNN run as ``detect_dataset`` uses it: the model
     (``sppnet.models.detection.RCNN``) on each image file, decoded here."""
 
     model: RCNN
     config: RCNNConfig
-    classes: tuple[str, ...]
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
-
-    def __post_init__(self) -> None:
-        self.set_precision(self.config.test.precision)
-        self.set_scorer(self.config.test.scorer or "svm")
-
-    def set_scorer(self, scorer: str) -> None:
-        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8); the config's ``test.scorer`` by default."""
-        self.model.scorer = check_scorer(scorer)
-
-    def set_precision(self, precision: str) -> None:
-        self.model.set_precision(precision)
-
-    @property
-    def timer(self) -> StageTimer | None:
-        return self.model.timer
-
-    @timer.setter
-    def timer(self, value: StageTimer | None) -> None:
-        self.model.timer = value
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return self.config.proposal_config
-
-    @property
-    def test(self) -> TestConfig:
-        return self.config.test
 
     def window_features(self, record: ImageRecord, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pool5 ``(R, C * B)`` and fc7 ``(R, H)`` of the image's warped windows."""

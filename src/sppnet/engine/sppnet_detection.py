@@ -44,12 +44,12 @@ import yaml
 from torch import nn
 
 from sppnet.config import from_dict
-from sppnet.proposals import ProposalConfig, ProposalSettings
+from sppnet.proposals import ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
-    MiningConfig, TestConfig, dataset_proposals, label_dataset,
+    MiningConfig, StagedRunDetector, TestConfig, dataset_proposals, label_dataset,
 )
 from sppnet.engine.feature_cache import CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
@@ -61,10 +61,8 @@ from sppnet.engine.window_training import (
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
 from sppnet.models.detection.sppnet import SPPNet, SPPNetHead
-from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import CachedMap, pool_windows
-from sppnet.timing import StageTimer
 
 __all__ = ["SPPNetConfig", "SPPNetDetector", "train_sppnet", "load_sppnet"]
 
@@ -86,45 +84,15 @@ class SPPNetConfig(ProposalSettings):
 
 
 @dataclass
-class SPPNetDetector:
+class SPPNetDetector(StagedRunDetector):
     """A trained SPP-net run as ``detect_dataset`` uses it: the model
     (``sppnet.models.detection.SPPNet``) fed with the conv5 maps of the
     run's feature cache, so an image's maps are computed once for all runs
     and tests that share its trunk."""
 
     model: SPPNet
-    cache: FeatureCache
     config: SPPNetConfig
-    classes: tuple[str, ...]
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # training time per stage (this process)
-
-    def __post_init__(self) -> None:
-        self.set_precision(self.config.test.precision)
-        self.set_scorer(self.config.test.scorer or "svm")
-
-    def set_scorer(self, scorer: str) -> None:
-        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8); the config's ``test.scorer`` by default."""
-        self.model.scorer = check_scorer(scorer)
-
-    def set_precision(self, precision: str) -> None:
-        """The fc layers' precision; the maps come from the cache (fp32)."""
-        self.model.set_precision(precision)
-
-    @property
-    def timer(self) -> StageTimer | None:
-        return self.model.timer
-
-    @timer.setter
-    def timer(self, value: StageTimer | None) -> None:
-        self.model.timer = value
-
-    @property
-    def proposal_config(self) -> ProposalConfig:
-        return self.config.proposal_config
-
-    @property
-    def test(self) -> TestConfig:
-        return self.config.test
+    cache: FeatureCache = field(kw_only=True)
 
     def window_features(self, record: ImageRecord, boxes: torch.Tensor,
                         maps: dict[int, CachedMap] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,8 +199,8 @@ def train_sppnet(
         save_weights(finetuned, head.state_dict())
         (run_dir / "finetune-checkpoint.safetensors").unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
-    detector = SPPNetDetector(_model(classifier.trunk, levels, head, None, 1.0, None, config), cache, config,
-                              train.classes, seconds)
+    detector = SPPNetDetector(_model(classifier.trunk, levels, head, None, 1.0, None, config), config, train.classes,
+                              seconds, cache=cache)
     svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
                                 config.svm, config.mining, train.num_classes, log)
     seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -265,4 +233,4 @@ def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")
     model = _model(classifier.trunk, classifier.spp.levels, head, svms, svm_scale,
                    load_regressors(run_dir / "bbox.safetensors"), config)
-    return SPPNetDetector(model, _test_cache(run_dir, classifier.trunk, config), config, classes)
+    return SPPNetDetector(model, config, classes, cache=_test_cache(run_dir, classifier.trunk, config))

@@ -16,7 +16,7 @@ from sppnet.models.box_regression import BoxRegressors
 from sppnet.ops import class_nms, clip_boxes
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["empty_detections", "postprocess"]
+__all__ = ["empty_detections", "postprocess", "check_test_call"]
 
 
 def empty_detections() -> dict:
@@ -40,3 +40,14 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
         with stage(timer, "classifier"):
             out_boxes = regressors.apply(regression_features(window), out_boxes, labels)
     return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
+
+
+def check_test_call(model: torch.nn.Module, images, proposals, targets, trainer: str) -> None:
+    """The checks of a staged detector's ``forward`` (SPP-net, R-CNN): it
+    only tests, on as many proposal sets as images; ``trainer`` names the
+    function that trains it."""
+    if model.training or targets is not None:
+        raise RuntimeError(f"{type(model).__name__} trains in stages ({trainer}), not from one loss: "
+                           "call the model in eval mode without targets")
+    if len(images) != len(proposals):
+        raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")

@@ -19,7 +19,7 @@ from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.detection.postprocess import empty_detections, postprocess
+from sppnet.models.detection.postprocess import check_test_call, empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
 from sppnet.timing import StageTimer, stage
@@ -148,9 +148,5 @@ class RCNN(nn.Module):
     @torch.no_grad()
     def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
                 targets: Sequence[dict] | None = None) -> list[dict]:
-        if self.training or targets is not None:
-            raise RuntimeError("R-CNN trains in stages (sppnet.engine.rcnn.train_rcnn), not from one loss: "
-                               "call the model in eval mode without targets")
-        if len(images) != len(proposals):
-            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+        check_test_call(self, images, proposals, targets, "sppnet.engine.rcnn.train_rcnn")
         return [self.detect_image((image - self.mean) / self.std, boxes) for image, boxes in zip(images, proposals)]

@@ -14,7 +14,7 @@ from torch import nn
 from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sppnet.fast_path import autocast, check_precision
 from sppnet.models.box_regression import BoxRegressors
-from sppnet.models.detection.postprocess import empty_detections, postprocess
+from sppnet.models.detection.postprocess import check_test_call, empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
 from sppnet.models.windows import (
@@ -138,11 +138,7 @@ class SPPNet(nn.Module):
     @torch.no_grad()
     def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
                 targets: Sequence[dict] | None = None) -> list[dict]:
-        if self.training or targets is not None:
-            raise RuntimeError("SPP-net trains in stages (sppnet.engine.sppnet_detection.train_sppnet), "
-                               "not from one loss: call the model in eval mode without targets")
-        if len(images) != len(proposals):
-            raise ValueError(f"got {len(images)} images but {len(proposals)} proposal sets")
+        check_test_call(self, images, proposals, targets, "sppnet.engine.sppnet_detection.train_sppnet")
         results = []
         for image, boxes in zip(images, proposals):
             with stage(self.timer, "conv"):
