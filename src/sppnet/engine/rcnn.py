@@ -37,10 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from sppnet.config import from_dict
 from sppnet.data.images import load_image
 from sppnet.proposals import ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
@@ -56,9 +54,9 @@ from sppnet.engine.detection_stages import (
 )
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
-from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.window_training import (
-    WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
+    WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
@@ -220,28 +218,17 @@ def train_rcnn(
         checkpoint.unlink(missing_ok=True)
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
     detector = RCNNDetector(_model(network, None, 1.0, None, config), config, train.classes, seconds)
-    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
-                                config.svm, config.mining, train.num_classes, log)
-    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
-    regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, train.images, windows,
-                                      config.bbox, train.num_classes, log)
-    seconds["box regression"] = time.perf_counter() - clock
+    scoring_stages(detector, run_dir, train.images, windows, config, train.num_classes, seconds, log)
     log(f"R-CNN training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
-    detector.model.svms, detector.model.svm_scale, detector.model.regressors = svms, svm_scale, regressors
     distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
 
 
 def load_rcnn(run_dir: str | Path) -> RCNNDetector:
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished R-CNN run: {name} is missing")
-    config = from_dict(RCNNConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    classes = read_classes(run_dir)
+    config, classes, classifier = read_staged_run(run_dir, RCNNConfig, "R-CNN")
     # The classifier gives the architecture; every weight is the fine-tuned one.
-    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
     network = RCNNNetwork(classifier, len(classes))
     network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")

@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from sppnet.config import from_dict
 from sppnet.proposals import ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
@@ -54,9 +52,9 @@ from sppnet.engine.detection_stages import (
 from sppnet.engine.feature_cache import CacheRun, FeatureCache
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from sppnet.engine.classification import load_classifier
-from sppnet.engine.run_folder import open_run_folder, read_classes, record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.window_training import (
-    WindowFinetuneConfig, box_regression_stage, finetune_on_windows, load_regressors, load_svms, svm_stage,
+    WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
@@ -201,15 +199,9 @@ def train_sppnet(
     seconds["fine-tuning"], clock = time.perf_counter() - clock, time.perf_counter()
     detector = SPPNetDetector(_model(classifier.trunk, levels, head, None, 1.0, None, config), config, train.classes,
                               seconds, cache=cache)
-    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, train.images, windows,
-                                config.svm, config.mining, train.num_classes, log)
-    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
-    regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, train.images, windows,
-                                      config.bbox, train.num_classes, log)
-    seconds["box regression"] = time.perf_counter() - clock
+    scoring_stages(detector, run_dir, train.images, windows, config, train.num_classes, seconds, log)
     log(f"SPP-net training stages done in {time.perf_counter() - started:.0f} s (after pre-training): "
         + ", ".join(f"{stage} {value:.1f} s" for stage, value in seconds.items()))
-    detector.model.svms, detector.model.svm_scale, detector.model.regressors = svms, svm_scale, regressors
     detector.cache = _test_cache(run_dir, classifier.trunk, config)
     distributed.wait_for_main()  # let the other ranks read the finished run
     return detector
@@ -222,12 +214,7 @@ def _test_cache(run_dir: Path, trunk: nn.Module, config: SPPNetConfig) -> Featur
 
 def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished SPP-net run: {name} is missing")
-    config = from_dict(SPPNetConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    classes = read_classes(run_dir)
-    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
+    config, classes, classifier = read_staged_run(run_dir, SPPNetConfig, "SPP-net")
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
     svms, svm_scale = load_svms(run_dir / "svm.safetensors")

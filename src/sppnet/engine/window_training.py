@@ -26,19 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from sppnet.config import from_dict
 from sppnet.data.records import ImageRecord
+from sppnet.engine.classification import load_classifier
 from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights
 from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
+from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.engine.schedule import step_lr
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
 
 __all__ = [
-    "WindowFinetuneConfig", "finetune_on_windows", "svm_stage", "box_regression_stage", "load_svms", "load_regressors",
+    "WindowFinetuneConfig", "finetune_on_windows", "svm_stage", "box_regression_stage", "scoring_stages", "load_svms",
+    "load_regressors", "read_staged_run",
 ]
 
 WindowInputs = Callable[[ImageRecord, torch.Tensor, bool], torch.Tensor]
@@ -185,3 +190,36 @@ def box_regression_stage(path: Path, features: WindowFeatures, records: Sequence
     _check_finite("the box regressors", regressors.weights)
     save_weights(path, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
     return regressors
+
+
+def scoring_stages(detector, run_dir: Path, records: Sequence[ImageRecord], windows: dict[str, LabelledWindows],
+                   config, num_classes: int, seconds: dict[str, float], log=print) -> None:
+    """SPP-net's and R-CNN's stages after fine-tuning: the per-class SVMs
+    (``config.svm``, ``config.mining``) on fc7 and the box regressors
+    (``config.bbox``) on pool5 of ``detector.window_features``, each read
+    from ``run_dir`` when a finished run left it; both go into
+    ``detector.model`` and their seconds into ``seconds``."""
+    clock = time.perf_counter()
+    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, records, windows,
+                                config.svm, config.mining, num_classes, log)
+    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
+    regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, records, windows,
+                                      config.bbox, num_classes, log)
+    seconds["box regression"] = time.perf_counter() - clock
+    detector.model.svms, detector.model.svm_scale, detector.model.regressors = svms, svm_scale, regressors
+
+
+STAGED_RUN_FILES = ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "svm.safetensors",
+                    "bbox.safetensors")
+
+
+def read_staged_run(run_dir: Path, config_type, method: str):
+    """A finished SPP-net or R-CNN run's config, classes and pinned trunk
+    classifier (``load_classifier`` of its ``backbone.txt``, hash checked);
+    a missing stage file is named."""
+    for name in STAGED_RUN_FILES:
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished {method} run: {name} is missing")
+    config = from_dict(config_type, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    classifier, _, _ = load_classifier(recorded_backbone(run_dir))
+    return config, read_classes(run_dir), classifier
