@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from sppnet.cli import main
+from sppnet.data.transforms import normalise
 from sppnet.export import (
     FastRCNNScoring,
     SPPNetScoring,
@@ -201,7 +202,7 @@ def test_fast_rcnn_scoring_graph_is_the_models_score_at_one_scale():
     boxes = _detector_cases(seed=2)[0]["boxes"] * 0.9
     probabilities, per_class = model.score(image, boxes)
     with torch.no_grad():
-        scores, pred_boxes = FastRCNNScoring(model)(((image - model.mean) / model.std)[None], boxes)
+        scores, pred_boxes = FastRCNNScoring(model)(normalise(image)[None], boxes)
     assert torch.allclose(scores, probabilities, atol=1e-6) and torch.allclose(pred_boxes, per_class, atol=1e-5)
     assert not torch.allclose(pred_boxes[:, 1], boxes, atol=0.5)  # regression did move the boxes
 

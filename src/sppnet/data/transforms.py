@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "IMAGENET_MEAN",
+    "normalise",
     "IMAGENET_STD",
     "to_tensor",
     "resize_min_side",
@@ -35,8 +36,16 @@ def to_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.
     image = np.ascontiguousarray(image)
     if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch.from_numpy warns on read-only memory
         image = image.copy()
-    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
-    return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return normalise(torch.from_numpy(image).permute(2, 0, 1).float().div_(255), mean, std)
+
+
+def normalise(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """A float ``[3, H, W]`` image in [0, 1] (the detection models' input)
+    -> ``(image - mean) / std`` per channel, on the image's device: what
+    ``to_tensor`` gives for the same pixels, to the bit."""
+    mean = torch.tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - mean) / std
 
 
 def resize_min_side(image: torch.Tensor, size: int) -> torch.Tensor:

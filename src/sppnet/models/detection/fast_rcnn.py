@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, scale_image
+from sppnet.data.transforms import normalise, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
@@ -158,8 +158,6 @@ class FastRCNN(nn.Module):
         self.box_coder = BoxCoder(stds=tuple(box_stds))
         self.box_weight = box_weight
         self.nms, self.top_k = nms, top_k
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
         self.fc6_block = 1024  # RoIs pooled and multiplied by fc6 at a time in inference (pooled_fc6)
@@ -193,7 +191,7 @@ class FastRCNN(nn.Module):
         ``(N, C, h, w)`` and each image's resize factor."""
         resized, factors = [], []
         for image, scale in zip(images, scales):
-            scaled, factor = scale_image((image - self.mean) / self.std, scale, self.max_side)
+            scaled, factor = scale_image(normalise(image), scale, self.max_side)
             resized.append(scaled)
             factors.append(factor)
         height = max(r.shape[1] for r in resized)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
-from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sppnet.data.transforms import normalise
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.classifier import SPPClassifier
@@ -102,8 +102,6 @@ class RCNN(nn.Module):
         self.warp_size, self.context, self.window_batch = warp_size, context, window_batch
         self.nms, self.top_k = nms, top_k
         self.scorer = check_scorer(scorer)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self.precision = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
 
@@ -149,4 +147,4 @@ class RCNN(nn.Module):
     def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],
                 targets: Sequence[dict] | None = None) -> list[dict]:
         check_test_call(self, images, proposals, targets, "sppnet.engine.rcnn.train_rcnn")
-        return [self.detect_image((image - self.mean) / self.std, boxes) for image, boxes in zip(images, proposals)]
+        return [self.detect_image(normalise(image), boxes) for image, boxes in zip(images, proposals)]

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from sppnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sppnet.data.transforms import normalise
 from sppnet.fast_path import autocast, check_precision
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.detection.postprocess import check_test_call, empty_detections, postprocess
@@ -73,8 +73,6 @@ class SPPNet(nn.Module):
         self.scales, self.max_side, self.window_target = tuple(scales), max_side, float(window_target)
         self.nms, self.top_k = nms, top_k
         self.scorer = check_scorer(scorer)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
         self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.fc6_block = 1024  # windows pooled and multiplied by fc6 at a time (pooled_fc6)
@@ -86,7 +84,7 @@ class SPPNet(nn.Module):
     def conv_maps(self, image: torch.Tensor) -> dict[int, CachedMap]:
         """One image, float ``[3, H, W]`` in [0, 1] -> its conv5 map at each scale."""
         self.trunk.eval()
-        return image_maps(self.trunk, (image - self.mean) / self.std, self.scales, self.max_side, self.precision)
+        return image_maps(self.trunk, normalise(image), self.scales, self.max_side, self.precision)
 
     @torch.no_grad()
     def window_features(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
