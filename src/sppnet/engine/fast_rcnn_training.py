@@ -48,11 +48,9 @@ from sppnet.engine import distributed
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
 )
-from sppnet.engine.classification import load_classifier
 from sppnet.engine.detection_stages import dataset_proposals
 from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTrainConfig, build_fast_rcnn, image_tensor
-from sppnet.engine.pretrain import pretrain_backbone
-from sppnet.engine.run_folder import open_run_folder, record_backbone
+from sppnet.engine.pretrain import start_detector_run
 from sppnet.engine.schedule import step_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
 from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
@@ -137,11 +135,9 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     run_dir = Path(run_dir)
     log = distributed.main_only(log)
     main = distributed.is_main()
-    open_run_folder(run_dir, config, resume, train.classes)
     settings = config.train
-    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, settings.seed, log, data_root)
-    record_backbone(run_dir, classifier_run)
-    classifier, _, _ = load_classifier(classifier_run)
+    classifier_run, classifier = start_detector_run(config, train, run_dir, backbone, settings.seed, resume, log,
+                                                    data_root)
     torch.manual_seed(settings.seed)  # the new output layers' initial weights
     model = build_fast_rcnn(classifier, train.num_classes, config)
     final = run_dir / "model.safetensors"

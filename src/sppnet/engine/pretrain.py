@@ -38,11 +38,12 @@ from sppnet.config import load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
-from sppnet.engine.classification import ClassifyConfig, train_classifier
+from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
+from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
 
-__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "pretrain_classify_config",
+__all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "start_detector_run", "pretrain_classify_config",
            "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
 
 
@@ -232,3 +233,16 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
     train_classifier(classify, crops, classifier_run, resume=resume,
                      progress=False, log=lambda message: log(f"  pretrain: {message}"))
     return classifier_run
+
+
+def start_detector_run(config, train: DetectionDataset, run_dir: Path, backbone: Path | None, seed: int,
+                       resume: bool, log=print, data_root: Path | None = None):
+    """Every detector run's first steps: open ``run_dir`` (new, or ``resume``
+    with the same ``config``), pre-train the trunk (``config.pretrain``; a
+    ``backbone`` run is used as given), pin it in ``backbone.txt`` and load
+    it. Returns ``(classifier run folder, classifier)``."""
+    open_run_folder(run_dir, config, resume, train.classes)
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, seed, log, data_root)
+    record_backbone(run_dir, classifier_run)
+    classifier, _, _ = load_classifier(classifier_run)
+    return classifier_run, classifier

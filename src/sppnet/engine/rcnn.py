@@ -52,9 +52,7 @@ from sppnet.engine.detection_stages import (
     dataset_proposals,
     label_dataset,
 )
-from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
-from sppnet.engine.classification import load_classifier
-from sppnet.engine.run_folder import open_run_folder, record_backbone
+from sppnet.engine.pretrain import PretrainConfig, start_detector_run
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
 )
@@ -185,11 +183,8 @@ def train_rcnn(
     run_dir = Path(run_dir)
     log = distributed.main_only(log)
     main = distributed.is_main()
-    open_run_folder(run_dir, config, resume, train.classes)
-
-    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, config.finetune.seed, log, data_root)
-    record_backbone(run_dir, classifier_run)
-    classifier, _, _ = load_classifier(classifier_run)
+    classifier_run, classifier = start_detector_run(config, train, run_dir, backbone, config.finetune.seed, resume,
+                                                    log, data_root)
     torch.manual_seed(config.finetune.seed)  # fc8's initial weights: the same whatever ran before in this process
     network = RCNNNetwork(classifier, train.num_classes)
     _check_warp(network, config.warp_size, Path(classifier_run))
