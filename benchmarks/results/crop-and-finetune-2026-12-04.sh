@@ -71,3 +71,9 @@ mkdir -p "$(dirname "$run")"
 $PY -m sppnet train classify --config classify-crops-tiny --data "$OUT/crops/set-0-1000" --out "$run" --no-progress \
    --set train.epochs=12 --set "train.lr_steps=[10]" --set train.min_iterations=0 --set train.val_split=null > "$run.log" 2>&1
 echo "1000 images: $($PY "$HERE/crop_confusion.py" "$run" "$OUT/crops/set-0" | tail -1)"
+# ... and with the passes to use them: 40 epochs on the 1000 images
+run=$OUT/cropruns/n1000e40/set-0
+mkdir -p "$(dirname "$run")"
+$PY -m sppnet train classify --config classify-crops-tiny --data "$OUT/crops/set-0-1000" --out "$run" --no-progress \
+   --set train.epochs=40 --set "train.lr_steps=[32]" --set train.min_iterations=0 --set train.val_split=null > "$run.log" 2>&1
+echo "1000 images, 40 epochs: $($PY "$HERE/crop_confusion.py" "$run" "$OUT/crops/set-0" | tail -1)"
