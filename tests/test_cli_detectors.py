@@ -76,7 +76,10 @@ def test_bench_detect_times_every_system_side_by_side(detection_backbone, tmp_pa
             seconds = summary["seconds_per_image"][name][precision]["total"]
             assert work["gflop_per_image"] > 0
             assert work["gflop_per_second"] == pytest.approx(work["gflop_per_image"] / seconds)
-            assert 0 < work["peak_fraction"] <= 1.5
+            # A ratio of two timings taken at different moments: on a busy machine it can be anything,
+            # so the test checks how it is computed, not its size (RESULTS.md reports the sizes).
+            peak = summary["machine"]["matmul_peak_gflops"][precision]
+            assert work["peak_fraction"] == pytest.approx(work["gflop_per_second"] / peak)
     gflop = {name: per_precision["fp32"]["gflop_per_image"] for name, per_precision in summary["throughput"].items()}
     assert gflop["sppnet-5"] > gflop["sppnet-1"] and gflop["fast-rcnn-svd"] < gflop["fast-rcnn"]
     assert gflop["rcnn"] > gflop["sppnet-1"]  # 40 warped 224 x 224 windows: more pixels than one 688 image
