@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="RUN (a classifier run) or, with --write, DATA")
     parser.add_argument("crops", type=Path)
     args = parser.parse_args()
-    write(args.source, args.crops) if args.write else confusion(args.source, args.crops)
+    if args.write:
+        write(args.source, args.crops)
+    else:
+        confusion(args.source, args.crops)
 
 
 if __name__ == "__main__":
