@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from sppnet.data.transforms import (
-    center_box, colour_jitter, multi_view_boxes, random_crop, random_scaled_crop, resize_min_side, ten_view_boxes,
-    to_tensor,
+    center_box, colour_jitter, multi_view_boxes, random_channel_order, random_crop, random_right_angle,
+    random_scaled_crop, resize_min_side, ten_view_boxes, to_tensor,
 )
 
 
@@ -73,3 +73,31 @@ def test_colour_jitter_is_a_bounded_gain_and_shift_per_channel():
         shift = float(y.mean() - gain * x.mean())
         assert torch.allclose(y, gain * x + shift, atol=1e-5)
         assert 0.8 <= gain <= 1.2 and -0.2 <= shift <= 0.2
+
+
+def test_right_angle_turns_are_exact_and_reach_all_four():
+    image = torch.arange(2 * 3 * 3, dtype=torch.float32).reshape(2, 3, 3)
+    # Hand-worked: channel 0 is [[0, 1, 2], [3, 4, 5], [6, 7, 8]]; a quarter turn
+    # anticlockwise puts the top row's right end at the top left.
+    quarter = torch.tensor([[2.0, 5, 8], [1, 4, 7], [0, 3, 6]])
+    turns = {0: image[0], 1: quarter, 2: image[0].flip(0).flip(1), 3: quarter.flip(0).flip(1)}
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        out = random_right_angle(image, generator)
+        match = [k for k, expected in turns.items() if torch.equal(out[0], expected)]
+        assert len(match) == 1 and torch.equal(out[1], out[0] + 9)  # every channel turned alike
+        seen.add(match[0])
+    assert seen == {0, 1, 2, 3}
+
+
+def test_channel_order_is_a_permutation_of_whole_channels():
+    image = torch.stack([torch.full((4, 5), float(c)) for c in range(3)])
+    generator = torch.Generator().manual_seed(0)
+    orders = set()
+    for _ in range(60):
+        out = random_channel_order(image, generator)
+        order = tuple(int(out[c, 0, 0]) for c in range(3))
+        assert sorted(order) == [0, 1, 2] and torch.equal(out, image[list(order)])
+        orders.add(order)
+    assert len(orders) == 6

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sppnet.engine.run_folder import record_backbone, recorded_backbone
+from sppnet.engine.run_folder import open_run_folder, record_backbone, recorded_backbone
 
 
 def _classifier_run(folder, value: float = 1.0):
@@ -63,3 +63,25 @@ def test_runs_written_before_the_hash_load_by_path(tmp_path):
     run.mkdir()
     (run / "backbone.txt").write_text(f"{tmp_path / 'cls'}\n")
     assert recorded_backbone(run) == tmp_path / "cls"
+
+
+def test_each_start_and_resume_records_the_thread_count(tmp_path):
+    import json
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Config:
+        value: int = 1
+
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    open_run_folder(run, Config(), resume=False, classes=["bg", "a"])
+    try:
+        torch.set_num_threads(1)
+        open_run_folder(run, Config(), resume=True, classes=["bg", "a"])
+    finally:
+        torch.set_num_threads(threads)
+    entries = [json.loads(line) for line in (run / "environment.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in entries] == ["start", "resume"]
+    assert entries[0]["threads"] == threads and entries[1]["threads"] == 1
+    assert entries[0]["torch"] == torch.__version__

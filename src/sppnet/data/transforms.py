@@ -20,6 +20,8 @@ __all__ = [
     "random_crop",
     "random_scaled_crop",
     "colour_jitter",
+    "random_right_angle",
+    "random_channel_order",
     "center_box",
     "ten_view_boxes",
     "multi_view_boxes",
@@ -105,6 +107,20 @@ def colour_jitter(image: torch.Tensor, strength: float, generator: torch.Generat
         return image
     draws = torch.rand(2, 3, 1, 1, generator=generator) * 2 - 1
     return image * (1 + strength * draws[0]) + strength * draws[1]
+
+
+def random_right_angle(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``image`` turned by 0, 90, 180 or 270 degrees (uniform); with a random
+    mirror this draws from all eight symmetries of the square. Exact (no
+    resampling), for objects with no up, such as shapes seen from above."""
+    turns = int(torch.randint(0, 4, (1,), generator=generator))
+    return image.rot90(turns, dims=(-2, -1)) if turns else image
+
+
+def random_channel_order(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``image``'s colour channels in a random order (uniform over the six),
+    for classes whose colour says nothing about what they are."""
+    return image[torch.randperm(3, generator=generator)]
 
 
 def crop(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:

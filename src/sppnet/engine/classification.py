@@ -48,7 +48,7 @@ from sppnet.engine import distributed
 from sppnet.engine.classification_data import (
     TrainCrops, center_view_error, collate_crops, global_batches, sample_generator,
 )
-from sppnet.engine.run_folder import read_classes
+from sppnet.engine.run_folder import read_classes, record_environment
 from sppnet.engine.schedule import scaled_steps, step_lr, warmed_up_lr
 from sppnet.engine.training_log import plot_classifier_curves, write_rows_csv
 from sppnet.data.folder import read_image_folder
@@ -90,6 +90,8 @@ class ClassifyTrainConfig:
     # fraction of the resized image's area, aspect 3:4-4:3, resized to crop x crop.
     crop_area: tuple[float, float] | None = None
     colour_jitter: float = 0.0  # per-channel gain and shift, see data.transforms.colour_jitter
+    right_angles: bool = False  # turn each crop by a random multiple of 90 degrees (data.transforms.random_right_angle)
+    channel_order: bool = False  # shuffle each crop's colour channels (data.transforms.random_channel_order)
     optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
     lr: float = 0.01
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
@@ -218,6 +220,7 @@ def train_classifier(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
         (run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
+    record_environment(run_dir, resumed=start_epoch > 0)
     writer = _tensorboard(run_dir) if main else None
     from tqdm import tqdm
 

@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from sppnet.data.folder import ClassificationDataset
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import (
-    center_box, colour_jitter, crop, random_crop, random_scaled_crop, resize_min_side, to_tensor,
+    center_box, colour_jitter, crop, random_channel_order, random_crop, random_right_angle, random_scaled_crop,
+    resize_min_side, to_tensor,
 )
 from sppnet.engine import distributed
 from sppnet.models.classifier import SPPClassifier
@@ -52,6 +53,11 @@ class TrainCrops(Dataset):
             image = random_crop(image, self.config.crop, self.config.flip, generator)
         else:
             image = random_scaled_crop(image, self.config.crop, self.config.crop_area, self.config.flip, generator)
+        # Drawn only when asked for, so that runs without them keep their crops.
+        if self.config.right_angles:
+            image = random_right_angle(image, generator)
+        if self.config.channel_order:
+            image = random_channel_order(image, generator)
         return colour_jitter(image, self.config.colour_jitter, generator), label, index
 
 

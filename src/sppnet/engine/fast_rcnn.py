@@ -50,6 +50,7 @@ class FastRCNNTrainConfig:
     box_weight: float = 1.0  # lambda of the multi-task loss
     box_stds: tuple[float, float, float, float] = FAST_RCNN_STDS
     flip: bool = True
+    channel_order: bool = False  # each image's colour channels in a random order (data.transforms.random_channel_order)
     checkpoint_every: int = 500
     seed: int = 0
 

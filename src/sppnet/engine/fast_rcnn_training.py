@@ -44,6 +44,7 @@ from torch import nn
 
 from sppnet.data.images import ImageError
 from sppnet.data.records import DetectionDataset
+from sppnet.data.transforms import random_channel_order
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
@@ -184,6 +185,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             if settings.flip and bool(torch.rand(1, generator=generator) < 0.5):
                 image = image.flip(-1)
                 proposals_i, gt_boxes = mirror_boxes(proposals_i, record.width), mirror_boxes(gt_boxes, record.width)
+            if settings.channel_order:  # drawn only when asked for, so that runs without it keep their draws
+                image = random_channel_order(image, generator)
             images.append(image)
             boxes.append(proposals_i)
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})

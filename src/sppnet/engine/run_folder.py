@@ -15,7 +15,35 @@ from sppnet.config import from_dict, to_dict
 from sppnet.hashing import file_sha256
 from sppnet.engine import distributed
 
-__all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone"]
+__all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone", "record_environment"]
+
+
+def record_environment(run_dir: Path, resumed: bool) -> None:
+    """Append to ``run_dir/environment.jsonl`` one line for this start (or
+    resume): the time, torch's version, its intra-op thread count and the
+    device. Training with another thread count sums in another order, so two
+    runs of one config can differ; this line says which ran how. Rank 0 writes."""
+    import datetime
+    import json
+    import platform
+
+    import torch
+
+    if not distributed.is_main():
+        return
+    entry = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "event": "resume" if resumed else "start",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "world_size": distributed.world(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    path = Path(run_dir) / "environment.jsonl"
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, previous + json.dumps(entry) + "\n")
 
 
 def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str]) -> None:
@@ -36,6 +64,7 @@ def open_run_folder(run_dir: Path, config, resume: bool, classes: Sequence[str])
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, yaml.safe_dump(to_dict(config), sort_keys=False))
         atomic_write_text(run_dir / "classes.txt", "".join(f"{c}\n" for c in classes))
+    record_environment(run_dir, resumed=resume)
 
 
 def read_classes(run_dir: str | Path) -> tuple[str, ...]:
