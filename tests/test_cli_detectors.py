@@ -55,7 +55,10 @@ def test_bench_detect_times_every_system_side_by_side(detection_backbone, tmp_pa
     results.write_text("# Results\n\nearlier text\n")
     summary_path = tmp_path / "bench.json"
     args = ["bench", "detect", "--data", str(data), "--json", str(summary_path), "--windows", "40", "--timing-images", "1",
-            "--width", "0.125", "--hidden", "256", "--no-train", "--results-md", str(results)]
+            "--width", "0.125", "--hidden", "256", "--no-train", "--results-md", str(results),
+            # A small peak measurement: on a CPU without AVX-512, torch's bf16 mm takes a ~1 GFLOP/s
+            # path, and the default 2048-sided products took minutes there.
+            "--matmul-size", "256"]
     assert main(args) == 0
     summary = json.loads(summary_path.read_text())
     assert set(summary["seconds_per_image"]) == {"rcnn", "sppnet-1", "sppnet-5", "fast-rcnn", "fast-rcnn-svd"}

@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_detect.add_argument("--hidden", type=int, default=4096,
                               help="fc6/fc7 width of the timing network (4096 = paper); SVD keeps 1/4 and 1/16 of it")
     bench_detect.add_argument("--precisions", default="fp32,bf16")
+    bench_detect.add_argument("--matmul-size", type=int, default=2048,
+                              help="side of the torch.mm calls that measure the matmul peak (default: 2048)")
     bench_detect.add_argument("--no-train", action="store_true", help="speed only: skip training and mAP")
     bench_detect.add_argument("--results-md", type=Path, default=None,
                               help="also write the tables into this RESULTS.md (e.g. benchmarks/RESULTS.md)")

@@ -217,7 +217,7 @@ def _bench_detect(args: argparse.Namespace) -> int:
                                # the paper's ranks (1024, 256 of 4096) in proportion to the fc width
                                svd_ranks=(max(1, args.hidden // 4), max(1, args.hidden // 16)),
                                train=not args.no_train,
-                               precisions=tuple(args.precisions.split(",")))
+                               precisions=tuple(args.precisions.split(",")), matmul_size=args.matmul_size)
     work = args.work or args.json.with_suffix("")
     summary = run_detect_bench(args.data, work, config)
     save_summary(summary, args.json)

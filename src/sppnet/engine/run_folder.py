@@ -18,6 +18,20 @@ from sppnet.engine import distributed
 __all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone", "record_environment"]
 
 
+def _cpu() -> dict:
+    """The CPU's model name and the vector extensions that pick torch's kernels
+    (another CPU runs other kernels: other sums, other trained models), from
+    /proc/cpuinfo where there is one."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    first = text.split("\n\n", 1)[0]  # the first core's block
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    model, flags = fields.get("model name"), set(fields.get("flags", "").split())
+    return {"cpu": model, "cpu_extensions": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
+
+
 def record_environment(run_dir: Path, resumed: bool) -> None:
     """Append to ``run_dir/environment.jsonl`` one line for this start (or
     resume): the time, torch's version, its intra-op thread count and the
@@ -40,6 +54,7 @@ def record_environment(run_dir: Path, resumed: bool) -> None:
         "world_size": distributed.world(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        **_cpu(),
     }
     path = Path(run_dir) / "environment.jsonl"
     previous = path.read_text(encoding="utf-8") if path.is_file() else ""
