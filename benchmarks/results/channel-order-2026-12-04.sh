@@ -37,3 +37,9 @@ for extra in "--set train.right_angles=true" "--set train.right_angles=true --se
      --set train.channel_order=false $extra > "$R.log" 2>&1
   echo "$extra: $($PY "$HERE/crop_confusion.py" "$R" "$OUT/crops/set-0" | tail -1)"
 done
+# R-CNN (detect-rcnn-tiny) on the channel-order crop trunks, sets 0-2
+for s in 0 1 2; do
+  R=$OUT/detruns/co/set-$s
+  $PY -m sppnet train detect --method rcnn --data "$OUT/data/det-$s" --out "$R/rcnn" --backbone "$R/crop" > "$R/rcnn.log" 2>&1
+  $PY -m sppnet eval detect --run "$R/rcnn" --data "$OUT/data/det-$s" --split test --json "$R/rcnn.json" | tail -1
+done
