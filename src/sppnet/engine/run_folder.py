@@ -5,9 +5,13 @@ weights), so that a changed classifier run cannot silently change the detector."
 
 from __future__ import annotations
 
+import datetime
+import json
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 import yaml
 
 from sppnet.atomic import atomic_write_text, remove_stale_temp_files
@@ -34,15 +38,9 @@ def _cpu() -> dict:
 
 def record_environment(run_dir: Path, resumed: bool) -> None:
     """Append to ``run_dir/environment.jsonl`` one line for this start (or
-    resume): the time, torch's version, its intra-op thread count and the
-    device. Training with another thread count sums in another order, so two
-    runs of one config can differ; this line says which ran how. Rank 0 writes."""
-    import datetime
-    import json
-    import platform
-
-    import torch
-
+    resume): the time, torch's version, its intra-op thread count, the
+    device and the CPU. Another thread count or CPU sums in another order, so
+    two runs of one config can differ; this line says which ran how. Rank 0 writes."""
     if not distributed.is_main():
         return
     entry = {
