@@ -57,7 +57,20 @@ def draw_detections(
     colours = [_PALETTE[int(label) % len(_PALETTE)] for label in labels]
     if len(boxes) == 0:
         return image.clone()
-    return draw_bounding_boxes(image, boxes, captions, colors=colours, width=width)
+    # Captions sit on a patch of the box's colour, in black or white, whichever
+    # contrasts more: the box colour on a busy image was unreadable.
+    return draw_bounding_boxes(image, boxes, captions, colors=colours, width=width, fill_labels=True,
+                               label_colors=[_text_colour(colour) for colour in colours])
+
+
+def _text_colour(background: str) -> str:
+    """Black or white, whichever contrasts more with ``background`` ("#rrggbb"),
+    by the WCAG relative luminance (sRGB channels linearised)."""
+    channels = [int(background[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    # Contrast ratio with white (1.05 / (L + 0.05)) beats black's ((L + 0.05) / 0.05) below L ~ 0.179.
+    return "#ffffff" if luminance < 0.179 else "#000000"
 
 
 def save_detection_drawing(image_path: str | Path, out_path: str | Path, **kwargs) -> Path:
