@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 import yaml
+from hypothesis import settings
 
 from sppnet.config import load_config, to_dict
 from sppnet.data.datasets import open_detection_dataset
@@ -16,7 +17,16 @@ from tests.learning import LEARNING_SEED
 # difference grow through SGD into different trained models. A learning test
 # that gave 6.9 mAP on one machine and 11.0 on another was seeing this
 # (benchmarks/learning_margins.py measures every learning test at 1 and 2).
-torch.set_num_threads(int(os.environ.get("SPPNET_TEST_THREADS", "2")))
+# An xdist worker (scripts/test.sh runs two) defaults to one thread, so that the
+# workers do not oversubscribe the cores.
+_DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(int(os.environ.get("SPPNET_TEST_THREADS", _DEFAULT_THREADS)))
+
+# Property tests draw the same examples on every machine and run (a fuzz test
+# that found a new case on one CI run and not the next would be a flaky test);
+# no example database is written into the checkout.
+settings.register_profile("sppnet", derandomize=True, database=None)
+settings.load_profile("sppnet")
 
 
 @pytest.fixture(scope="session")
