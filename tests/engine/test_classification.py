@@ -128,3 +128,41 @@ def test_warm_up_rises_linearly_to_the_lr():
     assert [warmed_up_lr(0.01, step, 4) for step in range(6)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
     assert warmed_up_lr(0.01, 0, 0) == 0.01
     assert [step_lr(0.1, (2, 4), now) for now in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_mixup_loss_is_the_weighted_pair_of_cross_entropies_on_the_blend():
+    import math
+
+    from sppnet.engine.classification import _SummedLoss
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).requires_grad_(False)
+    images, labels = torch.randn(4, 3, 2, 2), torch.tensor([0, 2, 1, 2])
+    mix = torch.tensor([0.5, 0.9, 0.7, 1.0])
+    loss, wrong = _SummedLoss(model)(images, labels, mix)
+    expected, expected_wrong = 0.0, 0
+    for i in range(4):  # a slow loop: crop i blended with crop i + 1, the last with the first
+        j = (i + 1) % 4
+        log_p = torch.log_softmax(model((mix[i] * images[i] + (1 - mix[i]) * images[j])[None])[0], 0)
+        expected += -(float(mix[i]) * float(log_p[labels[i]]) + (1 - float(mix[i])) * float(log_p[labels[j]]))
+        expected_wrong += int(log_p.argmax()) != int(labels[i])
+    assert math.isclose(float(loss), expected, rel_tol=1e-5) and int(wrong) == expected_wrong
+    # Label smoothing e: target (1 - e) on the label plus e / K on every class.
+    smoothed, _ = _SummedLoss(model, label_smoothing=0.3)(images, labels)
+    log_p = torch.log_softmax(model(images), 1)
+    by_hand = -sum(0.7 * float(log_p[i, labels[i]]) + 0.1 * float(log_p[i].sum()) for i in range(4))
+    assert math.isclose(float(smoothed), by_hand, rel_tol=1e-5)
+
+
+def test_mixup_weights_are_per_crop_reproducible_and_at_least_a_half():
+    from sppnet.engine.classification import mixup_weights
+
+    train = config(mixup=0.4).train
+    first, again = mixup_weights(train, 3, [5, 9, 2]), mixup_weights(train, 3, [5, 9, 2])
+    assert torch.equal(first, again) and ((first >= 0.5) & (first <= 1)).all()
+    assert mixup_weights(train, 3, [9])[0] == first[1]  # crop 9's weight does not depend on its batch
+    assert not torch.equal(mixup_weights(train, 4, [5, 9, 2]), first)
+    spread = mixup_weights(config(mixup=0.4).train, 0, list(range(2000)))
+    assert 0.6 < float(spread.mean()) < 0.95  # Beta(0.4, 0.4) folded: most mass near 1, mean ~0.81
+    with pytest.raises(ValueError, match="mixup"):
+        config(mixup=-1.0)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import yaml
 from torch.nn import functional as F
@@ -92,6 +93,11 @@ class ClassifyTrainConfig:
     colour_jitter: float = 0.0  # per-channel gain and shift, see data.transforms.colour_jitter
     right_angles: bool = False  # turn each crop by a random multiple of 90 degrees (data.transforms.random_right_angle)
     channel_order: bool = False  # shuffle each crop's colour channels (data.transforms.random_channel_order)
+    # Mixup (Zhang et al. 2018): each crop blended with the next one of its
+    # mini-batch shard, weight w ~ Beta(mixup, mixup) folded to w >= 0.5, and its
+    # loss w * CE(own label) + (1 - w) * CE(partner's). 0 = off.
+    mixup: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy targets (1 - e) on the label, e / K spread (torch's definition)
     optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
     lr: float = 0.01
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
@@ -118,6 +124,10 @@ class ClassifyTrainConfig:
             raise ValueError(f"crop_area must be null or [min, max] with 0 < min <= max <= 1, got {self.crop_area}")
         if not 0 <= self.colour_jitter < 1:
             raise ValueError(f"colour_jitter must be in [0, 1), got {self.colour_jitter}")
+        if self.mixup < 0:
+            raise ValueError(f"mixup must be >= 0 (a Beta distribution's parameter; 0 = off), got {self.mixup}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -133,19 +143,39 @@ def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size
 
 
 class _SummedLoss(torch.nn.Module):
-    """The model and its loss as DDP wraps them: ``(images, labels)`` ->
+    """The model and its loss as DDP wraps them: ``(images, labels, mix)`` ->
     (summed cross-entropy, wrong predictions); no images -> a zero that still
-    reaches every parameter (the rank joins the gradient all-reduce)."""
+    reaches every parameter (the rank joins the gradient all-reduce). ``mix``:
+    None, or each crop's mixup weight ``(B,)``: crop i is blended with crop
+    i + 1 (cyclically) and scored against both labels."""
 
-    def __init__(self, model: SPPClassifier) -> None:
+    def __init__(self, model: SPPClassifier, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.label_smoothing = label_smoothing
 
-    def forward(self, images: torch.Tensor | None, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor | None, labels: torch.Tensor | None,
+                mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if images is None:
             return distributed.zero_loss(self.model), torch.zeros((), dtype=torch.long)
-        logits = self.model(images)
-        return F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) != labels).sum()
+        if mix is None:
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=self.label_smoothing)
+            return loss, (logits.argmax(1) != labels).sum()
+        weight = mix.view(-1, 1, 1, 1).to(images.dtype)
+        logits = self.model(weight * images + (1 - weight) * images.roll(-1, 0))
+        own = F.cross_entropy(logits, labels, reduction="none", label_smoothing=self.label_smoothing)
+        partner = F.cross_entropy(logits, labels.roll(-1, 0), reduction="none", label_smoothing=self.label_smoothing)
+        return (mix * own + (1 - mix) * partner).sum(), (logits.argmax(1) != labels).sum()
+
+
+def mixup_weights(config: ClassifyTrainConfig, epoch: int, indices: list[int]) -> torch.Tensor:
+    """Each crop's mixup weight, drawn from its own generator (stream 2, so
+    crops and dropout keep their draws) and folded to >= 0.5: the crop's own
+    label stays the one it is counted right or wrong against."""
+    draws = [np.random.default_rng(sample_generator(config.seed, epoch, i, stream=2).initial_seed()).beta(
+        config.mixup, config.mixup) for i in indices]
+    return torch.tensor([max(w, 1 - w) for w in draws], dtype=torch.float32)
 
 
 def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tuple[int, ...]]:
@@ -229,7 +259,7 @@ def train_classifier(
         log(f"{len(dataset)} training images: {epochs} epochs instead of {train_config.epochs} to reach "
             f"train.min_iterations={train_config.min_iterations}, lr steps after epochs {list(lr_steps)}")
     with distributed.per_sample_dropout(model) as set_dropout_generators:
-        step = distributed.wrap_ddp(_SummedLoss(model))
+        step = distributed.wrap_ddp(_SummedLoss(model, train_config.label_smoothing))
         for epoch in range(start_epoch, epochs):
             lr = step_lr(train_config.lr, lr_steps, epoch)
             for group in optimizer.param_groups:
@@ -251,7 +281,8 @@ def train_classifier(
                     if size != images.shape[-1]:
                         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                     set_dropout_generators([sample_generator(train_config.seed, epoch, i, stream=1) for i in indices])
-                local_loss, local_wrong = step(images, labels)
+                mix = mixup_weights(train_config, epoch, indices) if train_config.mixup and images is not None else None
+                local_loss, local_wrong = step(images, labels, mix)
                 count = 0 if labels is None else len(labels)
                 # Global-batch totals: the loss normalisation, the divergence check and the logs.
                 totals = distributed.all_reduce_sum(torch.tensor(
