@@ -2,13 +2,10 @@ import os
 
 import pytest
 import torch
-import yaml
 from hypothesis import settings
 
-from sppnet.config import load_config, to_dict
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
-from sppnet.engine.classification import ClassifyConfig
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from tests.learning import LEARNING_SEED
 
@@ -37,10 +34,6 @@ def detection_backbone(tmp_path_factory):
     data = root / "data"
     synthesize_detection(data, DetectionSynthConfig(train=30, test=10, seed=1 + LEARNING_SEED, min_side=160, max_side=240))
     train = open_detection_dataset(data, "train")
-    # The crop recipe the detectors' learning bars were measured with: classify-crops-tiny
-    # before its colour-channel shuffle (a new recipe needs new bars, benchmarks/learning_margins.py).
-    recipe = root / "classify-crops-measured.yaml"
-    recipe.write_text(yaml.safe_dump(to_dict(load_config(ClassifyConfig, "classify-crops-tiny", ["train.channel_order=false"]))))
-    backbone = pretrain_backbone(PretrainConfig(preset=str(recipe), epochs=25, background_per_image=3), train, root / "run",
+    backbone = pretrain_backbone(PretrainConfig(preset="classify-crops-tiny", epochs=25, background_per_image=3), train, root / "run",
                                  None, LEARNING_SEED, log=lambda message: None)
     return data, backbone

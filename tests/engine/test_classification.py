@@ -97,8 +97,8 @@ def test_classifier_learns_the_shapes(tmp_path):
     synthesize_classification(data, train=480, test=80, seed=LEARNING_SEED, min_side=64, max_side=100)
     learn = from_dict(ClassifyConfig, {
         "model": {"backbone": "zf5", "width": 0.125, "hidden": 64, "dropout": 0.0},
-        "train": {"epochs": 20, "batch_size": 16, "resize": 72, "crop": 64, "optimizer": "adam", "lr": 0.001,
-                  "lr_steps": [18], "val_split": None, "seed": LEARNING_SEED},
+        "train": {"epochs": 20, "batch_size": 16, "resize": 72, "crop": 64, "channel_order": True,
+                  "optimizer": "adam", "lr": 0.001, "lr_steps": [18], "val_split": None, "seed": LEARNING_SEED},
     })
     train_classifier(learn, data, tmp_path / "run", progress=False, log=lambda *_: None)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))

@@ -14,8 +14,7 @@ from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 GAP_BAR = 0.01  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fast", "max_proposals=300",
              "train.iterations=150", "train.lr=0.003", "train.lr_steps=[120]",
-             "train.checkpoint_every=50",
-             "train.channel_order=false"]  # the recipe the bar was measured with (the preset shuffles channels since)
+             "train.checkpoint_every=50"]
 
 
 @pytest.fixture(scope="module")

@@ -124,11 +124,11 @@ def test_config_presets_load_and_bad_values_are_refused():
 CLASSIFY_MINI = """
 model: {{backbone: zf5, width: 0.25, spp: true, levels: [3, 2, 1], hidden: 128, dropout: 0.3}}
 train: {{epochs: 15, batch_size: 16, resize: 74, crop: 64, multi_size: false, second_size: 52, flip: true,
-        optimizer: adam, lr: 0.001, lr_steps: [12], weight_decay: 0.0001, workers: 0, seed: {seed}, val_split: null}}
+        channel_order: true, optimizer: adam, lr: 0.001, lr_steps: [12], weight_decay: 0.0001, workers: 0, seed: {seed},
+        val_split: null}}
 """
 GAP_BAR = 0.013  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = [
-    "test.scorer=svm",  # the scorer the bar was measured with (the preset's is now the softmax)
     "warp_size=64", "context=5", "window_batch=64", "max_proposals=100", "pretrain.epochs=15",
     "finetune.iterations=60", "finetune.lr_steps=[50]", "finetune.batch_size=32", "finetune.images_per_batch=4",
     "finetune.lr=0.01",  # ten times the preset's: a few dozen iterations must move the network

@@ -9,13 +9,11 @@ from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppn
 
 GAP_BAR = 0.023  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = [
-    "test.scorer=svm",  # the scorer the bar was measured with (the preset's is now the softmax)
     # Selective search as in the Fast R-CNN test (the same cached boxes): grid windows rarely
     # overlap the small generated objects by 0.5, which left runs near chance.
     "scales=[160, 320]", "train_scales=null", "proposals=selective-search-fast", "max_proposals=300",
     "finetune.iterations=80",
     "finetune.lr_steps=[60]",
-    "finetune.lr=0.001",  # the lr the bar was measured with (the preset's is now 0.01)
 ]
 
 
