@@ -230,7 +230,7 @@ def _forward_nchw(x, out, size, params, mode, groups, tile):
 
 @numba.njit(inline="always")
 def _forward_tile(x, out, size, params, mode, img, p0, width, sq, s):
-    channels, pixels = x.shape[1], x.shape[2]
+    channels = x.shape[1]
     pre = size // 2
     coef, k, beta, one = params[0], params[1], params[2], params[4]
     for c in range(channels):
@@ -332,7 +332,7 @@ def _backward_nchw(x, grad_out, grad_in, size, params, mode, groups, tile):
 
 @numba.njit(inline="always")
 def _backward_tile(x, grad_out, grad_in, size, params, mode, img, p0, width, sq, t, r, acc):
-    channels, pixels = x.shape[1], x.shape[2]
+    channels = x.shape[1]
     pre = size // 2
     post = (size - 1) // 2
     coef, k, beta, coef2, one = params[0], params[1], params[2], params[3], params[4]
