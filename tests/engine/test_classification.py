@@ -69,27 +69,27 @@ def test_divergence_stops_with_a_clear_message(data, tmp_path):
 
 
 # Halfway between chance (0.75) and the worst measured run (see the test's docstring).
-ERROR_BAR = 0.69
-TRAIN_ERROR_BAR = 0.65
+ERROR_BAR = 0.67
+TRAIN_ERROR_BAR = 0.68
 
 
 def test_classifier_learns_the_shapes(tmp_path):
-    """Centre top-1 error on held-out images below ERROR_BAR = 0.69 and the last
-    epoch's training error below TRAIN_ERROR_BAR = 0.65 (chance 0.75): each bar
+    """Centre top-1 error on held-out images below ERROR_BAR = 0.67 and the last
+    epoch's training error below TRAIN_ERROR_BAR = 0.68 (chance 0.75): each bar
     halfway between chance and the worst of 10 runs measured by
-    ``benchmarks/learning_margins.py`` (2026-12-03; SPPNET_TEST_SEED 0-4 x 1 and
-    2 threads; worst held-out 0.637, worst training 0.558). Per run:
+    ``benchmarks/learning_margins.py`` (2026-12-04; SPPNET_TEST_SEED 0-4 x 1 and
+    2 threads; worst held-out 0.600, worst training 0.625). Per run:
 
-    - seed 0, 1 thread(s): training error 0.463, held-out error 0.537
-    - seed 0, 2 thread(s): training error 0.487, held-out error 0.525
-    - seed 1, 1 thread(s): training error 0.460, held-out error 0.637
-    - seed 1, 2 thread(s): training error 0.558, held-out error 0.637
-    - seed 2, 1 thread(s): training error 0.265, held-out error 0.375
-    - seed 2, 2 thread(s): training error 0.256, held-out error 0.375
-    - seed 3, 1 thread(s): training error 0.321, held-out error 0.387
-    - seed 3, 2 thread(s): training error 0.294, held-out error 0.375
-    - seed 4, 1 thread(s): training error 0.385, held-out error 0.488
-    - seed 4, 2 thread(s): training error 0.492, held-out error 0.525
+    - seed 0, 1 thread(s): training error 0.515, held-out error 0.500
+    - seed 0, 2 thread(s): training error 0.529, held-out error 0.537
+    - seed 1, 1 thread(s): training error 0.554, held-out error 0.562
+    - seed 1, 2 thread(s): training error 0.567, held-out error 0.600
+    - seed 2, 1 thread(s): training error 0.340, held-out error 0.325
+    - seed 2, 2 thread(s): training error 0.325, held-out error 0.275
+    - seed 3, 1 thread(s): training error 0.402, held-out error 0.425
+    - seed 3, 2 thread(s): training error 0.348, held-out error 0.363
+    - seed 4, 1 thread(s): training error 0.625, held-out error 0.588
+    - seed 4, 2 thread(s): training error 0.625, held-out error 0.588
     """
     from sppnet.evaluation.classification import evaluate_classifier
 

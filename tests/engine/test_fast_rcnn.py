@@ -11,10 +11,14 @@ from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
 # with almost no foreground RoIs a short run only learns the background prior.
-GAP_BAR = 0.01  # mAP above chance: half the worst measured run (see the learning test's docstring)
+GAP_BAR = 0.009  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fast", "max_proposals=300",
              "train.iterations=150", "train.lr=0.003", "train.lr_steps=[120]",
-             "train.checkpoint_every=50"]
+             "train.checkpoint_every=50",
+             # The preset shuffles the training images' channels; in this 150-iteration run on 30
+             # images that left one of 10 measured runs at chance (seed 4, 2 threads: 3.5 vs 3.7 mAP),
+             # without it the worst is 1.9 points above (benchmarks/results/learning-margins-*-2026-12-04.jsonl).
+             "train.channel_order=false"]
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +33,20 @@ def trained(detection_backbone, tmp_path_factory):
 
 def test_tiny_fast_rcnn_learns_and_reloads(trained):
     """Trained VOC07 mAP minus chance (the same boxes, scores shuffled) must
-    exceed GAP_BAR = 1.0 points: half the worst of 10 runs measured by
-    ``benchmarks/learning_margins.py`` (2026-12-03; SPPNET_TEST_SEED 0-4 x 1
-    and 2 threads; worst 2.0 points). Per run, in %:
+    exceed GAP_BAR = 0.9 points: half the worst of 10 runs measured by
+    ``benchmarks/learning_margins.py`` (2026-12-04; SPPNET_TEST_SEED 0-4 x 1
+    and 2 threads; worst 1.9 points). Per run, in %:
 
-    - seed 0, 1 thread(s): mAP 18.4, chance 1.3, above chance 17.1
-    - seed 0, 2 thread(s): mAP 28.7, chance 1.9, above chance 26.8
-    - seed 1, 1 thread(s): mAP 20.8, chance 1.7, above chance 19.2
-    - seed 1, 2 thread(s): mAP 12.7, chance 3.5, above chance 9.2
-    - seed 2, 1 thread(s): mAP 8.1, chance 1.9, above chance 6.2
-    - seed 2, 2 thread(s): mAP 7.9, chance 1.8, above chance 6.0
-    - seed 3, 1 thread(s): mAP 14.4, chance 2.2, above chance 12.2
-    - seed 3, 2 thread(s): mAP 18.5, chance 1.9, above chance 16.6
-    - seed 4, 1 thread(s): mAP 5.7, chance 1.4, above chance 4.3
-    - seed 4, 2 thread(s): mAP 3.7, chance 1.7, above chance 2.0
+    - seed 0, 1 thread(s): mAP 21.5, chance 2.2, above chance 19.2
+    - seed 0, 2 thread(s): mAP 22.0, chance 1.6, above chance 20.3
+    - seed 1, 1 thread(s): mAP 22.5, chance 1.8, above chance 20.8
+    - seed 1, 2 thread(s): mAP 21.9, chance 2.6, above chance 19.3
+    - seed 2, 1 thread(s): mAP 20.3, chance 2.8, above chance 17.5
+    - seed 2, 2 thread(s): mAP 20.9, chance 2.7, above chance 18.2
+    - seed 3, 1 thread(s): mAP 9.6, chance 2.1, above chance 7.6
+    - seed 3, 2 thread(s): mAP 21.9, chance 1.4, above chance 20.6
+    - seed 4, 1 thread(s): mAP 6.7, chance 2.6, above chance 4.0
+    - seed 4, 2 thread(s): mAP 3.3, chance 1.3, above chance 1.9
     """
     data, _, run, detector, _ = trained
     assert (run / "model.safetensors").is_file() and (run / "log.csv").is_file()

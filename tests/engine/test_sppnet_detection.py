@@ -7,7 +7,7 @@ from sppnet.engine.detection_stages import detect_dataset
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppnet
 
-GAP_BAR = 0.023  # mAP above chance: half the worst measured run (see the learning test's docstring)
+GAP_BAR = 0.028  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = [
     # Selective search as in the Fast R-CNN test (the same cached boxes): grid windows rarely
     # overlap the small generated objects by 0.5, which left runs near chance.
@@ -47,20 +47,20 @@ def test_stages_are_written_and_a_run_reloads(trained):
 
 def test_detector_learns_well_above_chance(trained):
     """Trained VOC07 mAP minus chance (the same boxes, scores shuffled) must
-    exceed GAP_BAR = 2.3 points: half the worst of 10 runs measured by
-    ``benchmarks/learning_margins.py`` (2026-12-03; SPPNET_TEST_SEED 0-4 x 1
-    and 2 threads; worst 4.7 points). Per run, in %:
+    exceed GAP_BAR = 2.8 points: half the worst of 10 runs measured by
+    ``benchmarks/learning_margins.py`` (2026-12-04; SPPNET_TEST_SEED 0-4 x 1
+    and 2 threads; worst 5.8 points). Per run, in %:
 
-    - seed 0, 1 thread(s): mAP 30.9, chance 1.4, above chance 29.4
-    - seed 0, 2 thread(s): mAP 14.6, chance 2.0, above chance 12.5
-    - seed 1, 1 thread(s): mAP 31.2, chance 3.3, above chance 27.9
-    - seed 1, 2 thread(s): mAP 17.7, chance 5.5, above chance 12.3
-    - seed 2, 1 thread(s): mAP 10.3, chance 2.1, above chance 8.2
-    - seed 2, 2 thread(s): mAP 16.3, chance 1.3, above chance 14.9
-    - seed 3, 1 thread(s): mAP 10.7, chance 2.5, above chance 8.2
-    - seed 3, 2 thread(s): mAP 25.6, chance 2.2, above chance 23.3
-    - seed 4, 1 thread(s): mAP 5.6, chance 0.9, above chance 4.7
-    - seed 4, 2 thread(s): mAP 10.0, chance 1.6, above chance 8.4
+    - seed 0, 1 thread(s): mAP 20.0, chance 2.2, above chance 17.8
+    - seed 0, 2 thread(s): mAP 26.7, chance 2.0, above chance 24.7
+    - seed 1, 1 thread(s): mAP 16.9, chance 2.3, above chance 14.6
+    - seed 1, 2 thread(s): mAP 15.4, chance 1.3, above chance 14.2
+    - seed 2, 1 thread(s): mAP 17.3, chance 1.8, above chance 15.5
+    - seed 2, 2 thread(s): mAP 15.1, chance 6.0, above chance 9.0
+    - seed 3, 1 thread(s): mAP 9.8, chance 1.2, above chance 8.6
+    - seed 3, 2 thread(s): mAP 8.0, chance 2.2, above chance 5.9
+    - seed 4, 1 thread(s): mAP 15.7, chance 1.6, above chance 14.0
+    - seed 4, 2 thread(s): mAP 6.9, chance 1.2, above chance 5.8
     """
     data, _, detector, _, _ = trained
     test = open_detection_dataset(data, "test")
