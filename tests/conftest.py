@@ -9,7 +9,7 @@ from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.engine.pretrain import PretrainConfig, pretrain_backbone
 from tests.learning import LEARNING_SEED
 
-# One intra-op thread count on every machine (SPPNET_TEST_THREADS, default 2):
+# One intra-op thread count on every machine (SPPNET_TEST_THREADS; default 2, 1 under xdist, below):
 # torch's CPU kernels sum in an order that depends on it, and a few ulps of
 # difference grow through SGD into different trained models. A learning test
 # that gave 6.9 mAP on one machine and 11.0 on another was seeing this
