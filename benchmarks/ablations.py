@@ -10,7 +10,7 @@ and a copy of its config.yaml with one test setting changed.
 | row | what changes | the papers' direction |
 |---|---|---|
 | SPP-net (preset) | nothing | |
-| SPP-net, 1 scale | test.scales = [384] | multi-scale >= 1 scale |
+| SPP-net, 1 scale | scales = [384], [640] or [1024] | multi-scale >= 1 scale; the best 1 scale within 2 of R-CNN |
 | SPP-net, no box regression | ``--no-box-regression`` | with >= without |
 | SPP-net, SVMs | ``--scorer svm`` (the preset scores with the softmax) | SVMs >= softmax (R-CNN) |
 | Fast R-CNN | the run's ``pretrain-context-fast-rcnn`` | Fast R-CNN >= SPP-net |
@@ -110,7 +110,11 @@ def seed_rows(args: argparse.Namespace, seed: int) -> dict[str, float]:
     evals = folder / "evals"
     rows = {
         PRESET_ROW: (spp_run, []),
-        "SPP-net, 1 scale (384)": (view(spp_run, folder / "view-1-scale", {"scales": [384], "train_scales": None}), []),
+        # The paper's one scale (688 on VOC's ~500-pixel images) enlarges the
+        # image; which of ours is best depends on the objects' sizes, so three.
+        **{f"SPP-net, 1 scale ({s})": (view(spp_run, folder / ("view-1-scale" if s == 384 else f"view-1-scale-{s}"),
+                                            {"scales": [s], "train_scales": None}), [])
+           for s in (384, 640, 1024)},
         "SPP-net, no box regression": (spp_run, ["--no-box-regression"]),
         "SPP-net, SVMs": (spp_run, ["--scorer", "svm"]),
         "Fast R-CNN": (context, []),
