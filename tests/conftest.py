@@ -1,7 +1,9 @@
 import os
+import shutil
 
 import pytest
 import torch
+from filelock import FileLock
 from hypothesis import settings
 
 from sppnet.data.datasets import open_detection_dataset
@@ -26,14 +28,31 @@ settings.register_profile("sppnet", derandomize=True, database=None)
 settings.load_profile("sppnet")
 
 
-@pytest.fixture(scope="session")
-def detection_backbone(tmp_path_factory):
-    """A small generated detection set and a trunk pre-trained on its crops,
-    shared by the detector tests: ``(data folder, classifier run)``."""
-    root = tmp_path_factory.mktemp("detection")
+def _build_detection_backbone(root):
     data = root / "data"
     synthesize_detection(data, DetectionSynthConfig(train=30, test=10, seed=1 + LEARNING_SEED, min_side=160, max_side=240))
     train = open_detection_dataset(data, "train")
     backbone = pretrain_backbone(PretrainConfig(preset="classify-crops-tiny", epochs=25, background_per_image=3), train, root / "run",
                                  None, LEARNING_SEED, log=lambda message: None)
     return data, backbone
+
+
+@pytest.fixture(scope="session")
+def detection_backbone(tmp_path_factory):
+    """A small generated detection set and a trunk pre-trained on its crops,
+    shared by the detector tests: ``(data folder, classifier run)``."""
+    root = tmp_path_factory.mktemp("detection")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _build_detection_backbone(root)
+    # Under xdist the first worker to ask builds it (the same seeded result
+    # either would) in the session's shared temporary folder, under a lock;
+    # each worker then works on its own copy, since the tests write proposal
+    # caches and runs into the data folder.
+    shared = tmp_path_factory.getbasetemp().parent / "detection-backbone"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "complete").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            _build_detection_backbone(shared)
+            (shared / "complete").touch()
+    shutil.copytree(shared, root, dirs_exist_ok=True)
+    return root / "data", root / "run" / "pretrain"
