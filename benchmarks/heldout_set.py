@@ -19,6 +19,14 @@ writes ``OUT/JPEGImages``, ``OUT/Annotations``, ``OUT/ImageSets/Main`` and
 ``OUT/classes.txt`` (VOC layout; the XML is written here with ElementTree,
 not with sppnet's writer).
 
+One random stream draws the training images, then the test images. So two
+sets of one seed with different ``--train`` share their first training
+images, and the smaller set's test images are training images of the larger
+one: score a model trained on a larger set only on its own test split (and
+compare with smaller-set models on that split too). Session 7 scored a
+1000-image crop classifier on the 300-image set's test crops, whose objects
+it had trained on (RESULTS.md, "A check of the 1000-image runs").
+
     python benchmarks/heldout_set.py OUT --task classify [--train 400] [--test 200] [--seed 0]
 
 writes an image folder ``OUT/<split>/<class>/<n>.jpg`` for ``sppnet train

@@ -97,23 +97,33 @@ def _no_temp_files(run: Path) -> None:
     assert not leftovers, leftovers
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_classifier_killed_at_random_moments_resumes_bit_identical(tmp_path, seed):
-    data = tmp_path / "data"
+def _classifier_args(data: Path, config: Path, out: Path) -> list[str]:
+    return ["train", "classify", "--data", str(data), "--out", str(out), "--config", str(config), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def classifier_straight(tmp_path_factory):
+    """The data, the config and the uninterrupted run both seeds compare with."""
+    root = tmp_path_factory.mktemp("classifier-straight")
+    data, config = root / "data", root / "tiny.yaml"
     synthesize_classification(data, train=24, test=8, seed=0, min_side=64, max_side=100)
-    config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY_CLASSIFIER))
+    _run(_classifier_args(data, config, root / "run"), root / "log.txt")
+    return data, config, root / "run"
+
+
+# One xdist worker runs both seeds, so the module's uninterrupted run is made once (scripts/test.sh: --dist loadgroup).
+@pytest.mark.xdist_group("kill-classifier")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_classifier_killed_at_random_moments_resumes_bit_identical(classifier_straight, tmp_path, seed):
+    data, config, straight = classifier_straight
     log = tmp_path / "log.txt"
-
-    def args(out):
-        return ["train", "classify", "--data", str(data), "--out", str(out), "--config", str(config), "--no-progress"]
-
-    _run(args(tmp_path / "straight"), log)
     # An epoch takes ~0.1 s on an idle 2-core machine: the second kill, up to 0.1 s after one of
     # the first four epoch lines, lands inside the next epochs (1.5 s outran the whole run).
-    hits = _run_with_kills(args(tmp_path / "killed"), kills=2, seed=seed, log=log, max_sleep=0.1)
+    hits = _run_with_kills(_classifier_args(data, config, tmp_path / "killed"), kills=2, seed=seed, log=log,
+                           max_sleep=0.1)
     assert hits >= 1
-    _assert_same_weights(tmp_path / "straight" / "model.safetensors", tmp_path / "killed" / "model.safetensors", log)
+    _assert_same_weights(straight / "model.safetensors", tmp_path / "killed" / "model.safetensors", log)
     _no_temp_files(tmp_path / "killed")
 
 
@@ -136,6 +146,7 @@ def sppnet_straight(detection_backbone, tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.xdist_group("kill-sppnet")  # as above: sppnet_straight is made once
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sppnet_every_stage_killed_resumes_bit_identical(detection_backbone, sppnet_straight, tmp_path, seed):
     """Kills land in proposals, the conv5 cache, fine-tuning (checkpoints every
