@@ -1,0 +1,99 @@
+"""AP on the objects the image border cuts and on the others, large and all.
+
+``sppnet analyze`` splits AP by object size; on the held-out sets large
+objects are also the ones the border cuts (a box that touches it is a cut
+object: most of the largest). This separates the two: for each results
+folder it gives the VOC mAP over all objects, then over four subsets,
+each computed as the size bins are (the objects outside the subset are
+marked difficult: neither positives nor false positives when matched):
+
+- ``border`` / ``inside``: boxes within ``--margin`` pixels of the image
+  border, and the rest;
+- ``large border`` / ``large inside``: the same among the largest 30% of
+  the split's objects by area (``sppnet analyze``'s L and XL bins, here
+  over all classes together).
+
+    python benchmarks/border_ap.py DATA --split test "LABEL=RESULTS_DIR" ... [--json OUT.jsonl]
+
+Each ``RESULTS_DIR`` is a VOC results folder (``sppnet eval detect
+--results DIR``). Prints one markdown row per folder; with ``--json``
+appends one JSON line per folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sppnet.data.datasets import open_detection_dataset
+from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.evaluation.results import read_voc_results
+from sppnet.evaluation.voc import evaluate_detections
+
+SUBSETS = ("all", "border", "inside", "large border", "large inside")
+
+
+def touches_border(record: ImageRecord, margin: float) -> torch.Tensor:
+    """``Tensor[G]`` bool: the boxes within ``margin`` pixels of the border."""
+    b = record.boxes
+    return (b[:, 0] <= margin) | (b[:, 1] <= margin) | (b[:, 2] >= record.width - margin) | (
+        b[:, 3] >= record.height - margin)
+
+
+def box_areas(record: ImageRecord) -> torch.Tensor:
+    b = record.boxes
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def only(dataset: DetectionDataset, keep: Callable[[ImageRecord], torch.Tensor]) -> DetectionDataset:
+    """The dataset with every object outside ``keep`` marked difficult."""
+    images = [dataclasses.replace(r, difficult=r.difficult | ~keep(r)) for r in dataset.images]
+    return dataclasses.replace(dataset, images=images)
+
+
+def subsets(dataset: DetectionDataset, margin: float) -> dict[str, DetectionDataset]:
+    counted = torch.cat([box_areas(r)[~r.difficult] for r in dataset.images])
+    large = float(torch.quantile(counted, 0.7))
+    return {
+        "all": dataset,
+        "border": only(dataset, lambda r: touches_border(r, margin)),
+        "inside": only(dataset, lambda r: ~touches_border(r, margin)),
+        "large border": only(dataset, lambda r: touches_border(r, margin) & (box_areas(r) > large)),
+        "large inside": only(dataset, lambda r: ~touches_border(r, margin) & (box_areas(r) > large)),
+    }
+
+
+def positives(dataset: DetectionDataset) -> int:
+    return int(sum(int((~r.difficult).sum()) for r in dataset.images))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--margin", type=float, default=2.0, help="pixels from the border that count as touching it")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("results", nargs="+", metavar="LABEL=RESULTS_DIR")
+    args = parser.parse_args()
+    dataset = open_detection_dataset(args.data, args.split)
+    parts = subsets(dataset, args.margin)
+    print("| | " + " | ".join(f"{name} ({positives(parts[name])})" for name in SUBSETS) + " |")
+    print("|---|" + "---|" * len(SUBSETS))
+    for item in args.results:
+        label, _, folder = item.partition("=")
+        per_class = read_voc_results(folder, dataset.classes, args.split)
+        maps = {name: evaluate_detections(per_class, part).map for name, part in parts.items()}
+        print(f"| {label} | " + " | ".join(f"{100 * maps[name]:.1f}" for name in SUBSETS) + " |")
+        if args.json is not None:
+            with open(args.json, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"data": str(args.data), "split": args.split, "label": label,
+                                      "results": folder, "margin": args.margin, "map": maps}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
