@@ -16,8 +16,12 @@ marked difficult: neither positives nor false positives when matched):
     python benchmarks/border_ap.py DATA --split test "LABEL=RESULTS_DIR" ... [--json OUT.jsonl]
 
 Each ``RESULTS_DIR`` is a VOC results folder (``sppnet eval detect
---results DIR``). Prints one markdown row per folder; with ``--json``
-appends one JSON line per folder.
+--results DIR``). Prints one markdown row per folder, mAP and in brackets
+the recall of all its detections (mean over classes: the subset's objects
+that some detection of the class finds at IoU >= 0.5, however low its
+score; a low AP with a high recall is a ranking error, a low recall a
+localisation or proposal one); with ``--json`` appends one JSON line per
+folder.
 """
 
 from __future__ import annotations
@@ -68,6 +72,13 @@ def subsets(dataset: DetectionDataset, margin: float) -> dict[str, DetectionData
     }
 
 
+def final_recall(evaluation) -> float:
+    """The recall after all detections, averaged over the classes with objects."""
+    values = [float(r.recall[-1]) if r.num_detections else 0.0
+              for r in evaluation.per_class.values() if r.num_positives]
+    return sum(values) / len(values) if values else float("nan")
+
+
 def positives(dataset: DetectionDataset) -> int:
     return int(sum(int((~r.difficult).sum()) for r in dataset.images))
 
@@ -87,12 +98,14 @@ def main() -> None:
     for item in args.results:
         label, _, folder = item.partition("=")
         per_class = read_voc_results(folder, dataset.classes, args.split)
-        maps = {name: evaluate_detections(per_class, part).map for name, part in parts.items()}
-        print(f"| {label} | " + " | ".join(f"{100 * maps[name]:.1f}" for name in SUBSETS) + " |")
+        evaluations = {name: evaluate_detections(per_class, part) for name, part in parts.items()}
+        maps = {name: e.map for name, e in evaluations.items()}
+        recalls = {name: final_recall(e) for name, e in evaluations.items()}
+        print(f"| {label} | " + " | ".join(f"{100 * maps[n]:.1f} ({100 * recalls[n]:.0f})" for n in SUBSETS) + " |")
         if args.json is not None:
             with open(args.json, "a", encoding="utf-8") as out:
-                out.write(json.dumps({"data": str(args.data), "split": args.split, "label": label,
-                                      "results": folder, "margin": args.margin, "map": maps}) + "\n")
+                out.write(json.dumps({"data": str(args.data), "split": args.split, "label": label, "results": folder,
+                                      "margin": args.margin, "map": maps, "recall": recalls}) + "\n")
 
 
 if __name__ == "__main__":
