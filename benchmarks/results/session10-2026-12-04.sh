@@ -52,3 +52,13 @@ for run in "$OUT/cropruns/base/set-0" "$OUT/cropruns/co/set-0" "$OUT/cropruns/n1
            "$OUT/cropruns/n1000e40/set-0" "$OUT/det1000/spp/pretrain"; do
   echo "$run: $($PY "$HERE/crop_confusion.py" "$run" "$OUT/crops/set-0-1000" | tail -1)"
 done
+# 4. AP on objects the image border cuts vs the rest (large ones too), with the recall of all detections
+for s in 0 1 2; do
+  E=$OUT/ablations/seed-$s/evals
+  $PY "$HERE/border_ap.py" "$OUT/abl-data/data-heldout-$s-300-100" --json "$OUT/border-ap.jsonl" \
+      "R-CNN=$E/results-r-cnn" "SPP-net=$E/results-spp-net-preset" "Fast R-CNN=$E/results-fast-r-cnn" \
+      "SPP-net 1 scale 384=$E/results-spp-net-1-scale-384"
+done
+$PY "$HERE/border_ap.py" "$D" --json "$OUT/border-ap.jsonl" "R-CNN 300=$C/results-rcnn-300" \
+    "SPP-net 300=$C/results-spp-300" "SPP-net 1000=$C/results-spp-1000" "Fast R-CNN 300=$C/results-frcnn-300" \
+    "Fast R-CNN 1000=$C/results-frcnn-1000"
