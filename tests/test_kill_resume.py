@@ -103,7 +103,9 @@ def _classifier_args(data: Path, config: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def classifier_straight(tmp_path_factory):
-    """The data, the config and the uninterrupted run both seeds compare with."""
+    """The data, the config and the uninterrupted run both seeds compare with
+    (made once per process: xdist's default scheduling usually gives both
+    seeds to one worker)."""
     root = tmp_path_factory.mktemp("classifier-straight")
     data, config = root / "data", root / "tiny.yaml"
     synthesize_classification(data, train=24, test=8, seed=0, min_side=64, max_side=100)
@@ -112,8 +114,6 @@ def classifier_straight(tmp_path_factory):
     return data, config, root / "run"
 
 
-# One xdist worker runs both seeds, so the module's uninterrupted run is made once (scripts/test.sh: --dist loadgroup).
-@pytest.mark.xdist_group("kill-classifier")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_classifier_killed_at_random_moments_resumes_bit_identical(classifier_straight, tmp_path, seed):
     data, config, straight = classifier_straight
@@ -146,7 +146,6 @@ def sppnet_straight(detection_backbone, tmp_path_factory):
     return root / "run"
 
 
-@pytest.mark.xdist_group("kill-sppnet")  # as above: sppnet_straight is made once
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sppnet_every_stage_killed_resumes_bit_identical(detection_backbone, sppnet_straight, tmp_path, seed):
     """Kills land in proposals, the conv5 cache, fine-tuning (checkpoints every
