@@ -49,10 +49,11 @@ def detection_backbone(tmp_path_factory):
     # each worker then works on its own copy, since the tests write proposal
     # caches and runs into the data folder.
     shared = tmp_path_factory.getbasetemp().parent / "detection-backbone"
+    done = shared.with_suffix(".done")  # holds the classifier run's path within ``shared``
     with FileLock(f"{shared}.lock"):
-        if not (shared / "complete").is_file():
+        if not done.is_file():
             shutil.rmtree(shared, ignore_errors=True)
-            _build_detection_backbone(shared)
-            (shared / "complete").touch()
+            _, backbone = _build_detection_backbone(shared)
+            done.write_text(str(backbone.relative_to(shared)))
     shutil.copytree(shared, root, dirs_exist_ok=True)
-    return root / "data", root / "run" / "pretrain"
+    return root / "data", root / done.read_text()
