@@ -9,9 +9,9 @@ marked difficult: neither positives nor false positives when matched):
 
 - ``border`` / ``inside``: boxes within ``--margin`` pixels of the image
   border, and the rest;
-- ``large border`` / ``large inside``: the same among the largest 30% of
-  the split's objects by area (``sppnet analyze``'s L and XL bins, here
-  over all classes together).
+- ``large border`` / ``large inside``: the same among the objects of
+  ``sppnet analyze``'s L and XL size bins (the largest 30% of each class's
+  objects by area, ``size_bin_indices``).
 
     python benchmarks/border_ap.py DATA --split test "LABEL=RESULTS_DIR" ... [--json OUT.jsonl]
 
@@ -36,8 +36,10 @@ import torch
 
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.records import DetectionDataset, ImageRecord
+from sppnet.evaluation.diagnosis import SIZE_BINS, size_bin_indices
 from sppnet.evaluation.results import read_voc_results
 from sppnet.evaluation.voc import evaluate_detections
+from sppnet.ops import box_area
 
 SUBSETS = ("all", "border", "inside", "large border", "large inside")
 
@@ -49,26 +51,36 @@ def touches_border(record: ImageRecord, margin: float) -> torch.Tensor:
         b[:, 3] >= record.height - margin)
 
 
-def box_areas(record: ImageRecord) -> torch.Tensor:
-    b = record.boxes
-    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-
-
 def only(dataset: DetectionDataset, keep: Callable[[ImageRecord], torch.Tensor]) -> DetectionDataset:
     """The dataset with every object outside ``keep`` marked difficult."""
     images = [dataclasses.replace(r, difficult=r.difficult | ~keep(r)) for r in dataset.images]
     return dataclasses.replace(dataset, images=images)
 
 
+def large_objects(dataset: DetectionDataset) -> dict[str, torch.Tensor]:
+    """``{image_id: Tensor[G] bool}``: the objects in ``sppnet analyze``'s L
+    and XL bins of their class (difficult ones never are)."""
+    large = {r.image_id: torch.zeros(r.num_objects, dtype=torch.bool) for r in dataset.images}
+    first_large = SIZE_BINS.index("L")
+    for label in range(1, len(dataset.classes)):
+        members = [(r.image_id, i) for r in dataset.images for i in range(r.num_objects)
+                   if int(r.labels[i]) == label and not bool(r.difficult[i])]
+        if not members:
+            continue
+        areas = torch.cat([box_area(r.boxes[(r.labels == label) & ~r.difficult]) for r in dataset.images])
+        for (image_id, i), size in zip(members, size_bin_indices(areas.numpy())):
+            large[image_id][i] = int(size) >= first_large
+    return large
+
+
 def subsets(dataset: DetectionDataset, margin: float) -> dict[str, DetectionDataset]:
-    counted = torch.cat([box_areas(r)[~r.difficult] for r in dataset.images])
-    large = float(torch.quantile(counted, 0.7))
+    large = large_objects(dataset)
     return {
         "all": dataset,
         "border": only(dataset, lambda r: touches_border(r, margin)),
         "inside": only(dataset, lambda r: ~touches_border(r, margin)),
-        "large border": only(dataset, lambda r: touches_border(r, margin) & (box_areas(r) > large)),
-        "large inside": only(dataset, lambda r: ~touches_border(r, margin) & (box_areas(r) > large)),
+        "large border": only(dataset, lambda r: touches_border(r, margin) & large[r.image_id]),
+        "large inside": only(dataset, lambda r: ~touches_border(r, margin) & large[r.image_id]),
     }
 
 
