@@ -112,8 +112,7 @@ def seed_rows(args: argparse.Namespace, seed: int) -> dict[str, float]:
         PRESET_ROW: (spp_run, []),
         # The paper's one scale (688 on VOC's ~500-pixel images) enlarges the
         # image; which of ours is best depends on the objects' sizes, so three.
-        **{f"SPP-net, 1 scale ({s})": (view(spp_run, folder / ("view-1-scale" if s == 384 else f"view-1-scale-{s}"),
-                                            {"scales": [s], "train_scales": None}), [])
+        **{f"SPP-net, 1 scale ({s})": (view(spp_run, folder / f"view-1-scale-{s}", {"scales": [s], "train_scales": None}), [])
            for s in (384, 640, 1024)},
         "SPP-net, no box regression": (spp_run, ["--no-box-regression"]),
         "SPP-net, SVMs": (spp_run, ["--scorer", "svm"]),
