@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a generated dataset")
-    synth.add_argument("--task", choices=("detect", "classify"), required=True)
+    synth.add_argument("--task", choices=("detect", "classify", "pretrain"), required=True,
+                       help="pretrain: many shape classes, ImageNet's stand-in (sppnet.data.pretrain_set)")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--train", type=int, default=60, help="training images (default: 60)")
     synth.add_argument("--test", type=int, default=30, help="test images (default: 30)")

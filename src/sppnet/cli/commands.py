@@ -40,6 +40,11 @@ def _data_synth(args: argparse.Namespace) -> int:
             print(f"injected {counts['corrupted']} faults (every kind in each split); listed in {args.out / 'corruptions.json'}")
     elif args.corrupt:
         raise ValueError("--corrupt applies to --task detect only")
+    elif args.task == "pretrain":
+        from sppnet.data.pretrain_set import PRETRAIN_CLASSES, synthesize_pretrain
+
+        counts = synthesize_pretrain(args.out, train=args.train, test=args.test, seed=args.seed)
+        print(f"wrote an image-folder pre-training set of {len(PRETRAIN_CLASSES)} classes to {args.out}: {counts}")
     else:
         counts = synthesize_classification(args.out, train=args.train, test=args.test, seed=args.seed)
         print(f"wrote an image-folder classification set to {args.out}: {counts}")

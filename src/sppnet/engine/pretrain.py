@@ -39,12 +39,13 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
+from sppnet.engine.generic_pretrain import generic_trunk
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "start_detector_run", "pretrain_classify_config",
-           "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
+           "write_pretrain_crops", "torchvision_architecture", "train_in_context", "generic_classify_config"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -85,6 +86,12 @@ class PretrainConfig:
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
     context_iterations: int | None = None  # None: the preset's
+    # ImageNet's stand-in (engine/generic_pretrain.py): the crop classifier
+    # starts from a trunk trained first on this many generated images of 44
+    # shape classes (sppnet.data.pretrain_set) for ``generic_epochs`` epochs,
+    # made once per machine and cached; 0 = the crop stage starts from scratch.
+    generic_images: int = 0
+    generic_epochs: int = 10
 
     def __post_init__(self) -> None:
         if not self.context >= 1.0:
@@ -95,6 +102,12 @@ class PretrainConfig:
                                                     or Path(self.context_preset).is_file()):
             raise ValueError(f"pretrain.context_preset {self.context_preset!r} is neither a preset "
                              f"({', '.join(preset_names())}) nor a file")
+        if self.generic_images < 0 or self.generic_epochs < 1:
+            raise ValueError(f"pretrain.generic_images must be >= 0 and generic_epochs >= 1, got "
+                             f"{self.generic_images} and {self.generic_epochs}")
+        if self.generic_images and self.weights is not None:
+            raise ValueError("pretrain.generic_images and pretrain.weights both give the trunk's starting weights; "
+                             "set one of them")
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
 
@@ -142,10 +155,13 @@ def grown_box(box: list[float], factor: float, width: int, height: int) -> tuple
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
 
-def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
-    """The classifier config that pre-trains the trunk: ``config.preset`` with
-    the pre-training's epochs and weights, and no validation split."""
+def pretrain_classify_config(config: PretrainConfig, trunk_weights: Path | None = None) -> ClassifyConfig:
+    """The classifier config that pre-trains the trunk on the crops:
+    ``config.preset`` with the pre-training's epochs and weights (or
+    ``trunk_weights``, a file of the preset's own trunk), and no validation split."""
     overrides = ["train.val_split=null"]
+    if trunk_weights is not None:
+        overrides.append(f"model.weights={Path(trunk_weights).resolve()}")
     if config.epochs:
         # The preset's lr steps stay at the same fraction of the run: classify-crops-tiny's
         # step after 20 of 25 epochs is a step after 32 of 40, not after 20 of 40
@@ -159,6 +175,19 @@ def pretrain_classify_config(config: PretrainConfig) -> ClassifyConfig:
         architecture = torchvision_architecture(config.weights)
         overrides += [f"model.backbone={architecture}", "model.width=1.0", f"model.weights={Path(config.weights).resolve()}"]
     return load_config(ClassifyConfig, config.preset, overrides)
+
+
+def generic_classify_config(config: PretrainConfig) -> ClassifyConfig:
+    """The classifier config of the generic stage: ``config.preset``'s model
+    and recipe for ``config.generic_epochs`` epochs, the lr step at the same
+    fraction of the run, and a warm-up: from scratch on 44 classes the
+    preset's Adam at full lr sits at uniform outputs for epochs (RESULTS.md,
+    "A generated ImageNet stage")."""
+    preset = load_config(ClassifyConfig, config.preset).train
+    steps = list(scaled_steps(preset.lr_steps, preset.epochs, config.generic_epochs))
+    return load_config(ClassifyConfig, config.preset, [
+        f"train.epochs={config.generic_epochs}", f"train.lr_steps={steps}", "train.min_iterations=0",
+        "train.warmup_iterations=500", "train.val_split=test"])
 
 
 def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
@@ -226,7 +255,10 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
         write_pretrain_crops(train, crops / "train", config, seed)
     resume = (classifier_run / "checkpoint.safetensors").is_file()
     distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
-    classify = pretrain_classify_config(config)
+    start = None
+    if config.generic_images:
+        start = generic_trunk(generic_classify_config(config), config.generic_images, log=log)
+    classify = pretrain_classify_config(config, start)
     if config.weights is not None:
         log(f"the trunk starts from {config.weights} ({classify.model.backbone})")
     # Under torchrun every rank trains its share of each mini-batch (DDP, see train_classifier).

@@ -1,0 +1,82 @@
+"""The generic pre-training stage: ImageNet's role, played by generated shapes.
+
+The paper's trunks start from an ImageNet classifier; none can be downloaded
+here. With ``pretrain.generic_images > 0`` a detector's pre-training first
+trains its crop classifier's model as a classifier of that many images of
+``sppnet.data.pretrain_set`` (44 shape classes in context, none of them a
+detection class), and the crop stage then starts from that trunk instead of
+from random weights, as the paper's detectors start from ImageNet's.
+
+The trunk depends on the generated set and the recipe only, not on the
+detection data, so it is made once per machine and kept, like downloaded
+ImageNet weights, in ``$SPPNET_CACHE/generic-trunks/KEY/`` (default
+``~/.cache/sppnet``), KEY a hash of everything that shapes it (the
+generator's version, the image count and seed, the classifier config, torch's
+version). ``trunk.safetensors`` is written last and atomically; a run that is
+interrupted before it resumes from the stage's checkpoint next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
+from sppnet.engine import distributed
+from sppnet.engine.checkpoint import save_weights
+
+__all__ = ["GENERATOR_VERSION", "cache_root", "generic_trunk", "generic_trunk_key"]
+
+# Bump when sppnet.data.pretrain_set draws different images for the same seed:
+# trunks cached from the old images are then not reused.
+GENERATOR_VERSION = 1
+_TEST_FRACTION = 15  # one test image per this many training images: the stage's validation curve
+
+
+def cache_root() -> Path:
+    """Where generic trunks are kept: ``$SPPNET_CACHE``, else ``~/.cache/sppnet``."""
+    return Path(os.environ.get("SPPNET_CACHE") or Path.home() / ".cache" / "sppnet").expanduser()
+
+
+def generic_trunk_key(classify: ClassifyConfig, images: int, seed: int) -> str:
+    """A hash of everything the generic trunk depends on."""
+    described = {"generator": GENERATOR_VERSION, "images": images, "seed": seed, "torch": torch.__version__,
+                 "classify": asdict(classify)}
+    text = json.dumps(described, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def generic_trunk(classify: ClassifyConfig, images: int, seed: int = 0, log=print) -> Path:
+    """The trunk weights file of a ``classify`` model trained on ``images``
+    generated pre-training images: from the cache, or trained now (resumed
+    after an interruption) and cached."""
+    from sppnet.data.pretrain_set import synthesize_pretrain
+
+    folder = cache_root() / "generic-trunks" / generic_trunk_key(classify, images, seed)
+    trunk_file = folder / "trunk.safetensors"
+    if trunk_file.is_file():
+        log(f"generic pre-training: the cached trunk {trunk_file}")
+        return trunk_file
+    data, run = folder / "data", folder / "run"
+    if not (data / "done").is_file() and distributed.is_main():
+        shutil.rmtree(data, ignore_errors=True)  # a half-written set is written again
+        log(f"generic pre-training: generating {images} images of shape classes in {data}")
+        synthesize_pretrain(data, train=images, test=max(images // _TEST_FRACTION, 1), seed=seed)
+        (data / "done").write_text("")
+    distributed.barrier()
+    resume = (run / "checkpoint.safetensors").is_file()
+    log(f"generic pre-training: training the trunk ({classify.train.epochs} epochs) in {run}"
+        + (" (resumed)" if resume else ""))
+    train_classifier(classify, data, run, resume=resume, progress=False,
+                     log=lambda message: log(f"  generic: {message}"))
+    if distributed.is_main():
+        model, _, _ = load_classifier(run)
+        save_weights(trunk_file, model.trunk.state_dict())  # atomic; written last: it marks the trunk done
+    distributed.barrier()
+    return trunk_file

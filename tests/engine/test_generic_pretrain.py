@@ -1,0 +1,60 @@
+"""The generic pre-training stage: trained once, cached, and the crop stage starts from it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sppnet.data.pretrain_set import PRETRAIN_CLASSES
+from sppnet.engine.generic_pretrain import cache_root, generic_trunk, generic_trunk_key
+from sppnet.engine.pretrain import PretrainConfig, generic_classify_config, pretrain_classify_config
+from sppnet.models.backbones import build_backbone
+
+
+def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("SPPNET_CACHE")
+    assert cache_root().name == "sppnet"
+
+
+def test_the_key_changes_with_what_shapes_the_trunk():
+    config = PretrainConfig(epochs=40, generic_images=4400)
+    classify = generic_classify_config(config)
+    assert generic_trunk_key(classify, 4400, 0) == generic_trunk_key(classify, 4400, 0)
+    assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(classify, 8800, 0)
+    assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(classify, 4400, 1)
+    longer = generic_classify_config(PretrainConfig(epochs=40, generic_images=4400, generic_epochs=20))
+    assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(longer, 4400, 0)
+
+
+def test_generic_recipe_warms_up_and_keeps_the_step_fraction():
+    train = generic_classify_config(PretrainConfig(generic_images=4400, generic_epochs=10)).train
+    assert (train.epochs, train.lr_steps, train.warmup_iterations) == (10, (8,), 500)  # the preset steps at 20 of 25
+
+
+def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path))
+    config = PretrainConfig(generic_images=len(PRETRAIN_CLASSES), generic_epochs=1)
+    classify = generic_classify_config(config)
+    first_log: list[str] = []
+    trunk = generic_trunk(classify, config.generic_images, log=first_log.append)
+    assert trunk.is_file() and trunk.is_relative_to(tmp_path / "generic-trunks")
+    assert any("generating" in line for line in first_log)
+    # the preset's own trunk, loaded strictly: every key, every shape
+    loaded = build_backbone("zf5", 0.25, weights=trunk)
+    fresh = build_backbone("zf5", 0.25)
+    assert not torch.equal(loaded.state_dict()["features.0.weight"], fresh.state_dict()["features.0.weight"])
+    stamp = trunk.stat().st_mtime_ns
+    again_log: list[str] = []
+    assert generic_trunk(classify, config.generic_images, log=again_log.append) == trunk
+    assert trunk.stat().st_mtime_ns == stamp and any("cached" in line for line in again_log)
+    # the crop stage starts from it
+    assert pretrain_classify_config(config, trunk).model.weights == trunk.resolve()
+
+
+def test_generic_settings_are_checked():
+    with pytest.raises(ValueError, match="generic_images"):
+        PretrainConfig(generic_images=-1)
+    with pytest.raises(ValueError, match="set one of them"):
+        PretrainConfig(generic_images=100, weights="w.safetensors")
