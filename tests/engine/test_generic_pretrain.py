@@ -56,5 +56,3 @@ def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
 def test_generic_settings_are_checked():
     with pytest.raises(ValueError, match="generic_images"):
         PretrainConfig(generic_images=-1)
-    with pytest.raises(ValueError, match="set one of them"):
-        PretrainConfig(generic_images=100, weights="w.safetensors")

@@ -90,6 +90,7 @@ class PretrainConfig:
     # starts from a trunk trained first on this many generated images of 44
     # shape classes (sppnet.data.pretrain_set) for ``generic_epochs`` epochs,
     # made once per machine and cached; 0 = the crop stage starts from scratch.
+    # Real ImageNet weights (``weights``) take its place: it is then skipped.
     generic_images: int = 0
     generic_epochs: int = 10
 
@@ -105,9 +106,6 @@ class PretrainConfig:
         if self.generic_images < 0 or self.generic_epochs < 1:
             raise ValueError(f"pretrain.generic_images must be >= 0 and generic_epochs >= 1, got "
                              f"{self.generic_images} and {self.generic_epochs}")
-        if self.generic_images and self.weights is not None:
-            raise ValueError("pretrain.generic_images and pretrain.weights both give the trunk's starting weights; "
-                             "set one of them")
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
 
@@ -256,7 +254,7 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
     resume = (classifier_run / "checkpoint.safetensors").is_file()
     distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
     start = None
-    if config.generic_images:
+    if config.generic_images and config.weights is None:
         start = generic_trunk(generic_classify_config(config), config.generic_images, log=log)
     classify = pretrain_classify_config(config, start)
     if config.weights is not None:
