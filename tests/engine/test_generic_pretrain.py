@@ -56,3 +56,41 @@ def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
 def test_generic_settings_are_checked():
     with pytest.raises(ValueError, match="generic_images"):
         PretrainConfig(generic_images=-1)
+
+
+def test_an_unwritable_cache_falls_back_to_the_run_folder(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SPPNET_CACHE", str(blocker / "cache"))  # under a file: cannot be made
+    config = PretrainConfig(generic_images=len(PRETRAIN_CLASSES), generic_epochs=1)
+    log: list[str] = []
+    trunk = generic_trunk(generic_classify_config(config), config.generic_images, log=log.append,
+                          fallback=tmp_path / "run" / "pretrain-generic")
+    assert trunk.is_file() and trunk.is_relative_to(tmp_path / "run" / "pretrain-generic")
+    assert any("not writable" in line for line in log)
+    with pytest.raises(PermissionError, match="SPPNET_CACHE"):
+        generic_trunk(generic_classify_config(config), config.generic_images, log=log.append)
+
+
+_CONCURRENT = """
+import sys
+from sppnet.engine.generic_pretrain import generic_trunk
+from sppnet.engine.pretrain import PretrainConfig, generic_classify_config
+config = PretrainConfig(generic_images=44, generic_epochs=1)
+print(generic_trunk(generic_classify_config(config), 44, log=lambda m: print(m, flush=True)))
+"""
+
+
+def test_two_runs_at_once_train_the_trunk_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPPNET_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0]
+    assert sum("generating" in out for out in outputs) == 1, outputs
+    assert sum("the cached trunk" in out for out in outputs) == 1, outputs
+    assert outputs[0].splitlines()[-1] == outputs[1].splitlines()[-1]

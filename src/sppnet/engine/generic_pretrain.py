@@ -13,7 +13,9 @@ ImageNet weights, in ``$SPPNET_CACHE/generic-trunks/KEY/`` (default
 ``~/.cache/sppnet``), KEY a hash of everything that shapes it (the
 generator's version, the image count and seed, the classifier config, torch's
 version). ``trunk.safetensors`` is written last and atomically; a run that is
-interrupted before it resumes from the stage's checkpoint next time.
+interrupted before it resumes from the stage's checkpoint next time. Runs
+that need the trunk at once take turns; where the cache cannot be written,
+the trunk is made in the run folder.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; two concurrent first runs would both train the trunk
+    fcntl = None
 
 from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
 from sppnet.engine import distributed
@@ -52,13 +60,51 @@ def generic_trunk_key(classify: ClassifyConfig, images: int, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def generic_trunk(classify: ClassifyConfig, images: int, seed: int = 0, log=print) -> Path:
+def generic_trunk(classify: ClassifyConfig, images: int, seed: int = 0, log=print,
+                  fallback: Path | None = None) -> Path:
     """The trunk weights file of a ``classify`` model trained on ``images``
     generated pre-training images: from the cache, or trained now (resumed
-    after an interruption) and cached."""
+    after an interruption) and cached. Where the cache cannot be written, it
+    is made in ``fallback`` (a run folder) instead and the log says so. Two
+    runs that need the same trunk at once take turns (a file lock): the
+    second finds it made."""
+    folder = _writable(cache_root() / "generic-trunks", fallback, log) / generic_trunk_key(classify, images, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(folder / "lock"):
+        return _make_trunk(folder, classify, images, seed, log)
+
+
+def _writable(root: Path, fallback: Path | None, log) -> Path:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK):
+            return root
+    except OSError:
+        pass
+    if fallback is None:
+        raise PermissionError(f"cannot write the generic trunk cache {root}: set SPPNET_CACHE to a writable folder")
+    log(f"generic pre-training: {root} is not writable; the trunk is made in {fallback} (set SPPNET_CACHE to keep it)")
+    return fallback
+
+
+@contextmanager
+def _lock(path: Path):
+    """An exclusive lock on ``path`` for this process (POSIX). Under torchrun
+    the ranks of one job share the stage, so none of them locks."""
+    if distributed.is_distributed() or fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _make_trunk(folder: Path, classify: ClassifyConfig, images: int, seed: int, log) -> Path:
     from sppnet.data.pretrain_set import synthesize_pretrain
 
-    folder = cache_root() / "generic-trunks" / generic_trunk_key(classify, images, seed)
     trunk_file = folder / "trunk.safetensors"
     if trunk_file.is_file():
         log(f"generic pre-training: the cached trunk {trunk_file}")

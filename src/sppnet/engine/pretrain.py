@@ -255,7 +255,8 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
     distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
     start = None
     if config.generic_images and config.weights is None:
-        start = generic_trunk(generic_classify_config(config), config.generic_images, log=log)
+        start = generic_trunk(generic_classify_config(config), config.generic_images, log=log,
+                              fallback=run_dir / "pretrain-generic")
     classify = pretrain_classify_config(config, start)
     if config.weights is not None:
         log(f"the trunk starts from {config.weights} ({classify.model.backbone})")
