@@ -1,5 +1,6 @@
 import os
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -20,6 +21,13 @@ from tests.learning import LEARNING_SEED
 # workers do not oversubscribe the cores.
 _DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 torch.set_num_threads(int(os.environ.get("SPPNET_TEST_THREADS", _DEFAULT_THREADS)))
+
+# The generic pre-training stage (engine/generic_pretrain.py) caches its trunk
+# per machine. Tests never read or fill the user's cache: a test that reached
+# the presets' 9-minute stage by mistake would pass fast on a machine that has
+# the trunk cached and take minutes on a clean one. Each test process gets an
+# empty cache of its own (tests of the stage point SPPNET_CACHE elsewhere).
+os.environ["SPPNET_CACHE"] = tempfile.mkdtemp(prefix="sppnet-test-cache-")
 
 # Property tests draw the same examples on every machine and run (a fuzz test
 # that found a new case on one CI run and not the next would be a flaky test);
