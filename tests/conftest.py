@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ torch.set_num_threads(int(os.environ.get("SPPNET_TEST_THREADS", _DEFAULT_THREADS
 # the trunk cached and take minutes on a clean one. Each test process gets an
 # empty cache of its own (tests of the stage point SPPNET_CACHE elsewhere).
 os.environ["SPPNET_CACHE"] = tempfile.mkdtemp(prefix="sppnet-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SPPNET_CACHE"], True)
 
 # Property tests draw the same examples on every machine and run (a fuzz test
 # that found a new case on one CI run and not the next would be a flaky test);
