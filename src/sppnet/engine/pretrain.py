@@ -7,6 +7,11 @@ as an image folder to ``RUN/pretrain-data/``. The classifier run in
 ``RUN/pretrain/`` then plays the role of the paper's ImageNet model: its conv
 layers are the detector's trunk and its fc6/fc7 initialise the detector's.
 
+With no ImageNet weights, their role can be played by generated data
+(``pretrain.generic_images``, the tiny presets): the classifier's trunk
+starts from one trained on many generated shape classes, made once per
+machine and cached (``engine/generic_pretrain.py``).
+
 With ImageNet weights on disk (``pretrain.weights``, the CLI's
 ``--backbone-weights FILE``: a torchvision AlexNet, VGG16 or ResNet-18/50
 state_dict or safetensors file, told apart by its keys), the classifier's
