@@ -60,3 +60,14 @@ def test_synth_propose_eval_and_draw_from_the_command_line(tmp_path, capsys):
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["eval", "detect", "--data", str(tmp_path / "nope"), "--split", "test", "--results", str(tmp_path)]) == 2
     assert "dataset not found" in capsys.readouterr().err
+
+
+def test_synth_writes_the_pretraining_set(tmp_path, capsys):
+    from sppnet.data.folder import read_image_folder
+    from sppnet.data.pretrain_set import PRETRAIN_CLASSES
+
+    assert main(["data", "synth", "--task", "pretrain", "--out", str(tmp_path), "--train", "88", "--test", "44"]) == 0
+    assert "44 classes" in capsys.readouterr().out
+    train = read_image_folder(tmp_path, "train")
+    assert tuple(train.classes) == tuple(sorted(PRETRAIN_CLASSES)) and len(train) == 88
+    assert main(["data", "synth", "--task", "pretrain", "--out", str(tmp_path / "x"), "--corrupt"]) == 2

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--task", choices=("detect", "classify", "pretrain"), required=True,
                        help="pretrain: many shape classes, ImageNet's stand-in (sppnet.data.pretrain_set)")
     synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--train", type=int, default=60, help="training images (default: 60)")
-    synth.add_argument("--test", type=int, default=30, help="test images (default: 30)")
+    synth.add_argument("--train", type=int, default=None,
+                       help="training images (default: 60; pretrain: 13200, the presets' generic stage)")
+    synth.add_argument("--test", type=int, default=None, help="test images (default: 30; pretrain: 880)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--corrupt", action="store_true",
                        help="detect only: inject every kind of bad data (broken images and XML, bad boxes, unsafe ids), "

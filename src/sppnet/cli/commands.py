@@ -31,6 +31,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _data_synth(args: argparse.Namespace) -> int:
     from sppnet.data.synthetic import DetectionSynthConfig, synthesize_classification, synthesize_detection
 
+    if args.task == "pretrain":
+        from sppnet.data.pretrain_set import PRETRAIN_CLASSES, synthesize_pretrain
+
+        if args.corrupt:
+            raise ValueError("--corrupt applies to --task detect only")
+        sizes = {name: value for name, value in (("train", args.train), ("test", args.test)) if value is not None}
+        counts = synthesize_pretrain(args.out, seed=args.seed, **sizes)  # its defaults: the presets' generic stage
+        print(f"wrote an image-folder pre-training set of {len(PRETRAIN_CLASSES)} classes to {args.out}: {counts}")
+        return 0
+    args.train = 60 if args.train is None else args.train
+    args.test = 30 if args.test is None else args.test
     if args.task == "detect":
         config = DetectionSynthConfig(train=args.train, test=args.test, seed=args.seed, corrupt=args.corrupt)
         counts = synthesize_detection(args.out, config)
@@ -40,11 +51,6 @@ def _data_synth(args: argparse.Namespace) -> int:
             print(f"injected {counts['corrupted']} faults (every kind in each split); listed in {args.out / 'corruptions.json'}")
     elif args.corrupt:
         raise ValueError("--corrupt applies to --task detect only")
-    elif args.task == "pretrain":
-        from sppnet.data.pretrain_set import PRETRAIN_CLASSES, synthesize_pretrain
-
-        counts = synthesize_pretrain(args.out, train=args.train, test=args.test, seed=args.seed)
-        print(f"wrote an image-folder pre-training set of {len(PRETRAIN_CLASSES)} classes to {args.out}: {counts}")
     else:
         counts = synthesize_classification(args.out, train=args.train, test=args.test, seed=args.seed)
         print(f"wrote an image-folder classification set to {args.out}: {counts}")
