@@ -32,3 +32,19 @@ for s in 0 1 2; do
   $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn" --backbone "$R/crop" > "$R/rcnn.log" 2>&1
   $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1
 done
+# 3. The papers' ablations on the generic-started runs (views; ablations.py finds the
+#    in-context Fast R-CNN next to the trunk's classifier run, so it is linked there)
+for s in 0 1 2; do
+  ln -sfn "$OUT/detruns/gen10/set-$s/ctx/work/pretrain-context-fast-rcnn" \
+          "$OUT/detruns/gen10/set-$s/ctx/seed-$s/run/pretrain-context-fast-rcnn"
+done
+$PY "$HERE/ablations.py" "$OUT/ablations-generic" --seeds 0,1,2 --data-root "$OUT/abl-data" \
+    --sppnet-runs "$OUT/detruns/gen10/set-{seed}/spp" --rcnn-runs "$OUT/detruns/gen10/set-{seed}/rcnn"
+mkdir -p "$OUT/set3"
+# 4. A fourth held-out set no choice looked at: the SPP-net preset end to end, with and without the generic stage
+D=$OUT/data/det-3
+[ -d "$D" ] || $PY "$HERE/heldout_set.py" "$D" --seed 3
+$PY -m sppnet train detect --method sppnet --data "$D" --out "$OUT/set3/generic" > "$OUT/set3/generic.log" 2>&1
+$PY -m sppnet eval detect --run "$OUT/set3/generic" --data "$D" --split test --json "$OUT/set3/generic.json" | tail -1
+$PY -m sppnet train detect --method sppnet --data "$D" --out "$OUT/set3/scratch" --set pretrain.generic_images=0 > "$OUT/set3/scratch.log" 2>&1
+$PY -m sppnet eval detect --run "$OUT/set3/scratch" --data "$D" --split test --json "$OUT/set3/scratch.json" | tail -1
