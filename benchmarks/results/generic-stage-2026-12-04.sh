@@ -48,3 +48,11 @@ $PY -m sppnet train detect --method sppnet --data "$D" --out "$OUT/set3/generic"
 $PY -m sppnet eval detect --run "$OUT/set3/generic" --data "$D" --split test --json "$OUT/set3/generic.json" | tail -1
 $PY -m sppnet train detect --method sppnet --data "$D" --out "$OUT/set3/scratch" --set pretrain.generic_images=0 > "$OUT/set3/scratch.log" 2>&1
 $PY -m sppnet eval detect --run "$OUT/set3/scratch" --data "$D" --split test --json "$OUT/set3/scratch.json" | tail -1
+# 5. Classification (classify-tiny) on the held-out folders OUT/data/cls-N of session 8,
+#    starting from the generic trunk; full-image testing
+for s in 0 1 2; do
+  R=$OUT/clsruns/generic/set-$s; mkdir -p "$(dirname "$R")"
+  $PY -m sppnet train classify --config classify-tiny --data "$OUT/data/cls-$s" --out "$R" --no-progress \
+     --set model.weights="$G/trunk.safetensors" > "$R.log" 2>&1
+  $PY -m sppnet eval classify --run "$R" --data "$OUT/data/cls-$s" --split test --views full | tail -1
+done
