@@ -91,7 +91,9 @@ def main() -> None:
             data = Path(tmp) / f"data-{seed}"
             _make_data(args.data, data, args.train, args.test, seed)
             for name, overrides in variants.items():
-                overrides = overrides + args.set + [f"train.seed={seed}", "train.val_split=null"] + (
+                # From scratch, as the paper's ablations and RESULTS.md's figures
+                # (--set pretrain.generic_images=13200 starts from the generic trunk).
+                overrides = ["pretrain.generic_images=0"] + overrides + args.set + [f"train.seed={seed}", "train.val_split=null"] + (
                     [f"train.epochs={args.epochs}"] if args.epochs else [])
                 config = load_config(ClassifyConfig, "classify-tiny", overrides)
                 run = Path(tmp) / f"{name.replace(' ', '_')}-{seed}"

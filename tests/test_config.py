@@ -37,10 +37,20 @@ def test_round_trip_and_conversions():
     ({"name": "x", "inner": {"mode": "median"}}, "inner.mode: must be one of"),
     ({"name": "x", "flag": "yes"}, "flag: expected true or false"),
     ({"name": "x", "inner": {"lr": True}}, "inner.lr: expected a number"),
+    ({"name": "x", "inner": {"lr": "1e-4x"}}, "inner.lr: expected a number"),
 ])
 def test_errors_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(Outer, data)
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-4`` as a string; in a number field it is the number."""
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\ninner:\n  lr: 3E2\n")
+    assert load_config(Outer, path).inner.lr == 300.0
+    for text, value in (("1e-4", 1e-4), ("-2.5e3", -2500.0), (".5e1", 5.0)):
+        assert load_config(Outer, path, [f"inner.lr={text}"]).inner.lr == value
 
 
 def test_load_yaml_with_overrides(tmp_path):

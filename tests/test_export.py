@@ -256,7 +256,7 @@ def classify_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-cli")
     assert main(["data", "synth", "--task", "classify", "--out", str(root / "data"), "--train", "8", "--test", "4"]) == 0
     sets = ["model.width=0.125", "model.hidden=32", "train.epochs=1", "train.min_iterations=0", "train.batch_size=8",
-            "train.resize=72", "train.crop=64", "train.second_size=48"]
+            "train.resize=72", "train.crop=64", "train.second_size=48", "pretrain.generic_images=0"]
     args = ["train", "classify", "--data", str(root / "data"), "--out", str(root / "run"), "--config", "classify-tiny",
             "--no-progress"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0

@@ -32,7 +32,7 @@ def _sets(*items):
 CLASSIFY = ["--config", "classify-tiny", "--no-progress", *_sets(
     "model.width=0.125", "model.hidden=32", "model.dropout=0.3", "train.epochs=2", "train.min_iterations=0",
     "train.batch_size=7", "train.resize=72", "train.crop=64", "train.multi_size=true", "train.second_size=48", "train.lr_steps=[1]",
-    "train.optimizer=sgd", "train.lr=0.01")]
+    "train.optimizer=sgd", "train.lr=0.01", "pretrain.generic_images=0")]
 
 # 3 images per iteration over 2 ranks (2 + 1): the RoI-count normalisation must be the global one.
 FAST_RCNN = ["--method", "fast-rcnn", "--config", "detect-fast-rcnn-tiny", *_sets(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sppnet.data.pretrain_set import PRETRAIN_CLASSES
-from sppnet.engine.generic_pretrain import cache_root, generic_trunk, generic_trunk_key
-from sppnet.engine.pretrain import PretrainConfig, generic_classify_config, pretrain_classify_config
+from sppnet.engine.generic_pretrain import cache_root, generic_classify_config, generic_trunk, generic_trunk_key
+from sppnet.engine.pretrain import PretrainConfig, pretrain_classify_config
 from sppnet.models.backbones import build_backbone
 
 
@@ -19,24 +19,23 @@ def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_the_key_changes_with_what_shapes_the_trunk():
-    config = PretrainConfig(epochs=40, generic_images=4400)
-    classify = generic_classify_config(config)
+    classify = generic_classify_config("classify-crops-tiny", 10)
     assert generic_trunk_key(classify, 4400, 0) == generic_trunk_key(classify, 4400, 0)
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(classify, 8800, 0)
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(classify, 4400, 1)
-    longer = generic_classify_config(PretrainConfig(epochs=40, generic_images=4400, generic_epochs=20))
+    longer = generic_classify_config("classify-crops-tiny", 20)
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(longer, 4400, 0)
 
 
 def test_generic_recipe_warms_up_and_keeps_the_step_fraction():
-    train = generic_classify_config(PretrainConfig(generic_images=4400, generic_epochs=10)).train
+    train = generic_classify_config("classify-crops-tiny", 10).train
     assert (train.epochs, train.lr_steps, train.warmup_iterations) == (10, (8,), 500)  # the preset steps at 20 of 25
 
 
 def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPPNET_CACHE", str(tmp_path))
     config = PretrainConfig(generic_images=len(PRETRAIN_CLASSES), generic_epochs=1)
-    classify = generic_classify_config(config)
+    classify = generic_classify_config(config.preset, config.generic_epochs)
     first_log: list[str] = []
     trunk = generic_trunk(classify, config.generic_images, log=first_log.append)
     assert trunk.is_file() and trunk.is_relative_to(tmp_path / "generic-trunks")
@@ -54,8 +53,12 @@ def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
 
 
 def test_generic_settings_are_checked():
+    from sppnet.engine.classification import ClassifyPretrainConfig
+
     with pytest.raises(ValueError, match="generic_images"):
         PretrainConfig(generic_images=-1)
+    with pytest.raises(ValueError, match="generic_epochs"):
+        ClassifyPretrainConfig(generic_images=44, generic_epochs=0)
 
 
 def test_an_unwritable_cache_falls_back_to_the_run_folder(tmp_path, monkeypatch):
@@ -64,20 +67,67 @@ def test_an_unwritable_cache_falls_back_to_the_run_folder(tmp_path, monkeypatch)
     monkeypatch.setenv("SPPNET_CACHE", str(blocker / "cache"))  # under a file: cannot be made
     config = PretrainConfig(generic_images=len(PRETRAIN_CLASSES), generic_epochs=1)
     log: list[str] = []
-    trunk = generic_trunk(generic_classify_config(config), config.generic_images, log=log.append,
+    trunk = generic_trunk(generic_classify_config(config.preset, config.generic_epochs), config.generic_images, log=log.append,
                           fallback=tmp_path / "run" / "pretrain-generic")
     assert trunk.is_file() and trunk.is_relative_to(tmp_path / "run" / "pretrain-generic")
     assert any("not writable" in line for line in log)
     with pytest.raises(PermissionError, match="SPPNET_CACHE"):
-        generic_trunk(generic_classify_config(config), config.generic_images, log=log.append)
+        generic_trunk(generic_classify_config(config.preset, config.generic_epochs), config.generic_images, log=log.append)
+
+
+def _tiny_classify(folder, generic_images: int, *extra: str):
+    from sppnet.config import load_config
+    from sppnet.engine.classification import ClassifyConfig
+
+    # classify-tiny's model (the generic trunk's), an lr so small that one epoch leaves the start in place
+    return load_config(ClassifyConfig, "classify-tiny", [
+        f"pretrain.generic_images={generic_images}", "pretrain.generic_epochs=1", "train.epochs=1",
+        "train.min_iterations=0", "train.batch_size=8", "train.lr=1e-12", "train.val_split=null", *extra])
+
+
+def test_a_classifier_starts_from_the_generic_trunk(tmp_path, monkeypatch):
+    from sppnet.data.synthetic import synthesize_classification
+    from sppnet.engine.checkpoint import load_weights
+    from sppnet.engine.classification import train_classifier
+
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path / "cache"))
+    synthesize_classification(tmp_path / "cls", train=8, test=4, seed=0)
+    config = _tiny_classify(tmp_path, len(PRETRAIN_CLASSES))
+    log: list[str] = []
+    model = train_classifier(config, tmp_path / "cls", tmp_path / "run", progress=False, log=log.append)
+    assert any("generic" in line for line in log)
+    trunks = list((tmp_path / "cache" / "generic-trunks").glob("*/trunk.safetensors"))
+    assert len(trunks) == 1
+    started = load_weights(trunks[0])
+    for name, value in model.trunk.state_dict().items():
+        torch.testing.assert_close(value, started[name], atol=1e-8, rtol=0)
+    # the same stage as a detector's pre-training with the same recipe: one cached trunk for both
+    stage = generic_classify_config(config.pretrain.generic_preset, config.pretrain.generic_epochs)
+    assert trunks[0].parent.name == generic_trunk_key(stage, len(PRETRAIN_CLASSES), 0)
+    # off: the trunk starts from random weights
+    scratch = train_classifier(_tiny_classify(tmp_path, 0), tmp_path / "cls", tmp_path / "run0", progress=False,
+                               log=lambda m: None)
+    assert not torch.allclose(scratch.trunk.state_dict()["features.0.weight"], started["features.0.weight"])
+
+
+def test_a_classifier_of_another_trunk_cannot_take_the_generic_one(tmp_path, monkeypatch):
+    from sppnet.data.synthetic import synthesize_classification
+    from sppnet.engine.classification import train_classifier
+
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path / "cache"))
+    synthesize_classification(tmp_path / "cls", train=4, test=4, seed=0)
+    with pytest.raises(ValueError, match="generic_preset 'classify-crops-tiny'.*width 0.125"):
+        train_classifier(_tiny_classify(tmp_path, 44, "model.width=0.125"), tmp_path / "cls", tmp_path / "run",
+                         progress=False, log=lambda m: None)
+    assert not (tmp_path / "cache" / "generic-trunks").exists() or not any((tmp_path / "cache" / "generic-trunks").iterdir())
 
 
 _CONCURRENT = """
 import sys
-from sppnet.engine.generic_pretrain import generic_trunk
-from sppnet.engine.pretrain import PretrainConfig, generic_classify_config
+from sppnet.engine.generic_pretrain import generic_classify_config, generic_trunk
+from sppnet.engine.pretrain import PretrainConfig
 config = PretrainConfig(generic_images=44, generic_epochs=1)
-print(generic_trunk(generic_classify_config(config), 44, log=lambda m: print(m, flush=True)))
+print(generic_trunk(generic_classify_config(config.preset, config.generic_epochs), 44, log=lambda m: print(m, flush=True)))
 """
 
 

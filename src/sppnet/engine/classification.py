@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -59,7 +59,7 @@ from sppnet.engine.checkpoint import (
 from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
-__all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
+__all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyPretrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
            "training_schedule", "load_classifier", "TrainingDiverged"]
 
 
@@ -131,9 +131,28 @@ class ClassifyTrainConfig:
 
 
 @dataclass(frozen=True)
+class ClassifyPretrainConfig:
+    """ImageNet's stand-in for a classifier trained from scratch
+    (``engine/generic_pretrain.py``): with ``generic_images > 0`` and no
+    ``model.weights``, the model starts from the trunk of preset
+    ``generic_preset`` trained for ``generic_epochs`` epochs on that many
+    generated images of 44 shape classes, made once per machine and cached
+    (the detectors' pre-training shares it). 0 = from random weights."""
+    generic_images: int = 0
+    generic_epochs: int = 10
+    generic_preset: str = "classify-crops-tiny"
+
+    def __post_init__(self) -> None:
+        if self.generic_images < 0 or self.generic_epochs < 1:
+            raise ValueError(f"pretrain.generic_images must be >= 0 and generic_epochs >= 1, got "
+                             f"{self.generic_images} and {self.generic_epochs}")
+
+
+@dataclass(frozen=True)
 class ClassifyConfig:
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
     train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
+    pretrain: ClassifyPretrainConfig = field(default_factory=ClassifyPretrainConfig)
 
 
 def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size: int) -> SPPClassifier:
@@ -197,6 +216,21 @@ def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torc
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def _generic_start(config: ClassifyConfig, run_dir: Path, log) -> Path:
+    """The generic stage's trunk file for ``config`` (``config.pretrain``); its
+    model must have the same trunk as the stage's preset."""
+    from sppnet.engine.generic_pretrain import generic_classify_config, generic_trunk  # imports this module
+
+    stage = generic_classify_config(config.pretrain.generic_preset, config.pretrain.generic_epochs)
+    ours, theirs = config.model, stage.model
+    if (ours.backbone, ours.width) != (theirs.backbone, theirs.width):
+        raise ValueError(f"pretrain.generic_images needs the trunk of pretrain.generic_preset "
+                         f"{config.pretrain.generic_preset!r} ({theirs.backbone} at width {theirs.width}); "
+                         f"this model is {ours.backbone} at width {ours.width}: set pretrain.generic_images=0 "
+                         f"or model.weights")
+    return generic_trunk(stage, config.pretrain.generic_images, log=log, fallback=run_dir / "pretrain-generic")
+
+
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -231,8 +265,11 @@ def train_classifier(
         raise ValueError(f"run folder {run_dir} is not empty: pass --resume to continue it or choose another --out")
     distributed.barrier()  # every rank has looked at the folder before rank 0 writes into it
 
+    model_config = config.model
+    if config.pretrain.generic_images and model_config.weights is None and not (resume and checkpoint_path.is_file()):
+        model_config = replace(model_config, weights=_generic_start(config, run_dir, log))
     torch.manual_seed(train_config.seed)
-    model = build_classifier(config.model, len(dataset.classes), train_config.crop)
+    model = build_classifier(model_config, len(dataset.classes), train_config.crop)
     optimizer = _make_optimizer(model, train_config)
     start_epoch, rows = 0, []
     if resume and main and run_dir.is_dir():

@@ -35,11 +35,13 @@ try:
 except ImportError:  # Windows: no lock; two concurrent first runs would both train the trunk
     fcntl = None
 
+from sppnet.config import load_config
 from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import save_weights
+from sppnet.engine.schedule import scaled_steps
 
-__all__ = ["GENERATOR_VERSION", "cache_root", "generic_trunk", "generic_trunk_key"]
+__all__ = ["GENERATOR_VERSION", "cache_root", "generic_classify_config", "generic_trunk", "generic_trunk_key"]
 
 # Bump when sppnet.data.pretrain_set draws different images for the same seed:
 # trunks cached from the old images are then not reused.
@@ -50,6 +52,18 @@ _TEST_FRACTION = 15  # one test image per this many training images: the stage's
 def cache_root() -> Path:
     """Where generic trunks are kept: ``$SPPNET_CACHE``, else ``~/.cache/sppnet``."""
     return Path(os.environ.get("SPPNET_CACHE") or Path.home() / ".cache" / "sppnet").expanduser()
+
+
+def generic_classify_config(preset: str, epochs: int) -> ClassifyConfig:
+    """The classifier config of the generic stage: ``preset``'s model and
+    recipe for ``epochs`` epochs, the lr step at the same fraction of the run,
+    and a warm-up: from scratch on 44 classes the preset's Adam at full lr sits
+    at uniform outputs for epochs (RESULTS.md, "A generated ImageNet stage")."""
+    train = load_config(ClassifyConfig, preset).train
+    steps = list(scaled_steps(train.lr_steps, train.epochs, epochs))
+    return load_config(ClassifyConfig, preset, [
+        f"train.epochs={epochs}", f"train.lr_steps={steps}", "train.min_iterations=0",
+        "train.warmup_iterations=500", "train.val_split=test"])
 
 
 def generic_trunk_key(classify: ClassifyConfig, images: int, seed: int) -> str:

@@ -44,13 +44,13 @@ from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
-from sppnet.engine.generic_pretrain import generic_trunk
+from sppnet.engine.generic_pretrain import generic_classify_config, generic_trunk
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "start_detector_run", "pretrain_classify_config",
-           "write_pretrain_crops", "torchvision_architecture", "train_in_context", "generic_classify_config"]
+           "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -180,19 +180,6 @@ def pretrain_classify_config(config: PretrainConfig, trunk_weights: Path | None 
     return load_config(ClassifyConfig, config.preset, overrides)
 
 
-def generic_classify_config(config: PretrainConfig) -> ClassifyConfig:
-    """The classifier config of the generic stage: ``config.preset``'s model
-    and recipe for ``config.generic_epochs`` epochs, the lr step at the same
-    fraction of the run, and a warm-up: from scratch on 44 classes the
-    preset's Adam at full lr sits at uniform outputs for epochs (RESULTS.md,
-    "A generated ImageNet stage")."""
-    preset = load_config(ClassifyConfig, config.preset).train
-    steps = list(scaled_steps(preset.lr_steps, preset.epochs, config.generic_epochs))
-    return load_config(ClassifyConfig, config.preset, [
-        f"train.epochs={config.generic_epochs}", f"train.lr_steps={steps}", "train.min_iterations=0",
-        "train.warmup_iterations=500", "train.val_split=test"])
-
-
 def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
                       seed: int, log=print, data_root: Path | None = None) -> Path:
     """The classifier run whose trunk the detector uses: ``backbone`` when
@@ -260,7 +247,7 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
     distributed.barrier()  # rank 0 has written the crops; every rank has looked for a checkpoint
     start = None
     if config.generic_images and config.weights is None:
-        start = generic_trunk(generic_classify_config(config), config.generic_images, log=log,
+        start = generic_trunk(generic_classify_config(config.preset, config.generic_epochs), config.generic_images, log=log,
                               fallback=run_dir / "pretrain-generic")
     classify = pretrain_classify_config(config, start)
     if config.weights is not None:
