@@ -9,7 +9,7 @@ from PIL import Image
 from sppnet.atomic import DiskFullError
 from sppnet.data.records import ImageRecord
 from sppnet.data.transforms import scale_image, to_tensor
-from sppnet.engine.feature_cache import FeatureCache, trunk_key
+from sppnet.engine.feature_cache import FeatureCache, MapsInMemory, trunk_key
 from sppnet.models.backbones import ZF5
 from tests.faults import file_size_limit
 
@@ -45,6 +45,32 @@ def test_round_trip_is_exact_and_reused(tmp_path, trunk):
                 with torch.no_grad():
                     expected = trunk(scaled[None])[0].half()
                 assert torch.equal(maps[scale].features, expected) and maps[scale].factor == factor
+
+
+def test_maps_in_memory_pool_as_the_cache_does_and_stay_in_budget(tmp_path, trunk):
+    from sppnet.models.windows import pool_windows
+
+    records = make_records(tmp_path)
+    cache = FeatureCache(tmp_path / "cache", trunk, scales=(64, 96), flips=True)
+    cache.fill(records, progress=False)
+    one_image = sum(4 * m.features.numel() for m in cache.load(records[2]).values())  # the largest image
+    memory = MapsInMemory(cache, budget=2 * one_image)
+    boxes = torch.tensor([[0.0, 0.0, 79.0, 59.0], [10.0, 5.0, 30.0, 40.0], [50.0, 20.0, 52.0, 22.0]])
+    for _ in range(2):
+        for record in records:
+            for flipped in (False, True):
+                kept = memory.load(record, flipped)
+                assert memory.load(record, flipped) is kept  # the second load reads nothing
+                stored = cache.load(record, flipped)
+                for scale, cached in stored.items():
+                    assert kept[scale].features.dtype == torch.float32
+                    assert torch.equal(kept[scale].features, cached.features.float())
+                    assert kept[scale].features.permute(1, 2, 0).is_contiguous()  # the pooling kernel's layout
+                    assert kept[scale].factor == cached.factor
+                options = dict(target=48.0, flipped=flipped, image_width=record.width)
+                assert torch.equal(pool_windows(kept, boxes, trunk.geometry, (3, 2, 1), **options),
+                                   pool_windows(stored, boxes, trunk.geometry, (3, 2, 1), **options))
+                assert memory.size <= 2 * one_image and len(memory._kept) <= 2
 
 
 def test_corrupt_and_stale_entries_are_recomputed(tmp_path, trunk):

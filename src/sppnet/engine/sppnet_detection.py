@@ -49,7 +49,7 @@ from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
     MiningConfig, StagedRunDetector, TestConfig, dataset_proposals, label_dataset,
 )
-from sppnet.engine.feature_cache import CacheRun, FeatureCache
+from sppnet.engine.feature_cache import CacheRun, FeatureCache, MapsInMemory
 from sppnet.engine.pretrain import PretrainConfig, start_detector_run
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
@@ -118,9 +118,10 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], tr
               config: SPPNetConfig, log=print, checkpoint: Path | None = None) -> None:
     """Fine-tune fc6, fc7 and fc8 on windows pooled from the cached maps."""
     geometry = cache.trunk.geometry
+    maps = MapsInMemory(cache)
 
     def pooled_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
-        return pool_windows(cache.load(record, flipped=flipped), boxes, geometry, levels,
+        return pool_windows(maps.load(record, flipped=flipped), boxes, geometry, levels,
                             target=config.window_target, flipped=flipped, image_width=record.width)
 
     finetune_on_windows(head, list(head.parameters()), train.images, windows, config.finetune, pooled_windows,
