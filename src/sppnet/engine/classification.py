@@ -59,8 +59,8 @@ from sppnet.engine.checkpoint import (
 from sppnet.models.backbones.registry import build_backbone
 from sppnet.models.classifier import SPPClassifier
 
-__all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyPretrainConfig", "ClassifyConfig", "build_classifier", "train_classifier",
-           "training_schedule", "load_classifier", "TrainingDiverged"]
+__all__ = ["ClassifierModelConfig", "ClassifyTrainConfig", "ClassifyPretrainConfig", "ClassifyConfig",
+           "build_classifier", "train_classifier", "training_schedule", "load_classifier", "TrainingDiverged"]
 
 
 @dataclass(frozen=True)
