@@ -78,8 +78,8 @@ def _classification(config: DemoConfig) -> dict:
     # steps), and its 1250 steps are too few for the preset's 500-step warm-up:
     # with it the demo's classifier ends with 4.5% multi-view error instead of
     # 1.0% and SPP-net on top of it at 59.0 mAP instead of 64.5 (one seed each).
-    # The preset's generic stage is off: it takes most of an hour once per machine, and
-    # the demo's 4000 images of its own four classes need no other start.
+    # The preset's generic stage is off: it takes ~9 minutes once per machine, twice
+    # the demo's budget, and the demo's 4000 images of its own four classes need no other start.
     overrides = [f"train.seed={config.seed}", f"train.epochs={config.epochs}",
                  f"train.lr_steps=[{max(1, config.epochs * 4 // 5)}]", "train.min_iterations=0",
                  "train.warmup_iterations=0", "pretrain.generic_images=0"]
