@@ -16,8 +16,8 @@ $PY -m sppnet train classify --config classify-crops-tiny --data "$OUT/generic/d
    --set train.val_split=test > "$G/run.log" 2>&1
 $PY -c "from sppnet.engine.classification import load_classifier; from sppnet.engine.checkpoint import save_weights
 m, _, _ = load_classifier('$G/run'); save_weights('$G/trunk.safetensors', m.trunk.state_dict())"
-# 2. Per held-out set: crop classifier from that trunk, in-context Fast R-CNN, SPP-net
-#    (R-CNN was not run in session 12), and the crop classifier's transfer to pooled windows
+# 2. Per held-out set: crop classifier from that trunk, in-context Fast R-CNN, SPP-net, R-CNN,
+#    and the crop classifier's transfer to pooled windows
 for s in 0 1 2; do
   D=$OUT/data/det-$s; R=$OUT/detruns/g30/set-$s; CROPS=$OUT/crops/set-$s
   mkdir -p "$R"
@@ -30,6 +30,8 @@ for s in 0 1 2; do
   $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$R/ctx/seed-$s/run/pretrain" > "$R/spp.log" 2>&1
   $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
   $PY -m sppnet eval detect --run "$R/ctx/work/pretrain-context-fast-rcnn" --data "$D" --split test --json "$R/fr.json" | tail -1
+  $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn" --backbone "$R/crop" > "$R/rcnn.log" 2>&1
+  $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1
   mkdir -p "$R/transfer" && ln -sfn "$R/crop" "$R/transfer/pretrain"
   $PY "$HERE/window_transfer.py" "$R/transfer" "$D" | tail -2
 done
