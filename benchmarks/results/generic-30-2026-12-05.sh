@@ -34,6 +34,9 @@ for s in 0 1 2; do
   $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1
   mkdir -p "$R/transfer" && ln -sfn "$R/crop" "$R/transfer/pretrain"
   $PY "$HERE/window_transfer.py" "$R/transfer" "$D" | tail -2
+  # the same on the 10-epoch arm's crop classifier (RESULTS.md's row to compare with)
+  T=$OUT/detruns/gen10/set-$s/transfer; mkdir -p "$T" && ln -sfn "$OUT/detruns/gen10/set-$s/crop" "$T/pretrain"
+  $PY "$HERE/window_transfer.py" "$T" "$D" | tail -2
 done
 # 3. Classification (classify-tiny) on the held-out folders, starting from that trunk; full-image testing
 for s in 0 1 2; do
