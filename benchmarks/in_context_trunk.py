@@ -1,6 +1,7 @@
 """Train a crop-pretrained trunk in context, for comparisons on the same trunk.
 
     python benchmarks/in_context_trunk.py DATA CROP_RUN OUT [--preset detect-fast-rcnn-tiny] [--iterations N]
+        [--set train.lr=0.005 ...]
 
 Runs sppnet's in-context pre-training stage (``engine.pretrain.train_in_context``:
 a Fast R-CNN trained from ``CROP_RUN`` on ``DATA``'s training split, its trunk
@@ -9,7 +10,9 @@ put under the crop classifier's fc layers) and writes the classifier run to
 --backbone-of OUT`` trains a detector on it (use one OUT per data seed, or
 move the folder to ``OUT/seed-N/run/pretrain``). This is how RESULTS.md's
 "Pre-training in context" table compares SPP-net on the crop trunk and on
-the in-context trunk.
+the in-context trunk. ``--set`` overrides the Fast R-CNN preset (as the
+CLI's ``--set`` does); the preset so changed is written to ``OUT/preset.yaml``
+and used from there.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import argparse
 import shutil
 from pathlib import Path
 
+import yaml
+
+from sppnet.config import load_config, to_dict
 from sppnet.data.datasets import open_detection_dataset
+from sppnet.engine.fast_rcnn import FastRCNNConfig
 from sppnet.engine.pretrain import PretrainConfig, train_in_context
 
 
@@ -30,10 +37,18 @@ def main() -> None:
     parser.add_argument("--preset", default="detect-fast-rcnn-tiny")
     parser.add_argument("--iterations", type=int, default=None, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0, help="the N of OUT/seed-N/run/pretrain")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the Fast R-CNN preset (repeatable)")
     args = parser.parse_args()
+    preset = args.preset
+    if args.set:
+        changed = load_config(FastRCNNConfig, preset, args.set)
+        args.out.mkdir(parents=True, exist_ok=True)
+        preset = str(args.out / "preset.yaml")
+        Path(preset).write_text(yaml.safe_dump(to_dict(changed), sort_keys=False), encoding="utf-8")
     train = open_detection_dataset(args.data, "train")
     work = args.out / "work"
-    config = PretrainConfig(context_preset=args.preset, context_iterations=args.iterations)
+    config = PretrainConfig(context_preset=preset, context_iterations=args.iterations)
     trunk = train_in_context(config, train, args.data, work, args.crop_run, log=print)
     target = args.out / f"seed-{args.seed}" / "run" / "pretrain"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,39 @@
+#!/bin/bash
+# Session 13 (RESULTS.md "The in-context stage's learning rate"), as run on 2026-12-05.
+# Usage: OUT=dir bash this-file, after generic-30-2026-12-05.sh with the same OUT (its
+# held-out sets OUT/data/det-N, and the crop classifiers OUT/detruns/{gen10,g30}/set-N/crop
+# of the 10- and 30-epoch generic trunks). ARMS (default "g30 gen10") and LRS (default
+# "0.005") choose the full runs. About 30 min per arm and lr on 2 cores.
+set -u
+PY=${PY:-python}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+# 1. Probes: the in-context Fast R-CNN's first 1000 iterations at one constant lr, set 0,
+#    from each arm's crop classifier; the mean losses per 200 iterations (loss_curve.py).
+#    (The lr 0.01 rows are the first 1000 iterations of the preset runs, whose lr is
+#    constant until iteration 3000.)
+for variant in "lr0.0025:train.lr=0.0025" "lr0.005:train.lr=0.005" "lr0.02:train.lr=0.02" \
+               "frozen5:train.frozen_convs=5"; do
+  name=${variant%%:*}; setting=${variant#*:}
+  for a in g30 gen10; do
+    P=$OUT/probes/$name-$a
+    $PY "$HERE/in_context_trunk.py" "$OUT/data/det-0" "$OUT/detruns/$a/set-0/crop" "$P" \
+       --set "$setting" --set train.iterations=1000 --set "train.lr_steps=[999]" > "$P.log" 2>&1
+    $PY "$HERE/loss_curve.py" "$P/work/pretrain-context-fast-rcnn" --until 1000
+  done
+done
+# 2. Full runs: the preset's in-context stage (4500 iterations, step at 3000) at lr LR instead
+#    of 0.01, SPP-net (its preset) on that trunk, both scored on the test split.
+for a in ${ARMS:-g30 gen10}; do
+  for lr in ${LRS:-0.005}; do
+    for s in 0 1 2; do
+      D=$OUT/data/det-$s; R=$OUT/detruns/$a-lr$lr/set-$s
+      mkdir -p "$R"
+      $PY "$HERE/in_context_trunk.py" "$D" "$OUT/detruns/$a/set-$s/crop" "$R/ctx" --seed $s \
+         --set train.lr=$lr > "$R/ctx.log" 2>&1
+      $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$R/ctx/seed-$s/run/pretrain" > "$R/spp.log" 2>&1
+      $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
+      $PY -m sppnet eval detect --run "$R/ctx/work/pretrain-context-fast-rcnn" --data "$D" --split test --json "$R/fr.json" | tail -1
+      $PY "$HERE/loss_curve.py" "$R/ctx/work/pretrain-context-fast-rcnn" --window 500
+    done
+  done
+done
