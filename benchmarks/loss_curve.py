@@ -2,8 +2,8 @@
 
     python benchmarks/loss_curve.py RUN [RUN ...] [--window 200] [--until 1000]
 
-Reads each run's ``log.csv`` (Fast R-CNN and SPP-net fine-tuning write one
-row per iteration) and prints, per run, the mean of every ``loss_*`` column
+Reads each run's ``log.csv`` (a Fast R-CNN run, and so the in-context
+stage, writes one row per iteration) and prints, per run, the mean of every ``loss_*`` column
 over iterations [0, w), [w, 2w), ... A single iteration's loss is a
 mini-batch's and noisy; these means are what RESULTS.md compares when it
 says one recipe fits its windows faster than another.

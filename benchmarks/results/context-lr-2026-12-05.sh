@@ -37,3 +37,23 @@ for a in ${ARMS:-g30 gen10}; do
     done
   done
 done
+# 3. Where the Fast R-CNN runs differ: `sppnet analyze` on each arm's in-context stage
+#    (gen10 and g30 are session 12's lr-0.01 runs)
+for a in gen10 g30 g30-lr0.005; do
+  for s in 0 1 2; do
+    $PY -m sppnet analyze --data "$OUT/data/det-$s" --split test --top-fp 0 \
+       --run "$OUT/detruns/$a/set-$s/ctx/work/pretrain-context-fast-rcnn" --out "$OUT/analysis/fr-$a-$s" | grep "^all\|^arrow"
+  done
+done
+# 4. SPP-net with no in-context stage: its preset on the crop classifier itself
+for a in g30 gen10; do
+  for s in 0 1 2; do
+    D=$OUT/data/det-$s; R=$OUT/detruns/$a-noctx/set-$s; mkdir -p "$R"
+    $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$OUT/detruns/$a/set-$s/crop" > "$R.log" 2>&1
+    $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
+  done
+done
+# 5. The two arms' activation scales (conv5 RMS, SPP vector length, weight norms)
+for s in 0 1 2; do
+  $PY "$HERE/activation_scale.py" "$OUT/data/det-$s" "$OUT/detruns/gen10/set-$s/crop" "$OUT/detruns/g30/set-$s/crop"
+done
