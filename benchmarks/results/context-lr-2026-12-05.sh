@@ -39,7 +39,7 @@ for a in ${ARMS:-g30 gen10}; do
 done
 # 3. Where the Fast R-CNN runs differ: `sppnet analyze` on each arm's in-context stage
 #    (gen10 and g30 are session 12's lr-0.01 runs)
-for a in gen10 g30 g30-lr0.005; do
+for a in gen10 g30 g30-lr0.005 gen10-lr0.005; do
   for s in 0 1 2; do
     $PY -m sppnet analyze --data "$OUT/data/det-$s" --split test --top-fp 0 \
        --run "$OUT/detruns/$a/set-$s/ctx/work/pretrain-context-fast-rcnn" --out "$OUT/analysis/fr-$a-$s" | grep "^all\|^arrow"
