@@ -57,3 +57,14 @@ done
 for s in 0 1 2; do
   $PY "$HERE/activation_scale.py" "$OUT/data/det-$s" "$OUT/detruns/gen10/set-$s/crop" "$OUT/detruns/g30/set-$s/crop"
 done
+# 6. R-CNN on a fourth held-out set (heldout_set.py det-3 --seed 3): the preset with the
+#    30-epoch generic trunk, as a user runs it (empty generic cache), against the same
+#    preset on the crop classifier of the 10-epoch pipeline (session 11's SPP-net run on
+#    det-3, OUT/e2e/gen, made by `sppnet train detect --method sppnet` with the preset).
+#    Run with the preset file itself at generic_epochs: 30 (commit 6b23410); --set is the same setting.
+D=$OUT/data/det-3; mkdir -p "$OUT/det3"
+$PY -m sppnet train detect --method rcnn --data "$D" --out "$OUT/det3/rcnn10" --backbone "$OUT/e2e/gen/pretrain" > "$OUT/det3/rcnn10.log" 2>&1
+$PY -m sppnet eval detect --run "$OUT/det3/rcnn10" --data "$D" --split test --json "$OUT/det3/rcnn10.json" | tail -1
+SPPNET_CACHE=$OUT/det3/cache $PY -m sppnet train detect --method rcnn --data "$D" --out "$OUT/det3/rcnn30" \
+   --set pretrain.generic_epochs=30 > "$OUT/det3/rcnn30.log" 2>&1
+$PY -m sppnet eval detect --run "$OUT/det3/rcnn30" --data "$D" --split test --json "$OUT/det3/rcnn30.json" | tail -1
