@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 # 1. Probes: the in-context Fast R-CNN's first 1000 iterations at one constant lr, set 0,
 #    from each arm's crop classifier; the mean losses per 200 iterations (loss_curve.py).
 #    (The lr 0.01 rows are the first 1000 iterations of the preset runs, whose lr is
-#    constant until iteration 3000.)
+#    constant until iteration 3000. On 2026-12-05 lr 0.02 was run on the g30 arm only.)
 for variant in "lr0.0025:train.lr=0.0025" "lr0.005:train.lr=0.005" "lr0.02:train.lr=0.02" \
                "frozen5:train.frozen_convs=5"; do
   name=${variant%%:*}; setting=${variant#*:}
