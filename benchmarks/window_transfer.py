@@ -59,6 +59,7 @@ def main() -> None:
     resize, crop = config.train.resize, config.train.crop
     margin = (resize - crop) // 2
     counts = {"objects": 0, "crop": 0, "pooled": 0, "background": 0, "background_pooled": 0}
+    per_class = {name: [0, 0, 0] for name in dataset.classes}  # objects, named right as crops, pooled
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for record in dataset.images[: args.images]:
@@ -72,9 +73,15 @@ def main() -> None:
                 x1, y1, x2, y2 = box
                 warped = np.asarray(Image.fromarray(image[y1:y2, x1:x2]).resize((resize, resize), Image.BILINEAR))
                 view = to_tensor(warped)[None, :, margin:margin + crop, margin:margin + crop]
+                crop_right = int(model(view).argmax(1)) == to_model[label]
+                pooled_right = guess == to_model[label]
                 counts["objects"] += 1
-                counts["pooled"] += guess == to_model[label]
-                counts["crop"] += int(model(view).argmax(1)) == to_model[label]
+                counts["pooled"] += pooled_right
+                counts["crop"] += crop_right
+                tally = per_class[dataset.classes[label]]
+                tally[0] += 1
+                tally[1] += crop_right
+                tally[2] += pooled_right
             for _ in range(3):
                 side = int(torch.randint(24, max(25, min(record.width, record.height)), (1,), generator=generator))
                 x = int(torch.randint(0, record.width - side + 1, (1,), generator=generator))
@@ -90,6 +97,8 @@ def main() -> None:
           f"scales {args.scales}, target {args.target:g}")
     print(f"  object accuracy: crop {counts['crop'] / objects:.3f}, pooled from the image map {counts['pooled'] / objects:.3f}")
     print(f"  background windows ({counts['background']}): pooled accuracy {counts['background_pooled'] / background:.3f}")
+    print("  per class (objects right as crops / pooled): " + ", ".join(
+        f"{name} {crop}/{pooled} of {total}" for name, (total, crop, pooled) in per_class.items() if total))
 
 
 if __name__ == "__main__":

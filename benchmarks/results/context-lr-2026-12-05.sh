@@ -68,3 +68,9 @@ $PY -m sppnet eval detect --run "$OUT/det3/rcnn10" --data "$D" --split test --js
 SPPNET_CACHE=$OUT/det3/cache $PY -m sppnet train detect --method rcnn --data "$D" --out "$OUT/det3/rcnn30" \
    --set pretrain.generic_epochs=30 > "$OUT/det3/rcnn30.log" 2>&1
 $PY -m sppnet eval detect --run "$OUT/det3/rcnn30" --data "$D" --split test --json "$OUT/det3/rcnn30.json" | tail -1
+# 7. Per-class transfer of the crop classifiers to pooled windows (before any in-context stage)
+for s in 0 1 2; do
+  for a in gen10 g30; do
+    $PY "$HERE/window_transfer.py" "$OUT/detruns/$a/set-$s/crop" "$OUT/data/det-$s" | tail -3
+  done
+done
