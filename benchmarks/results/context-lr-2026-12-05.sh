@@ -74,3 +74,13 @@ for s in 0 1 2; do
     $PY "$HERE/window_transfer.py" "$OUT/detruns/$a/set-$s/crop" "$OUT/data/det-$s" | tail -3
   done
 done
+# 8. The in-context stage from the 30-epoch crop classifier with conv1-conv3 frozen (the preset
+#    freezes conv1): does fine-tuning the lower convs on 300 images lose the arrows?
+for s in 0 1 2; do
+  D=$OUT/data/det-$s; R=$OUT/detruns/g30-frozen3/set-$s; mkdir -p "$R"
+  $PY "$HERE/in_context_trunk.py" "$D" "$OUT/detruns/g30/set-$s/crop" "$R/ctx" --seed $s --set train.frozen_convs=3 > "$R/ctx.log" 2>&1
+  $PY -m sppnet eval detect --run "$R/ctx/work/pretrain-context-fast-rcnn" --data "$D" --split test --json "$R/fr.json" | tail -1
+  $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$R/ctx/seed-$s/run/pretrain" > "$R/spp.log" 2>&1
+  $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
+  $PY -m sppnet analyze --data "$D" --split test --top-fp 0 --run "$R/ctx/work/pretrain-context-fast-rcnn" --out "$OUT/analysis/fr-g30-frozen3-$s" | grep "^all\|^arrow"
+done
