@@ -24,6 +24,10 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(out),
                      "--precision", precision]) == 0
         assert 0.0 <= json.loads(out.read_text())["map"] <= 1.0
+    flipped = tmp_path / "eval-flip.json"  # flip testing, whatever the run's config says
+    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(flipped),
+                 "--flip", "on", "--results", str(tmp_path / "flip")]) == 0
+    assert 0.0 <= json.loads(flipped.read_text())["map"] <= 1.0
     # R-CNN can score with its fine-tuned softmax instead of the SVMs; Fast R-CNN has only the softmax.
     softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
                "--results", str(tmp_path / "softmax")]

@@ -252,3 +252,30 @@ def test_the_model_on_tensors_detects_as_the_run_does_on_image_files(trained):
     with pytest.raises(RuntimeError, match="trains in stages"):
         model([image_tensor(record.image_path)], [proposals])
     model.eval()
+
+
+def test_flip_testing_is_mirror_symmetric(trained):
+    # Each window is also warped from the mirrored image and the two views averaged,
+    # so the mirrored image's detections are the image's, mirrored.
+    from sppnet.engine.fast_rcnn import image_tensor
+
+    data, _, detector, _, _ = trained
+    model = detector.model.eval()
+    record = open_detection_dataset(data, "test").images[0]
+    image = image_tensor(record.image_path)
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0], [-5.0, 30.0, 60.0, 200.0],
+                              [40.0, 40.0, 140.0, 150.0], [30.0, 10.0, 70.0, 45.0]])
+    (plain,) = model([image], [proposals])
+    detector.set_flip(True)
+    try:
+        (out,) = model([image], [proposals])
+        (mirrored,) = model([image.flip(-1)], [mirror_boxes(proposals, record.width)])
+        from_file = detector.detect(record, proposals)
+    finally:
+        detector.set_flip(False)
+    assert not torch.allclose(out["scores"][:3], plain["scores"][:3]), "the mirror must be another view"
+    assert torch.equal(out["labels"], mirrored["labels"])
+    torch.testing.assert_close(mirrored["scores"], out["scores"])
+    torch.testing.assert_close(mirror_boxes(mirrored["boxes"], record.width), out["boxes"], rtol=0, atol=1e-3)
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(from_file[key], out[key]), key

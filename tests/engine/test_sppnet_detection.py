@@ -150,3 +150,34 @@ def test_the_model_on_tensors_detects_as_the_run_does_on_its_cached_maps(trained
             assert torch.equal(out[key], expected[key]), key
     with pytest.raises(RuntimeError, match="trains in stages"):
         model([image_tensor(records[0].image_path)], proposals[:1], [{"boxes": torch.zeros(0, 4)}])
+
+
+def test_flip_testing_is_mirror_symmetric_and_reads_the_cached_mirror_maps(trained):
+    # With flip testing each window is scored in the image and in its mirror, so the
+    # mirrored image's detections are the image's, mirrored. The run reads the
+    # mirror's maps from its feature cache; the model on tensors computes them.
+    from sppnet.engine.fast_rcnn import image_tensor
+    from sppnet.ops import mirror_boxes
+
+    data, _, detector, _, _ = trained
+    model = detector.model.eval()
+    record = open_detection_dataset(data, "test").images[0]
+    image = image_tensor(record.image_path)
+    generator = torch.Generator().manual_seed(2)
+    corners = (torch.rand(80, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.7).round()
+    boxes = torch.cat([corners, corners + 10 + (torch.rand(80, 2, generator=generator) * 80).round()], 1)
+    plain = model([image], [boxes])[0]
+    detector.set_flip(True)
+    try:
+        out = model([image], [boxes])[0]
+        mirrored = model([image.flip(-1)], [mirror_boxes(boxes, record.width)])[0]
+        from_cache = detector.detect(record, boxes)
+    finally:
+        detector.set_flip(False)
+    assert len(out["scores"]) > 0
+    assert not torch.allclose(out["scores"][:5], plain["scores"][:5]), "the mirror must be another view"
+    assert torch.equal(out["labels"], mirrored["labels"])
+    torch.testing.assert_close(mirrored["scores"], out["scores"])
+    torch.testing.assert_close(mirror_boxes(mirrored["boxes"], record.width), out["boxes"], rtol=0, atol=1e-3)
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(from_cache[key], out[key]), key

@@ -10,7 +10,7 @@ from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import (
     FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, sample_rois, smooth_l1,
 )
-from sppnet.ops import BoxCoder, box_iou
+from sppnet.ops import BoxCoder, box_iou, mirror_boxes
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -168,3 +168,24 @@ def test_bf16_fast_path_is_close_to_fp32_and_reversible():
     assert torch.equal(again, exact)
     with pytest.raises(ValueError, match="precision"):
         model.set_precision("fp16")
+
+
+def test_flip_testing_averages_each_rois_outputs_over_the_image_and_its_mirror():
+    model = _tiny_fast_rcnn(levels=(6, 3, 2, 1), scales=(64, 128)).eval()
+    image, proposals, _ = _image_and_targets()
+    width = image.shape[-1]
+    probabilities, per_class = model.score(image, proposals)
+    seen_probabilities, seen_boxes = model.score(image.flip(-1), mirror_boxes(proposals, width))
+    assert not torch.allclose(probabilities, seen_probabilities), "the mirror must be another view"
+    model.flip = True
+    both_probabilities, both_boxes = model.score(image, proposals)
+    torch.testing.assert_close(both_probabilities, (probabilities + seen_probabilities) / 2)
+    seen_back = mirror_boxes(seen_boxes.reshape(-1, 4), width).reshape(seen_boxes.shape)
+    torch.testing.assert_close(both_boxes, (per_class + seen_back) / 2)
+    # So the detector is mirror-symmetric: the mirrored image's detections are the mirrored detections.
+    integer = proposals.round()
+    out = model([image], [integer])[0]
+    mirrored = model([image.flip(-1)], [mirror_boxes(integer, width)])[0]
+    assert torch.equal(out["labels"], mirrored["labels"])
+    torch.testing.assert_close(mirrored["scores"], out["scores"])
+    torch.testing.assert_close(mirror_boxes(mirrored["boxes"], width), out["boxes"], rtol=0, atol=1e-4)

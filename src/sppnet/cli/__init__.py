@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "the fine-tuned fc8's softmax")
     detect.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="inference precision (default: the run's; bf16 = the CPU fast path)")
+    detect.add_argument("--flip", choices=("on", "off"), default=None,
+                        help="flip testing: also score each window in the mirrored image and average "
+                             "(default: the run's test.flip)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")

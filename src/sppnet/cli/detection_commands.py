@@ -121,6 +121,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.precision:
         for detector in detectors:
             detector.set_precision(args.precision)
+    if args.flip:
+        for detector in detectors:
+            detector.set_flip(args.flip == "on")
     if args.scorer:
         for run, detector in zip([args.run, *args.combine], detectors):
             if method_of_run(run).name == "fast-rcnn":

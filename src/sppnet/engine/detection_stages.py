@@ -59,6 +59,9 @@ class TestConfig:
     # SPP-net and R-CNN: "svm" (the papers' per-class SVMs) or "softmax" (the
     # fine-tuned fc8); None = "svm". Fast R-CNN has the softmax only.
     scorer: str | None = None
+    # Flip testing: each window is also scored in the mirrored image; the two
+    # scores are averaged before NMS and the two regressed boxes after it.
+    flip: bool = False
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -178,9 +181,14 @@ class RunDetector:
 
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
+        self.set_flip(self.config.test.flip)
 
     def set_precision(self, precision: str) -> None:
         self.model.set_precision(precision)
+
+    def set_flip(self, flip: bool) -> None:
+        """Flip testing on or off (``TestConfig.flip``)."""
+        self.model.flip = bool(flip)
 
     @property
     def timer(self) -> StageTimer | None:

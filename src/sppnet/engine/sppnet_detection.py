@@ -103,15 +103,21 @@ class SPPNetDetector(StagedRunDetector):
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
+        # Flip testing pools from the mirror's maps too: cached with the others when
+        # fine-tuning used mirrored windows, computed now otherwise.
+        mirror_maps = None
+        if self.model.flip:
+            mirror_maps = (self.cache.load(record, flipped=True) if True in self.cache.variants
+                           else {scale: m for (scale, _), m in self.cache.compute(record, (True,)).items()})
         maps = self.cache.load(record) if maps is None else maps
         regression = self.test.box_regression if box_regression is None else box_regression
-        return self.model.detect_on_maps(maps, boxes, (record.height, record.width), regression)
+        return self.model.detect_on_maps(maps, boxes, (record.height, record.width), regression, mirror_maps)
 
 
 def _model(trunk: nn.Module, levels: tuple[int, ...], head: SPPNetHead, svms: LinearSVMs | None, svm_scale: float,
            regressors: BoxRegressors | None, config: SPPNetConfig) -> SPPNet:
     return SPPNet(trunk, levels, head.eval(), svms, svm_scale, regressors, config.scales, config.max_side,
-                  config.window_target, config.test.nms, config.test.top_k)
+                  config.window_target, config.test.nms, config.test.top_k, flip=config.test.flip)
 
 
 def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,

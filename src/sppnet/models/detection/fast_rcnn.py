@@ -33,7 +33,7 @@ from sppnet.data.transforms import normalise, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
-from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, roi_spp
+from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
@@ -144,7 +144,7 @@ class FastRCNN(nn.Module):
     def __init__(self, trunk: nn.Module, head: FastRCNNHead, levels: Sequence[int] = (6,), scales: Sequence[int] = (600,),
                  max_side: int | None = 1000, train_scales: Sequence[int] | None = None, window_target: float = 224.0,
                  sampling: RoISampling = RoISampling(), box_stds: Sequence[float] = FAST_RCNN_STDS,
-                 box_weight: float = 1.0, nms: float = 0.3, top_k: int = 100) -> None:
+                 box_weight: float = 1.0, nms: float = 0.3, top_k: int = 100, flip: bool = False) -> None:
         super().__init__()
         if not scales or any(s < 16 for s in scales):
             raise ValueError(f"scales must be a non-empty list of sides >= 16, got {scales}")
@@ -158,6 +158,7 @@ class FastRCNN(nn.Module):
         self.box_coder = BoxCoder(stds=tuple(box_stds))
         self.box_weight = box_weight
         self.nms, self.top_k = nms, top_k
+        self.flip = flip  # flip testing: each RoI also scored in the mirrored image, probabilities and boxes averaged
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
         self.fc6_block = 1024  # RoIs pooled and multiplied by fc6 at a time in inference (pooled_fc6)
@@ -238,6 +239,16 @@ class FastRCNN(nn.Module):
             return self._score(image, boxes)
 
     def _score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probabilities, per_class = self._score_view(image, boxes)
+        if self.flip:  # the mirrored image's probabilities and boxes (mirrored back), averaged in
+            width = float(image.shape[-1])
+            mirror_probabilities, mirror_per_class = self._score_view(image.flip(-1), mirror_boxes(boxes, width))
+            mirrored_back = mirror_boxes(mirror_per_class.reshape(-1, 4), width).reshape(per_class.shape)
+            probabilities = (probabilities + mirror_probabilities) / 2
+            per_class = (per_class + mirrored_back) / 2
+        return probabilities, per_class
+
+    def _score_view(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         timer = self.timer
         with stage(timer, "conv"):
             maps = [self.feature_maps([image], [scale]) for scale in self.scales]

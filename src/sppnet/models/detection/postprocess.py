@@ -4,19 +4,35 @@ windows NMS kept, clipping to the image (SPEC sections 4 and 7).
 
 Fast R-CNN regresses every window per class before its NMS, so it has its
 own step (``FastRCNN._score``).
+
+Flip testing (``test.flip``): each window is scored in the image and, mirrored,
+in the image's mirror; the two scores are averaged before NMS and the two
+regressed boxes (the mirror's mirrored back) after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from sppnet.models.box_regression import BoxRegressors
-from sppnet.ops import class_nms, clip_boxes
+from sppnet.ops import class_nms, clip_boxes, mirror_boxes
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["empty_detections", "postprocess", "check_test_call"]
+__all__ = ["MirrorView", "empty_detections", "postprocess", "check_test_call"]
+
+
+@dataclass
+class MirrorView:
+    """The same windows seen in the horizontally mirrored image (flip
+    testing): their ``scores (R, K)`` and, for the windows NMS keeps, the
+    features the box regressors read, in the mirror; ``width``: the image's."""
+
+    scores: torch.Tensor
+    regression_features: Callable[[torch.Tensor], torch.Tensor]
+    width: float
 
 
 def empty_detections() -> dict:
@@ -26,19 +42,27 @@ def empty_detections() -> dict:
 
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int], nms: float, top_k: int,
                 regressors: BoxRegressors | None, regression_features: Callable[[torch.Tensor], torch.Tensor],
-                timer: StageTimer | None = None) -> dict:
+                timer: StageTimer | None = None, mirror: MirrorView | None = None) -> dict:
     """``boxes (R, 4)`` with ``scores (R, K)`` -> ``{"boxes" (D, 4), "labels"
     (D,), "scores" (D,)}``.
 
     ``regressors`` None skips box regression; otherwise the windows NMS kept
     (their indices into ``boxes``) are passed to ``regression_features`` for
     the features the regressors read (pool5). ``image_size``: (height, width).
+    ``mirror``: the windows in the mirrored image too (flip testing).
     """
+    if mirror is not None:
+        scores = (scores + mirror.scores) / 2
     with stage(timer, "nms"):
         window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k)
     if regressors is not None:
         with stage(timer, "classifier"):
-            out_boxes = regressors.apply(regression_features(window), out_boxes, labels)
+            regressed = regressors.apply(regression_features(window), out_boxes, labels)
+            if mirror is not None:
+                width = mirror.width
+                seen = regressors.apply(mirror.regression_features(window), mirror_boxes(out_boxes, width), labels)
+                regressed = (regressed + mirror_boxes(seen, width)) / 2
+            out_boxes = regressed
     return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
 
 

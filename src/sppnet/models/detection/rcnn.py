@@ -19,9 +19,10 @@ from sppnet.data.transforms import normalise
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.detection.postprocess import check_test_call, empty_detections, postprocess
+from sppnet.models.detection.postprocess import MirrorView, check_test_call, empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
+from sppnet.ops import mirror_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["RCNNNetwork", "RCNN", "context_boxes", "warp_windows"]
@@ -94,7 +95,7 @@ class RCNN(nn.Module):
 
     def __init__(self, network: RCNNNetwork, svms: LinearSVMs | None, svm_scale: float,
                  regressors: BoxRegressors | None, warp_size: int, context: int, window_batch: int, nms: float,
-                 top_k: int, scorer: str = "svm") -> None:
+                 top_k: int, scorer: str = "svm", flip: bool = False) -> None:
         super().__init__()
         self.network, self.svms = network, svms
         self.svm_scale = float(svm_scale)
@@ -102,6 +103,7 @@ class RCNN(nn.Module):
         self.warp_size, self.context, self.window_batch = warp_size, context, window_batch
         self.nms, self.top_k = nms, top_k
         self.scorer = check_scorer(scorer)
+        self.flip = flip  # flip testing: each window also warped from the mirrored image (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
 
@@ -137,11 +139,21 @@ class RCNN(nn.Module):
         boxes = boxes.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
+        pooled, scores = self._scores(image, boxes)
+        mirror = None
+        if self.flip:
+            width = float(image.shape[-1])
+            mirror_pooled, mirror_scores = self._scores(image.flip(-1), mirror_boxes(boxes, width))
+            mirror = MirrorView(mirror_scores, lambda window: mirror_pooled[window], width)
+        return postprocess(boxes, scores, tuple(image.shape[-2:]), self.nms, self.top_k,
+                           self.regressors if box_regression else None, lambda window: pooled[window], self.timer,
+                           mirror)
+
+    def _scores(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool5 ``(R, C * B)`` and the scorer's ``(R, K)`` of the windows."""
         pooled, fc7 = self.window_features(image, boxes)
         with stage(self.timer, "classifier"):
-            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)  # (R, K)
-        return postprocess(boxes, scores, tuple(image.shape[-2:]), self.nms, self.top_k,
-                           self.regressors if box_regression else None, lambda window: pooled[window], self.timer)
+            return pooled, window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.network.fc8)
 
     @torch.no_grad()
     def forward(self, images: Sequence[torch.Tensor], proposals: Sequence[torch.Tensor],

@@ -14,11 +14,11 @@ from torch import nn
 from sppnet.data.transforms import normalise
 from sppnet.fast_path import autocast, check_precision
 from sppnet.models.box_regression import BoxRegressors
-from sppnet.models.detection.postprocess import check_test_call, empty_detections, postprocess
+from sppnet.models.detection.postprocess import MirrorView, check_test_call, empty_detections, postprocess
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
 from sppnet.models.windows import (
-    CachedMap, cached_window_pooler, image_maps, one_image_rois, pool_windows, pooled_fc6,
+    CachedMap, WindowPooler, cached_window_pooler, image_maps, one_image_rois, pool_windows, pooled_fc6,
 )
 from sppnet.ops import boxes_to_cells, clip_boxes, roi_spp
 from sppnet.ops.tracing import shape_of
@@ -64,7 +64,7 @@ class SPPNet(nn.Module):
 
     def __init__(self, trunk: nn.Module, levels: Sequence[int], head: SPPNetHead, svms: LinearSVMs | None,
                  svm_scale: float, regressors: BoxRegressors | None, scales: Sequence[int], max_side: int | None,
-                 window_target: float, nms: float, top_k: int, scorer: str = "svm") -> None:
+                 window_target: float, nms: float, top_k: int, scorer: str = "svm", flip: bool = False) -> None:
         super().__init__()
         self.trunk, self.head, self.svms = trunk, head, svms
         self.levels = tuple(levels)
@@ -73,6 +73,7 @@ class SPPNet(nn.Module):
         self.scales, self.max_side, self.window_target = tuple(scales), max_side, float(window_target)
         self.nms, self.top_k = nms, top_k
         self.scorer = check_scorer(scorer)
+        self.flip = flip  # flip testing: each window scored in the image and in its mirror (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.fc6_block = 1024  # windows pooled and multiplied by fc6 at a time (pooled_fc6)
@@ -99,25 +100,41 @@ class SPPNet(nn.Module):
 
     @torch.no_grad()
     def detect_on_maps(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor, image_size: tuple[int, int],
-                       box_regression: bool = True) -> dict:
+                       box_regression: bool = True, mirror_maps: Mapping[int, CachedMap] | None = None) -> dict:
         """One image's detections from its maps (scale -> map) and windows
         ``(R, 4)``; ``image_size``: (height, width). Windows are pooled and
         multiplied by fc6 a block at a time (``pooled_fc6``): the same scores
-        as ``window_features``, without every window's pool5 at once."""
+        as ``window_features``, without every window's pool5 at once.
+        ``mirror_maps``: the mirrored image's maps, for flip testing
+        (``postprocess``); needed when ``flip`` is set."""
         boxes = boxes.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
+        scores, pooler = self._scores(maps, boxes)
+        mirror = None
+        if self.flip:
+            if mirror_maps is None:
+                raise ValueError("flip testing needs the mirrored image's maps")
+            width = float(image_size[1])
+            mirror_scores, mirror_pooler = self._scores(mirror_maps, boxes, width)
+            mirror = MirrorView(mirror_scores, mirror_pooler.pool, width)
+        return postprocess(boxes, scores, image_size, self.nms, self.top_k,
+                           self.regressors if box_regression else None, pooler.pool, self.timer, mirror)
+
+    def _scores(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor,
+                mirror_width: float | None = None) -> tuple[torch.Tensor, WindowPooler]:
+        """The scorer's ``(R, K)`` for windows pooled from ``maps`` (those of
+        the mirrored image, ``mirror_width`` wide, when it is given), and the pooler."""
         with stage(self.timer, "pooling"):
-            pooler = cached_window_pooler(maps, boxes, self.trunk.geometry, self.levels, target=self.window_target)
+            pooler = cached_window_pooler(maps, boxes, self.trunk.geometry, self.levels, target=self.window_target,
+                                          flipped=mirror_width is not None, image_width=mirror_width)
         self.head.eval()
         with autocast(self.precision):
             hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, self.timer)
             with stage(self.timer, "fc"):
                 fc7 = self.head.fc7(hidden).float()
         with stage(self.timer, "classifier"):
-            scores = window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8)  # (R, K)
-        return postprocess(boxes, scores, image_size, self.nms, self.top_k,
-                           self.regressors if box_regression else None, pooler.pool, self.timer)
+            return window_scores(fc7, self.scorer, self.svms, self.svm_scale, self.head.fc8), pooler
 
     def score_resized(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Testing at one scale on an image already resized and normalised,
@@ -141,5 +158,6 @@ class SPPNet(nn.Module):
         for image, boxes in zip(images, proposals):
             with stage(self.timer, "conv"):
                 maps = self.conv_maps(image)
-            results.append(self.detect_on_maps(maps, boxes, tuple(image.shape[-2:])))
+                mirror_maps = self.conv_maps(image.flip(-1)) if self.flip else None
+            results.append(self.detect_on_maps(maps, boxes, tuple(image.shape[-2:]), mirror_maps=mirror_maps))
         return results

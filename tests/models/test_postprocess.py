@@ -1,0 +1,43 @@
+import torch
+
+from sppnet.models.box_regression import BoxRegressors
+from sppnet.models.detection.postprocess import MirrorView, postprocess
+
+
+def _shift_right(dx: float, features: int = 3) -> BoxRegressors:
+    """Regressors (1 class) that move every window right by ``dx`` of its width, whatever its features."""
+    weights = torch.zeros(2, features + 1, 4)
+    weights[1, -1, 0] = dx  # the bias row, delta x
+    return BoxRegressors(weights, feature_scale=1.0)
+
+
+def test_flip_testing_averages_scores_before_nms_and_regressed_boxes_after_it():
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 40.0], [60.0, 20.0, 90.0, 50.0]])
+    scores = torch.tensor([[0.8], [0.2]])
+    features = torch.zeros(2, 3)
+    mirror = MirrorView(torch.tensor([[0.4], [0.6]]), lambda window: features[window], width=100.0)
+    plain = postprocess(boxes, scores, (80, 100), nms=0.3, top_k=10, regressors=_shift_right(0.25),
+                        regression_features=lambda window: features[window])
+    # One view: each window moves right by a quarter of its width, scores as given.
+    torch.testing.assert_close(plain["scores"], torch.tensor([0.8, 0.2]))
+    torch.testing.assert_close(plain["boxes"], torch.tensor([[15.0, 10.0, 35.0, 40.0], [67.5, 20.0, 97.5, 50.0]]))
+    both = postprocess(boxes, scores, (80, 100), nms=0.3, top_k=10, regressors=_shift_right(0.25),
+                       regression_features=lambda window: features[window], mirror=mirror)
+    # Scores averaged (0.6, 0.4); "right" in the mirror is left in the image, so the
+    # two regressed boxes average back to the window itself.
+    torch.testing.assert_close(both["scores"], torch.tensor([0.6, 0.4]))
+    torch.testing.assert_close(both["boxes"], boxes)
+    assert both["labels"].tolist() == [1, 1]  # object classes count from 1
+
+
+def test_flip_averaged_scores_decide_what_nms_keeps():
+    # Two overlapping windows: the first wins alone, the second once the mirror's scores are averaged in.
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0], [2.0, 2.0, 42.0, 42.0]])
+    features = torch.zeros(2, 3)
+    scores = torch.tensor([[0.6], [0.5]])
+    alone = postprocess(boxes, scores, (50, 50), 0.3, 10, None, lambda w: features[w])
+    assert torch.equal(alone["boxes"], boxes[:1])
+    mirror = MirrorView(torch.tensor([[0.2], [0.9]]), lambda w: features[w], width=50.0)
+    both = postprocess(boxes, scores, (50, 50), 0.3, 10, None, lambda w: features[w], mirror=mirror)
+    assert torch.equal(both["boxes"], boxes[1:])
+    torch.testing.assert_close(both["scores"], torch.tensor([0.7]))
