@@ -46,6 +46,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up")
     parser.add_argument("--preset", default="classify-tiny", help="classifier preset whose crops are used")
     parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="default: 1e-4 with adam, 5e-4 with sgd (the presets')")
+    parser.add_argument("--decoupled", action="store_true",
+                        help="adam: decay the weights apart from the gradient (AdamW) instead of adding it to the gradient")
     args = parser.parse_args()
     torch.manual_seed(0)
     dataset = read_image_folder(args.data, "train")
@@ -54,8 +58,10 @@ def main() -> None:
                              len(dataset.classes), 96)
     for layer in (model.fc6[0], model.fc7[0]):
         torch.nn.init.constant_(layer.bias, args.fc_bias)
-    optimizer = (torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-4) if args.optimiser == "adam"
-                 else torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4))
+    decay = args.weight_decay if args.weight_decay is not None else (1e-4 if args.optimiser == "adam" else 5e-4)
+    adam = torch.optim.AdamW if args.decoupled else torch.optim.Adam
+    optimizer = (adam(model.parameters(), lr=args.lr, weight_decay=decay) if args.optimiser == "adam"
+                 else torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=decay))
     generator = torch.Generator().manual_seed(0)
     model.train()
     started, losses, errors = time.perf_counter(), [], []

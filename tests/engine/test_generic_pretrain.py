@@ -30,6 +30,7 @@ def test_the_key_changes_with_what_shapes_the_trunk():
 def test_generic_recipe_warms_up_and_keeps_the_step_fraction():
     train = generic_classify_config("classify-crops-tiny", 10).train
     assert (train.epochs, train.lr_steps, train.warmup_iterations) == (10, (8,), 500)  # the preset steps at 20 of 25
+    assert generic_classify_config("classify-crops-tiny", 10).model.fc_bias == 1.0
 
 
 def test_trunk_is_trained_once_then_taken_from_the_cache(tmp_path, monkeypatch):
@@ -144,3 +145,33 @@ def test_two_runs_at_once_train_the_trunk_once(tmp_path):
     assert sum("generating" in out for out in outputs) == 1, outputs
     assert sum("the cached trunk" in out for out in outputs) == 1, outputs
     assert outputs[0].splitlines()[-1] == outputs[1].splitlines()[-1]
+
+
+def _finished_run_at(run, error: float) -> None:
+    """A finished run folder as the stage reads it: its classes, its weights file and its metrics."""
+    run.mkdir(parents=True)
+    (run / "classes.txt").write_text("\n".join(PRETRAIN_CLASSES) + "\n")
+    (run / "model.safetensors").write_bytes(b"")
+    (run / "metrics.csv").write_text("epoch,val_top1_error\n1,0.98\n2,%.4f\n" % error)
+
+
+def test_a_trunk_that_never_left_chance_is_trained_again_and_refused(tmp_path, monkeypatch):
+    # Three finished runs of the stage, each ending at chance (1 - 1/44 = 0.977): none is
+    # kept as the trunk, and the stage says why instead of handing a useless trunk on.
+    from sppnet.engine.generic_pretrain import final_error
+
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path))
+    classify = generic_classify_config("classify-crops-tiny", 10)
+    images = 5 * len(PRETRAIN_CLASSES) * 15  # 15 training images per validation image: 5 per class to judge by
+    folder = tmp_path / "generic-trunks" / generic_trunk_key(classify, images, 0)
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "done").write_text("")
+    for name in ("run", "run-2", "run-3"):
+        _finished_run_at(folder / name, 0.975)
+    assert final_error(folder / "run") == pytest.approx((0.975, 1 - 1 / 44))
+    log: list[str] = []
+    with pytest.raises(RuntimeError, match="3 runs .* ended at chance"):
+        generic_trunk(classify, images, log=log.append)
+    assert sum("never left the plateau" in line for line in log) == 3
+    assert sum("training again from another random start" in line for line in log) == 2
+    assert not (folder / "trunk.safetensors").exists()

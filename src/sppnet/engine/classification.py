@@ -72,6 +72,10 @@ class ClassifierModelConfig:
     levels: tuple[int, ...] = (6, 3, 2, 1)  # pyramid levels (paper: {6,3,2,1}; ablation {4,3,2,1})
     hidden: int = 4096  # fc6 / fc7 width
     dropout: float = 0.5  # dropout after fc6 and fc7
+    # fc6 and fc7's initial bias. 1 starts their ReLUs firing (Krizhevsky et al.'s
+    # init): with 0, most fc6 units of a small net die in the first Adam steps
+    # and a many-class run can sit at uniform outputs for epochs (RESULTS.md).
+    fc_bias: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,8 @@ class ClassifyConfig:
 def build_classifier(config: ClassifierModelConfig, num_classes: int, input_size: int) -> SPPClassifier:
     """``input_size``: the training crop, the fixed input of the no-SPP baseline."""
     trunk = build_backbone(config.backbone, config.width, config.weights)
-    return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, config.spp, input_size)
+    return SPPClassifier(trunk, num_classes, config.levels, config.hidden, config.dropout, config.spp, input_size,
+                         config.fc_bias)
 
 
 class _SummedLoss(torch.nn.Module):

@@ -66,6 +66,7 @@ class SPPClassifier(nn.Module):
         dropout: float = 0.5,
         spp: bool = True,
         input_size: int = 224,
+        fc_bias: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -84,7 +85,7 @@ class SPPClassifier(nn.Module):
         self.fc8 = nn.Linear(hidden, num_classes)
         for layer in (self.fc6[0], self.fc7[0]):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            nn.init.constant_(layer.bias, fc_bias)
         nn.init.normal_(self.fc8.weight, std=0.01)
         nn.init.zeros_(self.fc8.bias)
 
