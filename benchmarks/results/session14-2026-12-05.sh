@@ -27,7 +27,8 @@ for v in "preset:" "bias1:1" "sgd:" "nowd:--weight-decay 0" "adamw:--decoupled";
   esac
   $PY "$HERE/plateau_probe.py" "$G/079be90bb2ac2b83/data" $args --preset classify-crops-tiny --every 200 | tail -1
 done
-# 4. The SPP-net preset as a user runs it (generic trunk cached), its in-context Fast R-CNN,
+# 4. The SPP-net preset as a user runs it (generic trunk cached; test.flip was not yet in the
+#    presets, and --flip sets it either way), its in-context Fast R-CNN,
 #    each scored without and with flip testing; the error analysis of both SPP-net scorings
 for s in 0 1 2; do
   D=$OUT/data/det-$s; R=$OUT/runs/fix/set-$s; mkdir -p "$R"
