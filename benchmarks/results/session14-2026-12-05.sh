@@ -48,3 +48,12 @@ for s in 0 1 2; do
     $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --flip $f --results "$R/rcnn-$f" --json "$R/rcnn-$f.json" | tail -1
   done
 done
+# 6. Two more starts of the generic recipe with fc biases at 1 (step 2 with another train.seed)
+for seed in 1 2; do
+  $PY -m sppnet train classify --config classify-crops-tiny --data "$G/079be90bb2ac2b83/data" --out "$OUT/gen/bias1-s$seed" \
+     --no-progress --set train.epochs=10 --set "train.lr_steps=[8]" --set train.min_iterations=0 \
+     --set train.warmup_iterations=500 --set train.val_split=test --set model.fc_bias=1.0 --set train.seed=$seed
+done
+# 7. The demo, before (commit 8f06521, then `sppnet eval detect --flip on` on its run) and after
+#    (commit d25801c: the classifier's fc biases at 1, flip testing from the preset)
+$PY -m sppnet demo --out "$OUT/demo"
