@@ -11,6 +11,7 @@ from sppnet.models.detection.fast_rcnn import (
     FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, sample_rois, smooth_l1,
 )
 from sppnet.ops import BoxCoder, box_iou, mirror_boxes
+from tests.mirror import assert_mirror_symmetric
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -186,6 +187,4 @@ def test_flip_testing_averages_each_rois_outputs_over_the_image_and_its_mirror()
     integer = proposals.round()
     out = model([image], [integer])[0]
     mirrored = model([image.flip(-1)], [mirror_boxes(integer, width)])[0]
-    assert torch.equal(out["labels"], mirrored["labels"])
-    torch.testing.assert_close(mirrored["scores"], out["scores"])
-    torch.testing.assert_close(mirror_boxes(mirrored["boxes"], width), out["boxes"], rtol=0, atol=1e-4)
+    assert_mirror_symmetric(out, mirrored, width, atol=1e-4)
