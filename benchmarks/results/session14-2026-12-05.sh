@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 for s in 0 1 2; do
   [ -d "$OUT/data/det-$s" ] || $PY "$HERE/heldout_set.py" "$OUT/data/det-$s" --seed $s
 done
-# 2. The generic stage as the presets ran it before commit 5313809 (run by the first
+# 2. The generic stage as the presets ran it before commit 5313809 (OUT/gen/stuck/run: run by the first
 #    `sppnet train detect` of the presets; stopped after the stage: it ended at chance,
 #    97.7% error, loss ln 44), and with fc6/fc7 biases at 1 (the stage's recipe since then;
 #    the same images; this run was then placed in the cache as that key's run).
@@ -57,3 +57,16 @@ done
 # 7. The demo, before (commit 8f06521, then `sppnet eval detect --flip on` on its run) and after
 #    (commit d25801c: the classifier's fc biases at 1, flip testing from the preset)
 for seed in 0 1 2; do $PY -m sppnet demo --out "$OUT/demo-$seed" --seed $seed | grep "VOC07 mAP"; done
+# 8. What the stuck trunk cost (set 0): the preset pipeline with the stuck generic run's trunk
+#    (RUN/model.safetensors's trunk, saved as trunk.safetensors) placed under the current key of
+#    a separate cache, so the stage takes it as made
+C=$OUT/stuckcache/generic-trunks/079be90bb2ac2b83; mkdir -p "$C"
+$PY -c "from sppnet.engine.classification import load_classifier; from sppnet.engine.checkpoint import save_weights
+m, _, _ = load_classifier('$OUT/gen/stuck/run'); save_weights('$C/trunk.safetensors', m.trunk.state_dict())"
+D=$OUT/data/det-0; R=$OUT/runs/stuck/set-0; mkdir -p "$R"
+SPPNET_CACHE=$OUT/stuckcache $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" > "$R/spp.log" 2>&1
+for f in off on; do
+  $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --flip $f --results "$R/spp-$f" --json "$R/spp-$f.json" | tail -1
+  $PY -m sppnet eval detect --run "$R/spp/pretrain-context-fast-rcnn" --data "$D" --split test --flip $f \
+     --results "$R/fr-$f" --json "$R/fr-$f.json" | tail -1
+done
