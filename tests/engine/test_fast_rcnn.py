@@ -129,3 +129,19 @@ def test_scores_with_its_softmax_only():
     assert load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["test.scorer=softmax"]).test.scorer == "softmax"
     with pytest.raises(ValueError, match="softmax only"):
         load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["test.scorer=svm"])
+
+
+def test_the_configs_flip_testing_reaches_the_loaded_model(trained):
+    # One place sets it (the run adapter, from test.flip); eval detect --flip overrides it.
+    from dataclasses import replace
+
+    from sppnet.engine.fast_rcnn import FastRCNNDetector
+
+    _, _, run, detector, config = trained
+    assert config.test.flip is False and detector.model.flip is False
+    assert load_fast_rcnn(run).model.flip is False
+    flipping = FastRCNNDetector(detector.model, replace(config, test=replace(config.test, flip=True)), detector.classes)
+    try:
+        assert flipping.model.flip is True
+    finally:
+        detector.set_flip(False)

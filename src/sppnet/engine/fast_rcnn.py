@@ -83,7 +83,7 @@ def build_fast_rcnn(classifier: SPPClassifier, num_classes: int, config: FastRCN
     head = FastRCNNHead(fc6_for_levels(classifier, levels), classifier.fc7, num_classes)
     return FastRCNN(classifier.trunk, head, levels, config.scales, config.max_side, config.train_scales,
                     config.window_target, config.train.sampling, config.train.box_stds, config.train.box_weight,
-                    config.test.nms, config.test.top_k, flip=config.test.flip)
+                    config.test.nms, config.test.top_k)
 
 
 @dataclass

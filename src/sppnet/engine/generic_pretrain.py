@@ -141,7 +141,8 @@ def _make_trunk(folder: Path, classify: ClassifyConfig, images: int, seed: int, 
         synthesize_pretrain(data, train=images, test=max(images // _TEST_FRACTION, 1), seed=seed)
         (data / "done").write_text("")
     distributed.barrier()
-    validation = max(images // _TEST_FRACTION, 1)
+    # Too few validation images (a small test set) say too little to judge a run by.
+    judged = max(images // _TEST_FRACTION, 1) >= _JUDGED_PER_CLASS * len(PRETRAIN_CLASSES)
     for attempt in range(_ATTEMPTS):
         run = folder / ("run" if attempt == 0 else f"run-{attempt + 1}")
         config = classify if attempt == 0 else replace(
@@ -154,8 +155,8 @@ def _make_trunk(folder: Path, classify: ClassifyConfig, images: int, seed: int, 
                              log=lambda message: log(f"  generic: {message}"))
         distributed.barrier()  # rank 0 has written the run's metrics
         error, chance = final_error(run)
-        if error < chance - _BELOW_CHANCE or validation < _JUDGED_PER_CLASS * len(PRETRAIN_CLASSES):
-            break  # it learned, or too few validation images to tell (a small test set)
+        if error < chance - _BELOW_CHANCE or not judged:
+            break
         log(f"generic pre-training: the run in {run} ended at chance (validation error {error:.3f}, chance "
             f"{chance:.3f}): it never left the plateau of uniform outputs"
             + (f"; training again from another random start (train.seed + {attempt + 1})"

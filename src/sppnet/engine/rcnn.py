@@ -134,7 +134,7 @@ class RCNNDetector(StagedRunDetector):
 def _model(network: RCNNNetwork, svms: LinearSVMs | None, svm_scale: float, regressors: BoxRegressors | None,
            config: RCNNConfig) -> RCNN:
     return RCNN(network.eval(), svms, svm_scale, regressors, config.warp_size, config.context, config.window_batch,
-                config.test.nms, config.test.top_k, flip=config.test.flip)
+                config.test.nms, config.test.top_k)
 
 
 def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:

@@ -99,7 +99,8 @@ class SPPNetDetector(StagedRunDetector):
     def detect(self, record: ImageRecord, proposals: torch.Tensor, box_regression: bool | None = None,
                maps: dict[int, CachedMap] | None = None) -> dict:
         """``{"boxes" (D, 4), "labels" (D,), "scores" (D,)}`` for one image;
-        ``maps`` (scale -> map) instead of the cached ones."""
+        ``maps`` (scale -> map) instead of the cached ones (with flip testing
+        the mirror's maps still come from the cache)."""
         boxes = proposals.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
@@ -117,7 +118,7 @@ class SPPNetDetector(StagedRunDetector):
 def _model(trunk: nn.Module, levels: tuple[int, ...], head: SPPNetHead, svms: LinearSVMs | None, svm_scale: float,
            regressors: BoxRegressors | None, config: SPPNetConfig) -> SPPNet:
     return SPPNet(trunk, levels, head.eval(), svms, svm_scale, regressors, config.scales, config.max_side,
-                  config.window_target, config.test.nms, config.test.top_k, flip=config.test.flip)
+                  config.window_target, config.test.nms, config.test.top_k)
 
 
 def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,
