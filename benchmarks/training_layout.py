@@ -10,12 +10,12 @@ default kernel cache vs sppnet's (issue 14, session 15).
    - a ``detect-fast-rcnn-tiny`` step: 2 images of 384 x 512, 64 RoIs each,
      conv2 and up trained, SGD.
 2. Kernel cache, one fresh process per capacity (oneDNN reads
-   ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` once): Fast R-CNN steps on one image
-   of each of ``--shapes`` sizes, cycled twice as a detection set's images
-   come round again; the second cycle is timed. oneDNN's default keeps 1024
+   ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` once): ``--shapes`` Fast R-CNN steps
+   on pairs of images of random sizes at random train scales, cycled twice
+   as a detection set's images come round again; the second cycle is timed. oneDNN's default keeps 1024
    kernels; sppnet asks for 65,536 (``sppnet.kernel_cache``).
 
-Run: .venv/bin/python benchmarks/training_layout.py [--repeat 9] [--shapes 80]
+Run: .venv/bin/python benchmarks/training_layout.py [--repeat 9] [--shapes 150]
 """
 
 from __future__ import annotations
@@ -75,13 +75,14 @@ def classification_steps() -> dict:
     return steps
 
 
-def fast_rcnn_model(layout: str, state: dict | None = None) -> tuple[FastRCNN, torch.optim.Optimizer]:
+def fast_rcnn_model(layout: str, state: dict | None = None,
+                    train_scales: tuple[int, ...] | None = None) -> tuple[FastRCNN, torch.optim.Optimizer]:
     torch.manual_seed(0)
     classifier = SPPClassifier(ZF5(0.25), 4, levels=(6,), hidden=256, dropout=0.5)
     if state is not None:
         classifier.load_state_dict(state)
     model = FastRCNN(_trunk(classifier.trunk, layout), FastRCNNHead(classifier.fc6, classifier.fc7, 4), (6,),
-                     scales=(384,), max_side=None, window_target=96.0,
+                     scales=(384,), max_side=None, train_scales=train_scales, window_target=96.0,
                      sampling=RoISampling(rois_per_image=64)).train()
     freeze_first_convs(classifier.trunk, 1)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
@@ -128,16 +129,24 @@ def timed(steps: dict, repeat: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def cycle_of_shapes(shapes: int) -> float:
-    """Seconds of the second pass over ``shapes`` image sizes (this process's kernel cache)."""
-    model, optimizer = fast_rcnn_model("channels-last")
-    sizes = [(224 + 8 * (i % 10), 288 + 8 * (i // 10)) for i in range(shapes)]
-    inputs = [fast_rcnn_inputs(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+def cycle_of_shapes(steps: int) -> float:
+    """Seconds of the second pass over ``steps`` training steps (this process's
+    kernel cache). As in the in-context stage of the tiny presets: two images
+    of 220-419 pixels a side per step, each resized to a train scale (192,
+    384 or 640) and padded to the larger of the two."""
+    model, optimizer = fast_rcnn_model("channels-last", train_scales=(192, 384, 640))
+    generator = torch.Generator().manual_seed(0)
+    sides = torch.randint(220, 420, (steps, 2, 2), generator=generator).tolist()
+    inputs = []
+    for i, ((h1, w1), (h2, w2)) in enumerate(sides):
+        images, proposals, targets = fast_rcnn_inputs(min(h1, h2), min(w1, w2), seed=i)
+        images = [torch.rand(3, h, w, generator=generator) for h, w in ((h1, w1), (h2, w2))]
+        inputs.append((images, proposals, targets))
     seconds = 0.0
     for cycle in range(2):
         start = time.perf_counter()
-        for images, proposals, targets in inputs:
-            losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(0))
+        for i, (images, proposals, targets) in enumerate(inputs):
+            losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(i))
             optimizer.zero_grad()
             (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
             optimizer.step()
@@ -148,7 +157,7 @@ def cycle_of_shapes(shapes: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--shapes", type=int, default=80)
+    parser.add_argument("--shapes", type=int, default=150)
     parser.add_argument("--cycle-only", type=int, default=None, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.cycle_only is not None:
@@ -161,7 +170,7 @@ def main() -> None:
         seconds = timed(steps, args.repeat)
         print(f"  {name}: NCHW {1e3 * seconds['NCHW']:.1f} ms, channels-last {1e3 * seconds['channels-last']:.1f} ms, "
               f"{seconds['NCHW'] / seconds['channels-last']:.2f}x")
-    print(f"2. kernel cache: second pass over {args.shapes} image sizes (2 images each), one process per capacity")
+    print(f"2. kernel cache: second pass over {args.shapes} steps of two images of random sizes, one process per capacity")
     results = {}
     for capacity in ("1024", "65536", "1024", "65536"):  # alternating: the machine's load drifts
         env = dict(os.environ, ONEDNN_PRIMITIVE_CACHE_CAPACITY=capacity)
