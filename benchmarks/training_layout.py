@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,6 +34,9 @@ from torch.nn import functional as F
 from sppnet.models.backbones.zf5 import ZF5
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_throughput import timed  # noqa: E402  (interleaved steps, median seconds)
 
 LAYOUTS = ("NCHW", "channels-last")
 
@@ -115,18 +118,6 @@ def fast_rcnn_steps() -> dict:
 
         steps[layout] = step
     return steps
-
-
-def timed(steps: dict, repeat: int) -> dict[str, float]:
-    for step in steps.values():  # warm-up
-        step()
-    times = {name: [] for name in steps}
-    for _ in range(repeat):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def cycle_of_shapes(steps: int) -> float:
