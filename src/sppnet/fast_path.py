@@ -3,10 +3,11 @@
 On CPUs with AMX or AVX-512 bf16 (this project's machines), matrix products
 in bfloat16 run several times faster than in float32, and oneDNN's bf16 convs
 want channels-last tensors. ``precision="bf16"`` turns both on for inference;
-``"fp32"`` is the exact path. (The paper trunks make their activations
-channels-last in either precision, training included: ``PaperTrunk.forward``;
-``prepare`` and ``as_input`` also cover the weights and other trunks.) ``benchmarks/RESULTS.md`` gives the measured
-speed and mAP of both (``sppnet bench detect``).
+``"fp32"`` is the exact path. ``benchmarks/RESULTS.md`` gives the measured
+speed and mAP of both (``sppnet bench detect``). The paper trunks make their
+activations channels-last in either precision, training included
+(``PaperTrunk.forward``); ``prepare`` and ``as_input`` also cover the
+weights and the other trunks.
 """
 
 from __future__ import annotations

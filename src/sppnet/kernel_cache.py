@@ -3,13 +3,14 @@
 On CPU, PyTorch runs convolutions through oneDNN, which compiles a kernel
 (a "primitive") for each layer, direction and input shape and keeps the
 last 1024 in a cache. sppnet's detectors train and test on whole images of
-their own sizes at several scales: the in-context Fast R-CNN stage of the
-tiny presets sees ~900 shapes (300 images x 3 scales), each needing ~20
-primitives (five convs forward and backward, and their reorders), so with
-1024 every conv call compiled its kernel again: 11.5% of a training step
-went to ``dnnl_primitive_create`` (py-spy). With room for 65,536 the same
-1500 training iterations take 65 s instead of 74 s, with the same losses
-and the same peak memory (benchmarks/RESULTS.md, "Training speed").
+their own sizes at several scales: each mini-batch of the in-context Fast
+R-CNN stage pads two images, each at a random train scale, to one shape,
+and every shape needs ~20 primitives (five convs forward and backward, and
+their reorders), so with 1024 most conv calls compiled their kernel again:
+11.5% of a training step went to ``dnnl_primitive_create`` (py-spy). With
+room for 65,536 the same 1500 training iterations take 65 s instead of
+74 s, with the same losses and the same peak memory
+(``benchmarks/training_layout.py``; benchmarks/RESULTS.md, "Training speed").
 
 oneDNN reads ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` when it creates its first
 primitive, so importing ``sppnet`` sets it (unless the environment already

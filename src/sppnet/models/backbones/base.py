@@ -50,10 +50,10 @@ class PaperTrunk(nn.Module):
         (channels-last in memory)."""
         # Channels-last activations on every path, training included: oneDNN's
         # convs and PyTorch's max pool are faster there on CPU than in NCHW
-        # (PyTorch's NCHW max pool is the trunk's slowest layer). The whole
-        # ZF-5 x 0.25 Fast R-CNN training step 1.3x, the classifier's 1.27x
-        # (benchmarks/RESULTS.md, "Training speed"). The values are the same
-        # up to float rounding; a traced graph gets no op for it.
+        # (PyTorch's NCHW max pool is the trunk's slowest layer): a ZF-5 x 0.25
+        # Fast R-CNN training step 1.40x, a crop classifier's 1.17x
+        # (benchmarks/training_layout.py). The values are the same up to float
+        # rounding.
         return self.features(images.contiguous(memory_format=torch.channels_last))
 
     def extra_repr(self) -> str:
