@@ -29,14 +29,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from sppnet.models.backbones.zf5 import ZF5
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_throughput import timed  # noqa: E402  (interleaved steps, median seconds)
+from training_throughput import classifier_step, fast_rcnn_train_step, timed  # noqa: E402
 
 LAYOUTS = ("NCHW", "channels-last")
 
@@ -66,15 +65,7 @@ def classification_steps() -> dict:
         model = SPPClassifier(ZF5(0.25), 4, hidden=256, dropout=0.3)
         model.load_state_dict(base.state_dict())
         model.trunk = _trunk(model.trunk, layout)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def step(model=model, optimizer=optimizer):
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        steps[layout] = step
+        steps[layout] = classifier_step(model, images, labels)
     return steps
 
 
@@ -110,13 +101,8 @@ def fast_rcnn_steps() -> dict:
     for layout in LAYOUTS:
         model, optimizer = fast_rcnn_model(layout, state)
 
-        def step(model=model, optimizer=optimizer):
-            losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(0))
-            optimizer.zero_grad()
-            (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
-            optimizer.step()
-
-        steps[layout] = step
+        steps[layout] = lambda model=model, optimizer=optimizer: fast_rcnn_train_step(
+            model, optimizer, images, proposals, targets)
     return steps
 
 
@@ -137,10 +123,7 @@ def cycle_of_shapes(steps: int) -> float:
     for cycle in range(2):
         start = time.perf_counter()
         for i, (images, proposals, targets) in enumerate(inputs):
-            losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(i))
-            optimizer.zero_grad()
-            (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
-            optimizer.step()
+            fast_rcnn_train_step(model, optimizer, images, proposals, targets, seed=i)
         seconds = time.perf_counter() - start
     return seconds
 

@@ -45,16 +45,30 @@ def classification_step(width: float, batch: int, size: int):
     for variant in VARIANTS:
         model = SPPClassifier(with_lrn(base.trunk, variant), 4, hidden=base.fc7[0].out_features, dropout=0.3)
         model.load_state_dict(base.state_dict())
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def step(model=model, optimizer=optimizer):
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        steps[variant] = step
+        steps[variant] = classifier_step(model, images, labels)
     return steps
+
+
+def classifier_step(model: SPPClassifier, images: torch.Tensor, labels: torch.Tensor):
+    """One training step of ``model`` (cross-entropy, Adam) as a callable."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def fast_rcnn_train_step(model: FastRCNN, optimizer: torch.optim.Optimizer, images, proposals, targets,
+                         seed: int = 0) -> None:
+    """One Fast R-CNN training step: the multi-task loss, backward, SGD."""
+    losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(seed))
+    optimizer.zero_grad()
+    (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
+    optimizer.step()
 
 
 def fast_rcnn_step():
@@ -76,13 +90,8 @@ def fast_rcnn_step():
         freeze_first_convs(model.trunk, 1)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
-        def step(model=model, optimizer=optimizer):
-            losses = model.losses(images, [proposals, proposals], targets, torch.Generator().manual_seed(0))
-            optimizer.zero_grad()
-            (losses["loss_classifier"] + losses["loss_box_reg"]).backward()
-            optimizer.step()
-
-        steps[variant] = step
+        steps[variant] = lambda model=model, optimizer=optimizer: fast_rcnn_train_step(
+            model, optimizer, images, [proposals, proposals], targets)
     return steps
 
 
