@@ -175,3 +175,48 @@ def test_a_trunk_that_never_left_chance_is_trained_again_and_refused(tmp_path, m
     assert sum("never left the plateau" in line for line in log) == 3
     assert sum("training again from another random start" in line for line in log) == 2
     assert not (folder / "trunk.safetensors").exists()
+
+
+def test_the_kept_classifier_is_the_last_attempt_that_finished(tmp_path, monkeypatch):
+    # Attempts stop at the first run kept, so a later finished attempt means the earlier ones were refused.
+    from sppnet.engine.generic_pretrain import generic_classifier
+
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path))
+    classify = generic_classify_config("classify-crops-tiny", 10)
+    folder = tmp_path / "generic-trunks" / generic_trunk_key(classify, 44, 0)
+    _finished_run_at(folder / "run", 0.975)
+    (folder / "trunk.safetensors").write_bytes(b"")
+    assert generic_classifier(classify, 44, log=lambda m: None) == folder / "run"
+    _finished_run_at(folder / "run-2", 0.5)
+    (folder / "run-3").mkdir()  # begun, never finished: not a classifier
+    assert generic_classifier(classify, 44, log=lambda m: None) == folder / "run-2"
+
+
+def test_without_the_crop_stage_the_detector_starts_from_the_generic_classifier(tmp_path, monkeypatch):
+    from sppnet.engine.classification import load_classifier
+    from sppnet.engine.pretrain import pretrain_backbone
+
+    monkeypatch.setenv("SPPNET_CACHE", str(tmp_path / "cache"))
+    config = PretrainConfig(generic_images=len(PRETRAIN_CLASSES), generic_epochs=1, crop_stage=False)
+    log: list[str] = []
+    # No detection set is read: the crops are not made.
+    run = pretrain_backbone(config, None, tmp_path / "run", None, seed=0, log=log.append)
+    assert run == tmp_path / "run" / "pretrain" and not (tmp_path / "run" / "pretrain-data").exists()
+    assert any("no crop stage" in line for line in log)
+    source = next((tmp_path / "cache" / "generic-trunks").glob("*/run"))
+    assert (run / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    model, _, classes = load_classifier(run)
+    assert sorted(classes) == sorted(PRETRAIN_CLASSES)
+    trunk = build_backbone("zf5", 0.25, weights=source.parent / "trunk.safetensors")
+    for name, value in trunk.state_dict().items():
+        assert torch.equal(model.trunk.state_dict()[name], value), name
+    # done once: a second call neither trains nor copies
+    stamp = (run / "model.safetensors").stat().st_mtime_ns
+    assert pretrain_backbone(config, None, tmp_path / "run", None, seed=0, log=log.append) == run
+    assert (run / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("overrides", [{"generic_images": 0}, {"generic_images": 44, "weights": "alexnet.pth"}])
+def test_no_crop_stage_needs_the_generic_classifier(overrides):
+    with pytest.raises(ValueError, match="crop_stage"):
+        PretrainConfig(crop_stage=False, **overrides)

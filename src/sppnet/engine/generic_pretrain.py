@@ -42,7 +42,8 @@ from sppnet.engine import distributed
 from sppnet.engine.checkpoint import save_weights
 from sppnet.engine.schedule import scaled_steps
 
-__all__ = ["GENERATOR_VERSION", "cache_root", "generic_classify_config", "generic_trunk", "generic_trunk_key"]
+__all__ = ["GENERATOR_VERSION", "cache_root", "generic_classifier", "generic_classify_config", "generic_trunk",
+           "generic_trunk_key"]
 
 # Bump when sppnet.data.pretrain_set draws different images for the same seed:
 # trunks cached from the old images are then not reused.
@@ -99,6 +100,25 @@ def generic_trunk(classify: ClassifyConfig, images: int, seed: int = 0, log=prin
         return _make_trunk(folder, classify, images, seed, log)
 
 
+def generic_classifier(classify: ClassifyConfig, images: int, seed: int = 0, log=print,
+                       fallback: Path | None = None) -> Path:
+    """The run folder of the generic classifier whose trunk ``generic_trunk``
+    keeps (made now unless cached): its fc layers too are trained, on the 44
+    classes, so a detector can start from the whole model, as the papers'
+    detectors start from the ImageNet classifier."""
+    folder = generic_trunk(classify, images, seed, log, fallback).parent
+    # Attempts run in order and stop at the first run that is kept: the kept run is the last one finished.
+    finished = [run for run in _attempt_runs(folder) if (run / "model.safetensors").is_file()]
+    if not finished:
+        raise FileNotFoundError(f"{folder} holds a generic trunk but none of its classifier runs "
+                                f"({', '.join(run.name for run in _attempt_runs(folder))})")
+    return finished[-1]
+
+
+def _attempt_runs(folder: Path) -> list[Path]:
+    return [folder / ("run" if attempt == 0 else f"run-{attempt + 1}") for attempt in range(_ATTEMPTS)]
+
+
 def _writable(root: Path, fallback: Path | None, log) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -143,8 +163,7 @@ def _make_trunk(folder: Path, classify: ClassifyConfig, images: int, seed: int, 
     distributed.barrier()
     # Too few validation images (a small test set) say too little to judge a run by.
     judged = max(images // _TEST_FRACTION, 1) >= _JUDGED_PER_CLASS * len(PRETRAIN_CLASSES)
-    for attempt in range(_ATTEMPTS):
-        run = folder / ("run" if attempt == 0 else f"run-{attempt + 1}")
+    for attempt, run in enumerate(_attempt_runs(folder)):
         config = classify if attempt == 0 else replace(
             classify, train=replace(classify.train, seed=classify.train.seed + attempt))
         if not (run / "model.safetensors").is_file():

@@ -33,18 +33,20 @@ first trunk's classifier with the in-context trunk.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from sppnet.atomic import atomic_replace
 from sppnet.config import load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
 from sppnet.engine.classification import ClassifyConfig, load_classifier, train_classifier
-from sppnet.engine.generic_pretrain import generic_classify_config, generic_trunk
+from sppnet.engine.generic_pretrain import generic_classifier, generic_classify_config, generic_trunk
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
@@ -98,6 +100,10 @@ class PretrainConfig:
     # Real ImageNet weights (``weights``) take its place: it is then skipped.
     generic_images: int = 0
     generic_epochs: int = 10
+    # False: no crop stage; the detector starts from the generic classifier
+    # itself (its trunk and fc6/fc7), as the papers' detectors start from the
+    # ImageNet model. Needs the generic stage (generic_images > 0, no weights).
+    crop_stage: bool = True
 
     def __post_init__(self) -> None:
         if not self.context >= 1.0:
@@ -111,6 +117,10 @@ class PretrainConfig:
         if self.generic_images < 0 or self.generic_epochs < 1:
             raise ValueError(f"pretrain.generic_images must be >= 0 and generic_epochs >= 1, got "
                              f"{self.generic_images} and {self.generic_epochs}")
+        if not self.crop_stage and (self.generic_images == 0 or self.weights is not None):
+            raise ValueError("pretrain.crop_stage=false starts the detector from the generic classifier: it needs "
+                             f"pretrain.generic_images > 0 and no pretrain.weights (got {self.generic_images} and "
+                             f"{self.weights})")
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
 
@@ -189,10 +199,13 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
     in context (``RUN/pretrain-context``; ``data_root`` holds the proposal cache)."""
     if backbone is not None:
         return Path(backbone)
-    crop_run = _crop_classifier(config, train, run_dir, seed, log)
+    if config.crop_stage:
+        classifier_run = _crop_classifier(config, train, run_dir, seed, log)
+    else:
+        classifier_run = _generic_classifier_copy(config, run_dir, log)
     if config.context_preset is None:
-        return crop_run
-    return train_in_context(config, train, data_root, run_dir, crop_run, log)
+        return classifier_run
+    return train_in_context(config, train, data_root, run_dir, classifier_run, log)
 
 
 def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root: Path | None, run_dir: Path,
@@ -256,6 +269,25 @@ def _crop_classifier(config: PretrainConfig, train: DetectionDataset, run_dir: P
     train_classifier(classify, crops, classifier_run, resume=resume,
                      progress=False, log=lambda message: log(f"  pretrain: {message}"))
     return classifier_run
+
+
+def _generic_classifier_copy(config: PretrainConfig, run_dir: Path, log) -> Path:
+    """``RUN/pretrain``: a copy of the generic stage's classifier run (no crop
+    stage), so that the detector run holds and pins the model it started from."""
+    out = run_dir / "pretrain"
+    if (out / "model.safetensors").is_file():
+        return out
+    source = generic_classifier(generic_classify_config(config.preset, config.generic_epochs), config.generic_images,
+                                log=log, fallback=run_dir / "pretrain-generic")
+    log(f"no crop stage: the detector starts from the generic classifier {source}")
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "classes.txt"):
+            (out / name).write_bytes((source / name).read_bytes())
+        # The weights last and atomically: they mark the copy done.
+        atomic_replace(out / "model.safetensors", lambda temp: shutil.copyfile(source / "model.safetensors", temp))
+    distributed.barrier()
+    return out
 
 
 def start_detector_run(config, train: DetectionDataset, run_dir: Path, backbone: Path | None, seed: int,
