@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="an SPP classifier run folder (sppnet train classify); default: pre-train one")
     detect_train.add_argument("--backbone-weights", type=Path, default=None,
                               help="local torchvision ImageNet weights (AlexNet, VGG16, ResNet-18/50 state_dict or "
-                                   ".safetensors): the pre-trained trunk starts from them")
+                                   ".safetensors): the trunk of the crop stage's classifier starts from them")
     detect_train.add_argument("--config", type=Path, default=None,
                               help="YAML config file or preset (default: detect-<method>-tiny)")
     detect_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -96,7 +96,11 @@ def _train_detect(args: argparse.Namespace) -> int:
     config_file = args.config
     if args.resume and config_file is None and (args.out / "config.yaml").is_file():
         config_file = args.out / "config.yaml"
-    overrides = list(args.set) + ([f"pretrain.weights={args.backbone_weights.resolve()}"] if args.backbone_weights else [])
+    overrides = list(args.set)
+    if args.backbone_weights:
+        # ImageNet weights hold a trunk only: the crop stage trains the classifier's fc layers
+        # on the set's crops (the tiny presets, which start from the generic classifier, have none).
+        overrides = ["pretrain.crop_stage=true"] + overrides + [f"pretrain.weights={args.backbone_weights.resolve()}"]
     if args.backbone_weights and args.backbone:
         raise ValueError("give either --backbone (a classifier run) or --backbone-weights (ImageNet weights), not both")
     config = load_config(method.config_type, config_file or method.default_preset, overrides)

@@ -10,7 +10,11 @@ layers are the detector's trunk and its fc6/fc7 initialise the detector's.
 With no ImageNet weights, their role can be played by generated data
 (``pretrain.generic_images``, the tiny presets): the classifier's trunk
 starts from one trained on many generated shape classes, made once per
-machine and cached (``engine/generic_pretrain.py``).
+machine and cached (``engine/generic_pretrain.py``). With
+``pretrain.crop_stage: false`` there is no crop classifier at all:
+``RUN/pretrain`` is a copy of that generic classifier (trunk and fc6/fc7), and
+the detector's own training is the only training on the detection set, as in
+the papers, whose detectors start from the ImageNet model.
 
 With ImageNet weights on disk (``pretrain.weights``, the CLI's
 ``--backbone-weights FILE``: a torchvision AlexNet, VGG16 or ResNet-18/50
