@@ -261,7 +261,8 @@ def _train_and_evaluate(config: DetectBenchConfig, data: Path, work: Path, log=p
 
     train = open_detection_dataset(data, config.train_split)
     test = open_detection_dataset(data, config.split)
-    # The shared trunk is the crop classifier; SPP-net's in-context stage (if its preset has one) is its own.
+    # The shared trunk is the classifier SPP-net's preset pre-trains (the generic classifier, as it has no
+    # crop stage); SPP-net's in-context stage (if its preset has one) is its own.
     pretrain = replace(load_config(SPPNetConfig, "detect-sppnet-tiny").pretrain, context_preset=None)
     backbone = pretrain_backbone(pretrain, train, work / "shared", None, config.seed,
                                  log=lambda m: None if "pretrain: epoch" in m else log(f"  {m}"))

@@ -5,7 +5,9 @@ here. With ``pretrain.generic_images > 0`` a detector's pre-training first
 trains its crop classifier's model as a classifier of that many images of
 ``sppnet.data.pretrain_set`` (44 shape classes in context, none of them a
 detection class), and the crop stage then starts from that trunk instead of
-from random weights, as the paper's detectors start from ImageNet's.
+from random weights, as the paper's detectors start from ImageNet's; with
+``pretrain.crop_stage: false`` the detector starts from that classifier
+itself (``generic_classifier``).
 
 The trunk depends on the generated set and the recipe only, not on the
 detection data, so it is made once per machine and kept, like downloaded
