@@ -9,7 +9,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
-STEPS=${1:-1 2 3}
+STEPS=${1:-1 2 3 4}
 for step in $STEPS; do
   for s in 0 1 2; do
     D="$DATA/det-$s"; R="$OUT/step$step/set-$s"; mkdir -p "$R"
@@ -24,6 +24,10 @@ for step in $STEPS; do
     3)  # R-CNN fine-tuned from the generic classifier, 3000 iterations (lr step at 2000)
         $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn" --backbone "$GEN" \
           --set finetune.iterations=3000 --set "finetune.lr_steps=[2000]" > "$R/rcnn.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1 ;;
+    4)  # R-CNN fine-tuned from the generic classifier for 1500 iterations (the old length; lr step at 1000)
+        $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn" --backbone "$GEN" \
+          --set finetune.iterations=1500 --set "finetune.lr_steps=[1000]" > "$R/rcnn.log" 2>&1
         $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1 ;;
     esac
   done
