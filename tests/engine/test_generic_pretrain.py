@@ -218,5 +218,5 @@ def test_without_the_crop_stage_the_detector_starts_from_the_generic_classifier(
 
 @pytest.mark.parametrize("overrides", [{"generic_images": 0}, {"generic_images": 44, "weights": "alexnet.pth"}])
 def test_no_crop_stage_needs_the_generic_classifier(overrides):
-    with pytest.raises(ValueError, match="crop_stage"):
+    with pytest.raises(ValueError, match="crop_stage=true to pre-train on the set's crops"):
         PretrainConfig(crop_stage=False, **overrides)

@@ -1,7 +1,8 @@
 """Pre-training a conv trunk when no ImageNet weights are at hand (all detectors).
 
-No weights can be downloaded here, so without ``--backbone`` every detector
-first trains an SPP classifier on the training set's ground-truth crops (one
+No weights can be downloaded here, so without ``--backbone`` a detector with
+the crop stage (``pretrain.crop_stage``, the default; the tiny presets have
+none, see below) first trains an SPP classifier on the training set's ground-truth crops (one
 folder per class) and background crops (IoU < 0.3 with every object), written
 as an image folder to ``RUN/pretrain-data/``. The classifier run in
 ``RUN/pretrain/`` then plays the role of the paper's ImageNet model: its conv
@@ -124,7 +125,7 @@ class PretrainConfig:
         if not self.crop_stage and (self.generic_images == 0 or self.weights is not None):
             raise ValueError("pretrain.crop_stage=false starts the detector from the generic classifier: it needs "
                              f"pretrain.generic_images > 0 and no pretrain.weights (got {self.generic_images} and "
-                             f"{self.weights})")
+                             f"{self.weights}); set pretrain.crop_stage=true to pre-train on the set's crops instead")
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
 
