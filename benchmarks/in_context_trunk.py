@@ -1,7 +1,7 @@
 """Train a crop-pretrained trunk in context, for comparisons on the same trunk.
 
     python benchmarks/in_context_trunk.py DATA CROP_RUN OUT [--preset detect-fast-rcnn-tiny] [--iterations N]
-        [--set train.lr=0.005 ...]
+        [--context-fc] [--set train.lr=0.005 ...]
 
 Runs sppnet's in-context pre-training stage (``engine.pretrain.train_in_context``:
 a Fast R-CNN trained from ``CROP_RUN`` on ``DATA``'s training split, its trunk
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--preset", default="detect-fast-rcnn-tiny")
     parser.add_argument("--iterations", type=int, default=None, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0, help="the N of OUT/seed-N/run/pretrain")
+    parser.add_argument("--context-fc", action="store_true",
+                        help="hand over the Fast R-CNN's fc6/fc7 too (pretrain.context_fc)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the Fast R-CNN preset (repeatable)")
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> None:
         Path(preset).write_text(yaml.safe_dump(to_dict(changed), sort_keys=False), encoding="utf-8")
     train = open_detection_dataset(args.data, "train")
     work = args.out / "work"
-    config = PretrainConfig(context_preset=preset, context_iterations=args.iterations)
+    config = PretrainConfig(context_preset=preset, context_iterations=args.iterations, context_fc=args.context_fc)
     trunk = train_in_context(config, train, args.data, work, args.crop_run, log=print)
     target = args.out / f"seed-{args.seed}" / "run" / "pretrain"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,16 @@ def test_the_configs_flip_testing_reaches_the_loaded_model(trained):
         assert flipping.model.flip is True
     finally:
         detector.set_flip(False)
+
+
+def test_warm_up_raises_the_lr_linearly_before_the_steps(detection_backbone, tmp_path):
+    data, backbone = detection_backbone
+    overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps"))]
+    config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny",
+                         overrides + ["train.iterations=5", "train.lr_steps=[4]", "train.warmup_iterations=3"])
+    train_fast_rcnn(config, open_detection_dataset(data, "train"), data, tmp_path / "run", backbone=backbone,
+                    log=lambda message: None)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    assert [float(row.split(",")[1]) for row in rows] == pytest.approx([0.001, 0.002, 0.003, 0.003, 0.0003])
+    with pytest.raises(ValueError, match="warmup_iterations must be >= 0"):
+        load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["train.warmup_iterations=-1"])

@@ -93,6 +93,31 @@ def test_in_context_stage_trains_the_trunk_as_a_fast_rcnn(detection_backbone, tm
     assert train_in_context(config, train, data, tmp_path / "run", crop_run, log=again.append) == out and again == []
 
 
+def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backbone, tmp_path):
+    """With ``context_fc`` the in-context classifier's fc7 is the Fast R-CNN's,
+    its fc6 the Fast R-CNN's on the 6 x 6 level's columns and zero on the
+    other levels'; fc8 stays the crop classifier's."""
+    from safetensors.torch import load_file
+
+    from sppnet.data.datasets import open_detection_dataset
+    from sppnet.engine.pretrain import train_in_context
+
+    data, crop_run = detection_backbone
+    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3, context_fc=True)
+    out = train_in_context(config, open_detection_dataset(data, "train"), data, tmp_path / "run", crop_run,
+                           log=lambda message: None)
+    crop = load_file(crop_run / "model.safetensors")
+    fast = load_file(tmp_path / "run" / "pretrain-context-fast-rcnn" / "model.safetensors")
+    context = load_file(out / "model.safetensors")
+    six = fast["head.fc6.0.weight"].shape[1]  # the 6 x 6 level comes first in the pyramid's columns
+    for name in ("fc6.0.bias", "fc7.0.weight", "fc7.0.bias"):
+        torch.testing.assert_close(context[name], fast[f"head.{name}"], rtol=0, atol=0)
+    torch.testing.assert_close(context["fc6.0.weight"][:, :six], fast["head.fc6.0.weight"], rtol=0, atol=0)
+    assert torch.count_nonzero(context["fc6.0.weight"][:, six:]) == 0
+    assert not torch.equal(context["fc7.0.weight"], crop["fc7.0.weight"])
+    torch.testing.assert_close(context["fc8.weight"], crop["fc8.weight"], rtol=0, atol=0)
+
+
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
     from sppnet.engine.pretrain import pretrain_backbone
 

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from sppnet.models.backbones import build_backbone
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import (
-    FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, sample_rois, smooth_l1,
+    FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, load_head_fc, sample_rois, smooth_l1,
 )
 from sppnet.ops import BoxCoder, box_iou, mirror_boxes
 from tests.mirror import assert_mirror_symmetric
@@ -188,3 +188,20 @@ def test_flip_testing_averages_each_rois_outputs_over_the_image_and_its_mirror()
     out = model([image], [integer])[0]
     mirrored = model([image.flip(-1)], [mirror_boxes(integer, width)])[0]
     assert_mirror_symmetric(out, mirrored, width, atol=1e-4)
+
+
+def test_head_fc_loaded_into_a_pyramid_classifier_computes_the_heads_fc7_on_its_levels():
+    torch.manual_seed(0)
+    channels = build_backbone("zf5", 0.125).out_channels
+    classifier = SPPClassifier(build_backbone("zf5", 0.125), 3, levels=(6, 3, 2, 1), hidden=32, dropout=0.0).eval()
+    fc6 = nn.Sequential(nn.Linear(channels * 9, 32), nn.ReLU(), nn.Dropout(0.0))
+    fc7 = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Dropout(0.0))
+    head = FastRCNNHead(fc6, fc7, 4).eval()
+    load_head_fc(classifier, head, (3,))
+    pyramid = torch.randn(5, channels * (36 + 9 + 4 + 1))
+    level_3 = pyramid[:, channels * 36:channels * 45]  # the SPP output is level-major: 6, 3, 2, 1
+    assert torch.allclose(classifier.fc7(classifier.fc6(pyramid)), head.features(level_3), atol=1e-6)
+    zeroed = torch.cat([classifier.fc6[0].weight[:, :channels * 36], classifier.fc6[0].weight[:, channels * 45:]], 1)
+    assert torch.count_nonzero(zeroed) == 0
+    with pytest.raises(ValueError, match=r"levels \(7,\)"):
+        load_head_fc(classifier, FastRCNNHead(nn.Sequential(nn.Linear(channels * 49, 32)), fc7, 4), (7,))

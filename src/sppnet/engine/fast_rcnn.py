@@ -43,6 +43,7 @@ class FastRCNNTrainConfig:
     sampling: RoISampling = field(default_factory=RoISampling)
     lr: float = 0.001
     lr_steps: tuple[int, ...] = (30000,)  # iterations after which lr /= 10
+    warmup_iterations: int = 0  # the lr rises linearly from lr / warmup_iterations to lr over these first iterations
     momentum: float = 0.9
     weight_decay: float = 0.0005
     bias_lr_factor: float = 2.0
@@ -53,6 +54,10 @@ class FastRCNNTrainConfig:
     channel_order: bool = False  # each image's colour channels in a random order (data.transforms.random_channel_order)
     checkpoint_every: int = 500
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup_iterations < 0:
+            raise ValueError(f"train.warmup_iterations must be >= 0, got {self.warmup_iterations}")
 
 
 @dataclass(frozen=True)

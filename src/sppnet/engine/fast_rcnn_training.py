@@ -52,7 +52,7 @@ from sppnet.engine.checkpoint import (
 from sppnet.engine.detection_stages import dataset_proposals
 from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTrainConfig, build_fast_rcnn, image_tensor
 from sppnet.engine.pretrain import start_detector_run
-from sppnet.engine.schedule import step_lr
+from sppnet.engine.schedule import step_lr, warmed_up_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
 from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
 from sppnet.ops import mirror_boxes
@@ -167,7 +167,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     started = time.perf_counter()
     iteration = start
     for iteration in range(start, settings.iterations):
-        lr = step_lr(settings.lr, settings.lr_steps, iteration)
+        lr = warmed_up_lr(step_lr(settings.lr, settings.lr_steps, iteration), iteration, settings.warmup_iterations)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
         images, boxes, targets, generators, dropout_seeds = [], [], [], [], []

@@ -98,6 +98,11 @@ class PretrainConfig:
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
     context_iterations: int | None = None  # None: the preset's
+    # True: the in-context classifier takes the Fast R-CNN's fc6 and fc7 too
+    # (trained with the trunk it hands over), fc6's columns of pyramid levels
+    # the Fast R-CNN did not pool at zeroed; False: the first classifier's fc
+    # layers, trained on another trunk's conv5, go with the in-context trunk.
+    context_fc: bool = False
     # ImageNet's stand-in (engine/generic_pretrain.py): the crop classifier
     # starts from a trunk trained first on this many generated images of 44
     # shape classes (sppnet.data.pretrain_set) for ``generic_epochs`` epochs,
@@ -223,6 +228,7 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     from sppnet.engine.fast_rcnn import FastRCNNConfig
     from sppnet.engine.fast_rcnn_training import train_fast_rcnn
     from sppnet.engine.classification import load_classifier
+    from sppnet.models.detection.fast_rcnn import load_head_fc
 
     out = run_dir / "pretrain-context"
     if (out / "model.safetensors").is_file():
@@ -244,6 +250,8 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
     if distributed.is_main():
         classifier, _, _ = load_classifier(trunk_run)
         classifier.trunk.load_state_dict(detector.model.trunk.state_dict())
+        if config.context_fc:
+            load_head_fc(classifier, detector.model.head, tuple(fast_config.levels))
         out.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "classes.txt"):
             (out / name).write_bytes((Path(trunk_run) / name).read_bytes())

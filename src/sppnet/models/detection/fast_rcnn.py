@@ -38,7 +38,7 @@ from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs",
-           "fc6_for_levels"]
+           "fc6_for_levels", "load_head_fc"]
 
 FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -326,3 +326,28 @@ def fc6_for_levels(classifier: SPPClassifier, levels: tuple[int, ...]) -> nn.Seq
         restricted.weight.copy_(linear.weight[:, columns])
         restricted.bias.copy_(linear.bias)
     return nn.Sequential(restricted, *list(fc6)[1:])
+
+
+def load_head_fc(classifier: SPPClassifier, head: FastRCNNHead, levels: tuple[int, ...]) -> None:
+    """The inverse of ``fc6_for_levels``: ``classifier``'s fc6 and fc7 set to
+    ``head``'s (a Fast R-CNN that pooled at ``levels``). fc6's input columns of
+    those levels are copied and those of the classifier's other pyramid levels
+    zeroed, so the classifier's fc7 output starts as the head's on the levels
+    both pool at; the zeroed levels learn from there when fine-tuned."""
+    source = tuple(classifier.spp.levels)
+    if not all(level in source for level in levels):
+        raise ValueError(f"a Fast R-CNN head pooled at levels {levels} cannot set the fc6 of a classifier "
+                         f"with SPP levels {source}")
+    linears = (classifier.fc6[0], classifier.fc7[0], head.fc6[0], head.fc7[0])
+    if not all(isinstance(layer, nn.Linear) for layer in linears):
+        raise ValueError("fc6/fc7 are compressed (truncated SVD); only plain fc layers can be copied")
+    channels = classifier.trunk.out_channels
+    starts = np.cumsum([0] + [channels * n * n for n in source])
+    columns = torch.cat([torch.arange(starts[source.index(n)], starts[source.index(n) + 1]) for n in levels])
+    with torch.no_grad():
+        weight = torch.zeros_like(classifier.fc6[0].weight)
+        weight[:, columns] = head.fc6[0].weight
+        classifier.fc6[0].weight.copy_(weight)
+        classifier.fc6[0].bias.copy_(head.fc6[0].bias)
+        classifier.fc7[0].weight.copy_(head.fc7[0].weight)
+        classifier.fc7[0].bias.copy_(head.fc7[0].bias)
