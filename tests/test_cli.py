@@ -7,7 +7,8 @@ from sppnet.cli import main
 
 def test_demo_runs_end_to_end_and_writes_a_summary(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--train-images", "16", "--test-images", "8", "--epochs", "1",
-                 "--detect-train", "6", "--detect-test", "3", "--finetune-iterations", "30"]) == 0
+                 "--detect-train", "6", "--detect-test", "3", "--finetune-iterations", "30",
+                 "--context-iterations", "3"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(row["equals_adaptive_max_pool"] and row["length"] == 12800 for row in summary["spp_layer"])
     assert set(summary["classification"]["views"]) == {"center", "10", "full", "multi"}

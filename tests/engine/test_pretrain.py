@@ -96,14 +96,16 @@ def test_in_context_stage_trains_the_trunk_as_a_fast_rcnn(detection_backbone, tm
 def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backbone, tmp_path):
     """With ``context_fc`` the in-context classifier's fc7 is the Fast R-CNN's,
     its fc6 the Fast R-CNN's on the 6 x 6 level's columns and zero on the
-    other levels'; fc8 stays the crop classifier's."""
+    other levels'; fc8 stays the crop classifier's. ``context_warmup_iterations``
+    reaches the Fast R-CNN's lr."""
     from safetensors.torch import load_file
 
     from sppnet.data.datasets import open_detection_dataset
     from sppnet.engine.pretrain import train_in_context
 
     data, crop_run = detection_backbone
-    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3, context_fc=True)
+    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3, context_fc=True,
+                            context_warmup_iterations=2)
     out = train_in_context(config, open_detection_dataset(data, "train"), data, tmp_path / "run", crop_run,
                            log=lambda message: None)
     crop = load_file(crop_run / "model.safetensors")
@@ -116,6 +118,8 @@ def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backb
     assert torch.count_nonzero(context["fc6.0.weight"][:, six:]) == 0
     assert not torch.equal(context["fc7.0.weight"], crop["fc7.0.weight"])
     torch.testing.assert_close(context["fc8.weight"], crop["fc8.weight"], rtol=0, atol=0)
+    rows = (tmp_path / "run" / "pretrain-context-fast-rcnn" / "log.csv").read_text().splitlines()[1:]
+    assert [float(row.split(",")[1]) for row in rows[:2]] == pytest.approx([0.005, 0.01])  # the preset's lr 0.01
 
 
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
@@ -130,6 +134,7 @@ def test_a_given_backbone_is_used_as_it_is(tmp_path):
 @pytest.mark.parametrize("field, value, message", [
     ("context_preset", "no-such-preset", "neither a preset"),
     ("context_iterations", 0, "context_iterations"),
+    ("context_warmup_iterations", -1, "context_warmup_iterations"),
 ])
 def test_in_context_settings_are_checked(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detect-test", type=int, default=30, help="generated detection test images (default: 30)")
     demo.add_argument("--finetune-iterations", type=int, default=None,
                       help="SPP-net fc fine-tuning iterations (default: the detect-sppnet-tiny preset's)")
+    demo.add_argument("--context-iterations", type=int, default=1000,
+                      help="the in-context Fast R-CNN's iterations before SPP-net (default: 1000; 0: none)")
     demo.set_defaults(handler=_demo)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)

@@ -98,6 +98,7 @@ class PretrainConfig:
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
     context_iterations: int | None = None  # None: the preset's
+    context_warmup_iterations: int | None = None  # the Fast R-CNN's lr warm-up; None: the preset's
     # True: the in-context classifier takes the Fast R-CNN's fc6 and fc7 too
     # (trained with the trunk it hands over), fc6's columns of pyramid levels
     # the Fast R-CNN did not pool at zeroed; False: the first classifier's fc
@@ -133,6 +134,8 @@ class PretrainConfig:
                              f"{self.weights}); set pretrain.crop_stage=true to pre-train on the set's crops instead")
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
+        if self.context_warmup_iterations is not None and self.context_warmup_iterations < 0:
+            raise ValueError(f"pretrain.context_warmup_iterations must be >= 0 or null, got {self.context_warmup_iterations}")
 
 
 def write_pretrain_crops(dataset: DetectionDataset, out: Path, config: PretrainConfig, seed: int) -> None:
@@ -242,6 +245,9 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
         preset = fast_config.train
         steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
         fast_config = replace(fast_config, train=replace(preset, iterations=config.context_iterations, lr_steps=steps))
+    if config.context_warmup_iterations is not None:
+        fast_config = replace(fast_config, train=replace(fast_config.train,
+                                                         warmup_iterations=config.context_warmup_iterations))
     log(f"training the trunk in context: Fast R-CNN ({config.context_preset}, {fast_config.train.iterations} iterations) "
         "on windows pooled from whole training images")
     fast_run = run_dir / "pretrain-context-fast-rcnn"
