@@ -49,14 +49,20 @@ PY
         spp "$D" "$R/trunk/seed-0/run/pretrain" "$R/spp-trunk"
         $PY benchmarks/in_context_trunk.py "$D" "$GEN" "$R/fc" --context-fc --set train.warmup_iterations=500 > "$R/ctx-fc.log" 2>&1
         spp "$D" "$R/fc/seed-0/run/pretrain" "$R/spp-fc" ;;
-    6)  # the demo (seed s), then an in-context stage of 1000 iterations on the demo's 60 training images
-        # from its classifier, with and without a 200-iteration warm-up, and SPP-net's preset on it
-        DEMO="$R/demo"; $PY -m sppnet demo --seed "$s" --out "$DEMO" > "$R/demo.log" 2>&1
+    6)  # the demo as it was (seed s; --context-iterations 0), then an in-context stage of 1000 iterations
+        # on the demo's 60 training images from its classifier, SPP-net's preset on its trunk (and, without
+        # the warm-up, on its trunk and fc layers); `sppnet demo` now does the warm-up arm itself
+        DEMO="$R/demo"; $PY -m sppnet demo --seed "$s" --out "$DEMO" --context-iterations 0 > "$R/demo.log" 2>&1
         for warm in 0 200; do
           C="$R/ctx-warm$warm"
           $PY benchmarks/in_context_trunk.py "$DEMO/data-detect" "$DEMO/run-classify" "$C" --iterations 1000 \
             --set train.warmup_iterations=$warm > "$C.log" 2>&1
           spp "$DEMO/data-detect" "$C/seed-0/run/pretrain" "$C/spp"
+          if [ "$warm" = 0 ]; then
+            $PY benchmarks/in_context_trunk.py "$DEMO/data-detect" "$DEMO/run-classify" "$C-fc" --iterations 1000 \
+              --context-fc > "$C-fc.log" 2>&1
+            spp "$DEMO/data-detect" "$C-fc/seed-0/run/pretrain" "$C-fc/spp"
+          fi
         done ;;
     esac
   done
