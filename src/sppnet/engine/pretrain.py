@@ -33,7 +33,8 @@ the run (a ``--backbone`` is used as given) is trained further as a Fast
 R-CNN with that preset on the detection training set, i.e. on windows pooled
 from whole-image maps, before the detector freezes it. ``RUN/pretrain-context-fast-rcnn`` is that run and
 ``RUN/pretrain-context`` the classifier run the detector then uses: the
-first trunk's classifier with the in-context trunk.
+first trunk's classifier with the in-context trunk, and with
+``pretrain.context_fc`` (SPP-net's tiny preset) the Fast R-CNN's fc6/fc7 too.
 """
 
 from __future__ import annotations

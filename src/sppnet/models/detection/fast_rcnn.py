@@ -319,8 +319,7 @@ def fc6_for_levels(classifier: SPPClassifier, levels: tuple[int, ...]) -> nn.Seq
         nn.init.kaiming_normal_(fresh.weight, nonlinearity="relu")
         nn.init.zeros_(fresh.bias)
         return nn.Sequential(fresh, *list(fc6)[1:])
-    starts = np.cumsum([0] + [channels * n * n for n in source])
-    columns = torch.cat([torch.arange(starts[source.index(n)], starts[source.index(n) + 1]) for n in levels])
+    columns = _level_columns(channels, source, levels)
     restricted = nn.Linear(len(columns), linear.out_features)
     with torch.no_grad():
         restricted.weight.copy_(linear.weight[:, columns])
@@ -341,9 +340,7 @@ def load_head_fc(classifier: SPPClassifier, head: FastRCNNHead, levels: tuple[in
     linears = (classifier.fc6[0], classifier.fc7[0], head.fc6[0], head.fc7[0])
     if not all(isinstance(layer, nn.Linear) for layer in linears):
         raise ValueError("fc6/fc7 are compressed (truncated SVD); only plain fc layers can be copied")
-    channels = classifier.trunk.out_channels
-    starts = np.cumsum([0] + [channels * n * n for n in source])
-    columns = torch.cat([torch.arange(starts[source.index(n)], starts[source.index(n) + 1]) for n in levels])
+    columns = _level_columns(classifier.trunk.out_channels, source, levels)
     with torch.no_grad():
         weight = torch.zeros_like(classifier.fc6[0].weight)
         weight[:, columns] = head.fc6[0].weight
@@ -351,3 +348,10 @@ def load_head_fc(classifier: SPPClassifier, head: FastRCNNHead, levels: tuple[in
         classifier.fc6[0].bias.copy_(head.fc6[0].bias)
         classifier.fc7[0].weight.copy_(head.fc7[0].weight)
         classifier.fc7[0].bias.copy_(head.fc7[0].bias)
+
+
+def _level_columns(channels: int, pyramid: tuple[int, ...], levels: tuple[int, ...]) -> torch.Tensor:
+    """The columns of a ``pyramid`` SPP output (level-major) that hold
+    ``levels``, in the order of ``levels``."""
+    starts = np.cumsum([0] + [channels * n * n for n in pyramid])
+    return torch.cat([torch.arange(starts[pyramid.index(n)], starts[pyramid.index(n) + 1]) for n in levels])
