@@ -5,9 +5,11 @@
 # Usage: DATA=dir-with-det-0..2 RUNS16=dir OUT=dir bash benchmarks/results/session17-2026-12-05.sh [steps]
 # RUNS16/set-N is session 16's step 2 (benchmarks/results/session16-2026-12-05.sh): the preset's
 # in-context trunk (RUNS16/set-N/seed-0/run/pretrain) and SPP-net on it (RUNS16/set-N/spp).
-# Steps 2, 3 and 5 reproduce the session's runs, which took the in-context Fast R-CNN of
-# RUNS16 instead of training it again (seeded: the same weights) and built the context-fc
-# classifier from it with the arithmetic of engine.pretrain's context_fc.
+# Steps 2 and 3 reproduce the session's runs, which took the in-context Fast R-CNN of
+# RUNS16 instead of training it again (seeded: the same weights; the CLI's own run on set 0
+# gave the same losses and mAP) and built the context-fc classifier from it with the
+# arithmetic of engine.pretrain's context_fc; step 5's fc arm was built the same way from
+# its trunk arm's Fast R-CNN, which this script trains twice.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}

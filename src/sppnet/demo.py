@@ -55,10 +55,11 @@ class DemoConfig:
     # The classifier's trunk trained in context before SPP-net freezes it, as in
     # detect-sppnet-tiny: a Fast R-CNN (its preset, lr step at 2/3) on the
     # detection training images. Seeds 0-2: SPP-net 74.9 / 73.1 / 66.3 mAP against
-    # 67.9 / 71.4 / 64.3 without (~45 s more). The warm-up: without it seed 2's
-    # Fast R-CNN collapsed to the class prior at lr 0.01 and its trunk with it
-    # (6.3 mAP; benchmarks/RESULTS.md, session 17). 0: no in-context stage. Only
-    # the trunk is handed over (measured so; the preset's context_fc is not).
+    # 67.9 / 71.4 / 64.3 without; the demo takes 222 s instead of 169 s (seed 0).
+    # The warm-up: without it seed 2's Fast R-CNN collapsed to the class prior at
+    # lr 0.01 and its trunk with it (6.3 mAP; benchmarks/RESULTS.md, session 17).
+    # 0: no in-context stage. Only the trunk is handed over (measured so; the
+    # preset's context_fc is not).
     context_iterations: int = 1000
     context_warmup_iterations: int = 200
     detect: bool = True  # run the detection part
