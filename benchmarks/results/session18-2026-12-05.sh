@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Session 18 (2026-12-05): test scales of Fast R-CNN and SPP-net, and Fast R-CNN's preset
+# retrained at max_side 2000. Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N,
+# 300 + 100 images).
+# Usage: DATA=dir-with-det-0..2 RUNS16=dir RUNS17=dir OUT=dir bash benchmarks/results/session18-2026-12-05.sh [steps]
+# RUNS16/set-N: session 16's step 2 (benchmarks/results/session16-2026-12-05.sh); its in-context
+# Fast R-CNN (RUNS16/set-N/seed-0/run/pretrain-context-fast-rcnn) is the Fast R-CNN preset's own run
+# as it was (the same seed and config; session 16 checked it on set 0). RUNS17: session 17's OUT
+# (benchmarks/results/session17-2026-12-05.sh): step2/set-N/spp and step3/set-N/spp-context-fc-fs{1,2}
+# are SPP-net's preset runs (fine-tuning seeds 0, 1, 2).
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
+STEPS=${1:-1 2 3}
+retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
+  $PY - "$1" "$2" "$3" "$4" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+sys.path.insert(0, "benchmarks")
+from ablations import evaluate, view
+run, data, out, edits = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), yaml.safe_load(sys.argv[4])
+print(sys.argv[4], round(100 * evaluate(view(run, out / "view", edits), data, out, "view", [])["map"], 1), flush=True)
+PY
+}
+for step in $STEPS; do
+  for s in 0 1 2; do
+    D="$DATA/det-$s"; R="$OUT/step$step/set-$s"; mkdir -p "$R"
+    case $step in
+    1)  # Fast R-CNN's preset runs of session 16 at other test scales
+        FR="$RUNS16/set-$s/seed-0/run/pretrain-context-fast-rcnn"
+        retest "$FR" "$D" "$R/s3" '{scales: [192, 384, 640], max_side: 1000}'
+        retest "$FR" "$D" "$R/s4" '{scales: [192, 384, 640, 1024], max_side: 2000}'
+        retest "$FR" "$D" "$R/s4-cap1000" '{scales: [192, 384, 640, 1024], max_side: 1000}'
+        retest "$FR" "$D" "$R/s5-128" '{scales: [128, 192, 384, 640, 1024], max_side: 2000}'
+        retest "$FR" "$D" "$R/s5-1400" '{scales: [192, 384, 640, 1024, 1400], max_side: 2000}'
+        retest "$FR" "$D" "$R/geo5" '{scales: [192, 292, 443, 674, 1024], max_side: 2000}'
+        retest "$FR" "$D" "$R/geo7" '{scales: [192, 254, 336, 444, 587, 776, 1024], max_side: 2000}'
+        retest "$FR" "$D" "$R/dense7" '{scales: [192, 288, 384, 512, 640, 832, 1024], max_side: 2000}' ;;
+    2)  # SPP-net's preset runs of session 17 (fine-tuning seeds 0-2) at denser test scales
+        for run in "$RUNS17/step2/set-$s/spp" "$RUNS17/step3/set-$s/spp-context-fc-fs1" "$RUNS17/step3/set-$s/spp-context-fc-fs2"; do
+          name=$(basename "$(dirname "$run")")-$(basename "$run")
+          retest "$run" "$D" "$R/$name-geo5" '{scales: [192, 292, 443, 674, 1024]}'
+          retest "$run" "$D" "$R/$name-geo7" '{scales: [192, 254, 336, 444, 587, 776, 1024]}'
+        done ;;
+    3)  # the Fast R-CNN preset retrained as it is now (max_side 2000, tested at 192-1024), through
+        # SPP-net's in-context stage (the same Fast R-CNN), then SPP-net's preset on it
+        $PY benchmarks/in_context_trunk.py "$D" "$GEN" "$R" --context-fc > "$R/ctx.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/work/pretrain-context-fast-rcnn" --data "$D" --split test --json "$R/fr.json" | tail -1
+        $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$R/seed-0/run/pretrain" > "$R/spp.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1 ;;
+    esac
+  done
+done
