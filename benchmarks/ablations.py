@@ -44,7 +44,7 @@ from detector_seeds import make_data  # noqa: E402
 
 PRESET_ROW = "SPP-net (preset)"
 # The files a detector run's evaluation reads; a view links them.
-RUN_FILES = ("backbone.txt", "classes.txt", "finetune.safetensors", "svm.safetensors", "bbox.safetensors", "features")
+RUN_FILES = ("backbone.txt", "classes.txt", "model.safetensors", "finetune.safetensors", "svm.safetensors", "bbox.safetensors", "features")
 
 
 def sppnet() -> list[str]:
