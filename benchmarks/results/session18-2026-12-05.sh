@@ -11,7 +11,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
-STEPS=${1:-1 2 3}
+STEPS=${1:-1 2 3 4}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
 import sys
@@ -49,6 +49,13 @@ for step in $STEPS; do
         $PY -m sppnet eval detect --run "$R/work/pretrain-context-fast-rcnn" --data "$D" --split test --json "$R/fr.json" | tail -1
         $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" --backbone "$R/seed-0/run/pretrain" > "$R/spp.log" 2>&1
         $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1 ;;
+    4)  # SPP-net's fine-tuning seeds 1 and 2 on step 3's trunks
+        for fs in 1 2; do
+          T="$OUT/step3/set-$s/seed-0/run/pretrain"
+          $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp-fs$fs" --backbone "$T" \
+            --set finetune.seed=$fs > "$R/spp-fs$fs.log" 2>&1
+          $PY -m sppnet eval detect --run "$R/spp-fs$fs" --data "$D" --split test --json "$R/spp-fs$fs.json" | tail -1
+        done ;;
     esac
   done
 done
