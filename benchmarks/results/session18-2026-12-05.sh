@@ -11,7 +11,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
-STEPS=${1:-1 2 3 4}
+STEPS=${1:-1 2 3 4 5}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
 import sys
@@ -55,6 +55,13 @@ for step in $STEPS; do
           $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp-fs$fs" --backbone "$T" \
             --set finetune.seed=$fs > "$R/spp-fs$fs.log" 2>&1
           $PY -m sppnet eval detect --run "$R/spp-fs$fs" --data "$D" --split test --json "$R/spp-fs$fs.json" | tail -1
+        done ;;
+    5)  # SPP-net's fc fine-tuning half and twice as long (lr step at the same fraction) on step 3's trunks
+        for it in 1500:1000 6000:4000; do
+          T="$OUT/step3/set-$s/seed-0/run/pretrain"; N=${it%:*}
+          $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp-it$N" --backbone "$T" \
+            --set finetune.iterations=$N --set "finetune.lr_steps=[${it#*:}]" > "$R/spp-it$N.log" 2>&1
+          $PY -m sppnet eval detect --run "$R/spp-it$N" --data "$D" --split test --json "$R/spp-it$N.json" | tail -1
         done ;;
     esac
   done
