@@ -11,7 +11,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
-STEPS=${1:-1 2 3 4 5}
+STEPS=${1:-1 2 3 4 5 6}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
 import sys
@@ -63,6 +63,10 @@ for step in $STEPS; do
             --set finetune.iterations=$N --set "finetune.lr_steps=[${it#*:}]" > "$R/spp-it$N.log" 2>&1
           $PY -m sppnet eval detect --run "$R/spp-it$N" --data "$D" --split test --json "$R/spp-it$N.json" | tail -1
         done ;;
+    6)  # the Fast R-CNN preset retrained with another training seed (train.seed 1: fc init, RoI sampling, flips)
+        $PY -m sppnet train detect --method fast-rcnn --data "$D" --out "$R/fr-seed1" --backbone "$GEN" \
+          --set train.seed=1 > "$R/fr-seed1.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/fr-seed1" --data "$D" --split test --json "$R/fr-seed1.json" | tail -1 ;;
     esac
   done
 done
