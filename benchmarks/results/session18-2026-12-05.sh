@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Session 18 (2026-12-05): test scales of Fast R-CNN and SPP-net, and Fast R-CNN's preset
-# retrained at max_side 2000. Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N,
+# Session 18 (2026-12-05): test scales of Fast R-CNN and SPP-net (steps 1-2), Fast R-CNN's
+# preset retrained at max_side 2000 with SPP-net on its trunk (3-4), SPP-net's fine-tuning
+# length (5), Fast R-CNN's preset with another training seed (6). The demo's seeds:
+# `sppnet demo --seed N`. Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N,
 # 300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 RUNS16=dir RUNS17=dir OUT=dir bash benchmarks/results/session18-2026-12-05.sh [steps]
 # RUNS16/set-N: session 16's step 2 (benchmarks/results/session16-2026-12-05.sh); its in-context
