@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 18 (2026-12-05): test scales of Fast R-CNN and SPP-net (steps 1-2), Fast R-CNN's
 # preset retrained at max_side 2000 with SPP-net on its trunk (3-4), SPP-net's fine-tuning
-# length (5), Fast R-CNN's preset with another training seed (6), error analysis of step 1 (7). The demo's seeds:
+# length (5), Fast R-CNN's preset with another training seed (6), error analysis of step 1 (7), R-CNN's
+# preset with fine-tuning seed 1 (8). The demo's seeds:
 # `sppnet demo --seed N`. Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N,
 # 300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 RUNS16=dir RUNS17=dir OUT=dir bash benchmarks/results/session18-2026-12-05.sh [steps]
@@ -13,7 +14,7 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
-STEPS=${1:-1 2 3 4 5 6 7}
+STEPS=${1:-1 2 3 4 5 6 7 8}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
 import sys
@@ -73,6 +74,10 @@ for step in $STEPS; do
         for v in s3 s4; do
           $PY -m sppnet analyze --data "$D" --split test --results "$OUT/step1/set-$s/$v/results-view" --out "$R/$v" --top-fp 3 | tail -6
         done ;;
+    8)  # the R-CNN preset (unchanged since session 16) with fine-tuning seed 1
+        $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn-seed1" --backbone "$GEN" \
+          --set finetune.seed=1 > "$R/rcnn-seed1.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/rcnn-seed1" --data "$D" --split test --json "$R/rcnn-seed1.json" | tail -1 ;;
     esac
   done
 done
