@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Session 19 (2026-12-05): the window target of the pooled detectors' multi-scale test, the
+# scale at which each window is pooled (the one where its area is closest to window_target
+# squared). Step 1: Fast R-CNN's preset runs of session 18 (training seed 0) re-tested at other
+# targets; step 2: the same for its training-seed-1 runs; step 3: SPP-net's preset retrained at
+# window_target 160 (its fine-tuning features, SVMs and test are pooled at that target) on
+# session 18's trunks, fine-tuning seeds 0-2; step 4: error analysis of Fast R-CNN at 96 and 160;
+# step 5: R-CNN's preset with finetune.channel_order (each image's warped windows in a random
+# colour-channel order), fine-tuning seeds 0 and 1 (the same seeds' runs without it: session 16's
+# preset runs and session 18's step 8).
+# Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N, 300 + 100 images).
+# Usage: DATA=dir-with-det-0..2 RUNS18=dir OUT=dir bash benchmarks/results/session19-2026-12-05.sh [steps]
+# RUNS18: session 18's OUT (benchmarks/results/session18-2026-12-05.sh): step3/set-N/work/
+# pretrain-context-fast-rcnn is the Fast R-CNN preset's run, step3/set-N/seed-0/run/pretrain the
+# trunk SPP-net's preset trains on, step6/set-N/fr-seed1 the Fast R-CNN preset with train.seed=1.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+STEPS=${1:-1 2 3 4 5}
+GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
+retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
+  $PY - "$1" "$2" "$3" "$4" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+sys.path.insert(0, "benchmarks")
+from ablations import evaluate, view
+run, data, out, edits = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), yaml.safe_load(sys.argv[4])
+print(out, sys.argv[4], round(100 * evaluate(view(run, out / "view", edits), data, out, "view", [])["map"], 1), flush=True)
+PY
+}
+for step in $STEPS; do
+  for s in 0 1 2; do
+    D="$DATA/det-$s"; R="$OUT/step$step/set-$s"; mkdir -p "$R"
+    case $step in
+    1|2)  # Fast R-CNN's preset runs (training seed 0, then 1) at other window targets
+        if [ "$step" = 1 ]; then FR="$RUNS18/step3/set-$s/work/pretrain-context-fast-rcnn"; else FR="$RUNS18/step6/set-$s/fr-seed1"; fi
+        for wt in 96 128 144 160 192 224; do retest "$FR" "$D" "$R/wt$wt" "{window_target: $wt}"; done ;;
+    3)  # SPP-net's preset at window_target 160 on session 18's trunks, fine-tuning seeds 0-2
+        for fs in 0 1 2; do
+          $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp-wt160-fs$fs" \
+            --backbone "$RUNS18/step3/set-$s/seed-0/run/pretrain" --set window_target=160 --set finetune.seed=$fs \
+            > "$R/spp-wt160-fs$fs.log" 2>&1
+          $PY -m sppnet eval detect --run "$R/spp-wt160-fs$fs" --data "$D" --split test --json "$R/spp-wt160-fs$fs.json" | tail -1
+        done ;;
+    4)  # error analysis of step 1's tests at 96 and 160 (AP by object size and class)
+        for wt in 96 160; do
+          $PY -m sppnet analyze --data "$D" --split test --results "$OUT/step1/set-$s/wt$wt/results-view" --out "$R/wt$wt" --top-fp 3 | tail -6
+        done ;;
+    5)  # R-CNN's preset with the channel order of its fine-tuning windows, fine-tuning seeds 0 and 1
+        for fs in ${SEEDS:-0 1}; do
+          $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn-co-fs$fs" --backbone "$GEN" \
+            --set finetune.channel_order=true --set finetune.seed=$fs > "$R/rcnn-co-fs$fs.log" 2>&1
+          $PY -m sppnet eval detect --run "$R/rcnn-co-fs$fs" --data "$D" --split test --json "$R/rcnn-co-fs$fs.json" | tail -1
+        done ;;
+    esac
+  done
+done
