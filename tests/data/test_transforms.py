@@ -101,3 +101,12 @@ def test_channel_order_is_a_permutation_of_whole_channels():
         assert sorted(order) == [0, 1, 2] and torch.equal(out, image[list(order)])
         orders.add(order)
     assert len(orders) == 6
+
+
+def test_channel_order_of_a_batch_is_one_order_for_all():
+    batch = torch.stack([torch.stack([torch.full((2, 3), float(10 * n + c)) for c in range(3)]) for n in range(4)])
+    out = random_channel_order(batch, torch.Generator().manual_seed(3))
+    order = [int(out[0, c, 0, 0]) for c in range(3)]
+    assert sorted(order) == [0, 1, 2]
+    for n in range(4):
+        assert torch.equal(out[n], batch[n, order])

@@ -9,6 +9,7 @@ from torch import nn
 
 from sppnet.data.records import ImageRecord
 from sppnet.engine.checkpoint import TrainingDiverged, load_checkpoint
+from sppnet.data.transforms import random_channel_order
 from sppnet.engine.window_training import WindowFinetuneConfig, finetune_on_windows
 from sppnet.models.windows import LabelledWindows
 
@@ -95,3 +96,47 @@ def test_bad_settings_and_empty_sets_are_refused():
     network = _network()
     with pytest.raises(ValueError, match="no training image"):
         finetune_on_windows(network, list(network.parameters()), [], {}, TUNE, lambda *a: None, None)
+
+
+def test_augment_draws_from_the_sampling_generator_and_resumes_bit_for_bit(tmp_path):
+    """An ``augment`` (here R-CNN's channel order, on 3-channel inputs) sees
+    every image's window inputs; its draws come from the checkpointed
+    generator, so an interrupted run resumes to the same weights."""
+    records, windows, window_inputs = _problem()
+    seen = []
+
+    def three_channel_inputs(record, boxes, flipped):
+        x = window_inputs(record, boxes, flipped)
+        return torch.stack([x, 2 * x, 3 * x], 1)[..., None]  # [N, 3, DIM, 1]: channel c is (c + 1) x
+
+    def shuffled(batch, generator):
+        out = random_channel_order(batch, generator)
+        seen.append(out[0, :, 0, 0] / batch[0, 0, 0, 0])
+        return out
+
+    def network():
+        torch.manual_seed(1)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * DIM, 16), nn.ReLU(), nn.Linear(16, NUM_CLASSES))
+
+    straight = network()
+    finetune_on_windows(straight, list(straight.parameters()), records, windows, TUNE, three_channel_inputs, None,
+                        log=lambda m: None, augment=shuffled)
+    orders = {tuple(int(round(v)) for v in s.tolist()) for s in seen}
+    assert len(seen) == TUNE.iterations * TUNE.images_per_batch and len(orders) > 1
+    assert all(sorted(o) == [1, 2, 3] for o in orders)
+
+    checkpoint = tmp_path / "finetune-checkpoint.safetensors"
+    interrupted = network()
+
+    def stop_at_checkpoint(message):
+        if "fine-tune 15/" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune_on_windows(interrupted, list(interrupted.parameters()), records, windows, TUNE, three_channel_inputs,
+                            checkpoint, log=stop_at_checkpoint, augment=shuffled)
+    resumed = network()
+    finetune_on_windows(resumed, list(resumed.parameters()), records, windows, TUNE, three_channel_inputs, checkpoint,
+                        log=lambda m: None, augment=shuffled)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

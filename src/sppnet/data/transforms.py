@@ -118,9 +118,10 @@ def random_right_angle(image: torch.Tensor, generator: torch.Generator | None = 
 
 
 def random_channel_order(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``image``'s colour channels in a random order (uniform over the six),
-    for classes whose colour says nothing about what they are."""
-    return image[torch.randperm(3, generator=generator)]
+    """``image``'s colour channels (``[..., 3, H, W]``: one image or a batch,
+    all in the same order) in a random order (uniform over the six), for
+    classes whose colour says nothing about what they are."""
+    return image[..., torch.randperm(3, generator=generator), :, :]
 
 
 def crop(image: torch.Tensor, box: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ from torch import nn
 from sppnet.data.images import load_image
 from sppnet.proposals import ProposalSettings
 from sppnet.data.records import DetectionDataset, ImageRecord
-from sppnet.data.transforms import to_tensor
+from sppnet.data.transforms import random_channel_order, to_tensor
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
@@ -76,6 +76,10 @@ class RCNNFinetuneConfig(WindowFinetuneConfig):
     # bounded. R-CNN took every window below fg_threshold as background
     # (bg_low 0.0).
     train_conv: bool = True  # R-CNN fine-tunes the whole network; False: fc6, fc7, fc8 only (as SPP-net)
+    # Each image's warped windows with their colour channels in one random order
+    # (data.transforms.random_channel_order), as Fast R-CNN's train.channel_order
+    # shuffles its whole training images.
+    channel_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,8 @@ def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, conf
         parameter.requires_grad_(tune.train_conv)
     try:
         finetune_on_windows(network, [p for p in network.parameters() if p.requires_grad], train.images, windows,
-                            tune, warped_windows, checkpoint, log, lambda: _train_mode(network, tune.train_conv))
+                            tune, warped_windows, checkpoint, log, lambda: _train_mode(network, tune.train_conv),
+                            augment=random_channel_order if tune.channel_order else None)
     finally:
         for parameter in network.parameters():
             parameter.requires_grad_(True)

@@ -84,13 +84,17 @@ def finetune_on_windows(
     network: nn.Module, parameters: Sequence[nn.Parameter], records: Sequence[ImageRecord],
     windows: dict[str, LabelledWindows], tune: WindowFinetuneConfig, window_inputs: WindowInputs,
     checkpoint_path: Path | None, log=print, train_mode: Callable[[], None] | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> None:
     """SGD on (K+1)-way cross-entropy of ``network(window_inputs(...))``:
     each iteration draws ``images_per_batch`` images, then up to
     ``fg_fraction`` foreground and the rest background windows from each.
     Checkpoints go to ``checkpoint_path`` (None: no checkpoints), and
     training continues from there when it exists. ``train_mode`` puts
-    the network in training mode (default ``network.train()``)."""
+    the network in training mode (default ``network.train()``). ``augment``
+    (None: none) maps each image's window inputs to new ones with the sampling
+    generator, so its draws are checkpointed with the rest; it draws only when
+    given, so runs without it keep their draws."""
     generator = torch.Generator().manual_seed(tune.seed)  # images, windows, flips
     torch.manual_seed(tune.seed)  # dropout
     optimizer = torch.optim.SGD(parameters, lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
@@ -127,7 +131,8 @@ def finetune_on_windows(
             if len(picked) == 0:
                 continue
             flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
-            inputs.append(window_inputs(record, labelled.boxes[picked], flipped))
+            batch = window_inputs(record, labelled.boxes[picked], flipped)
+            inputs.append(augment(batch, generator) if augment is not None else batch)
             labels.append(labelled.labels[picked])
         done = iteration + 1
         if inputs:
