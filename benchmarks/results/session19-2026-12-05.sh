@@ -10,7 +10,8 @@
 # preset runs and session 18's step 8); step 6: SPP-net at window_target 160 trained at its four
 # test scales (train_scales 192-1024), fine-tuning seed 0; step 7: benchmarks/ablations.py on
 # step 3's runs (fine-tuning seed 0), the Fast R-CNN rows at window_target 160, R-CNN's preset runs
-# RCNN_RUNS ('{seed}' for the set).
+# RCNN_RUNS ('{seed}' for the set); step 8: SPP-net (step 3, fine-tuning seed 0) combined with
+# R-CNN (step 5, seed 0), two models of different trunks as the paper's combination.
 # Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N, 300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 RUNS18=dir OUT=dir bash benchmarks/results/session19-2026-12-05.sh [steps]
 # RUNS18: session 18's OUT (benchmarks/results/session18-2026-12-05.sh): step3/set-N/work/
@@ -18,7 +19,7 @@
 # trunk SPP-net's preset trains on, step6/set-N/fr-seed1 the Fast R-CNN preset with train.seed=1.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-STEPS=${1:-1 2 3 4 5 6 7}
+STEPS=${1:-1 2 3 4 5 6 7 8}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
@@ -72,6 +73,9 @@ for step in $STEPS; do
           $PY benchmarks/ablations.py "$OUT/step7/abl" --data-root "$OUT/abl-data" \
             --sppnet-runs "$OUT/step3/set-{seed}/spp-wt160-fs0" --rcnn-runs "$RCNN_RUNS" | tail -12
         fi ;;
+    8)  # SPP-net + R-CNN: NMS over the union of both runs' detections
+        $PY -m sppnet eval detect --run "$OUT/step3/set-$s/spp-wt160-fs0" --combine "$OUT/step5/set-$s/rcnn-co-fs0" \
+          --data "$D" --split test --results "$R/spp-rcnn" --json "$R/spp-rcnn.json" | tail -1 ;;
     esac
   done
 done

@@ -57,7 +57,8 @@ class DemoConfig:
     # detection training images. Seeds 0-2: SPP-net 74.9 / 73.1 / 66.3 mAP against
     # 67.9 / 71.4 / 64.3 without; the demo takes 222 s instead of 169 s (seed 0).
     # With the Fast R-CNN preset's max_side 2000 (session 18; it trains the wider
-    # images at 640 uncapped): 70.5 / 75.2 / 71.3, 199-203 s.
+    # images at 640 uncapped): 70.5 / 75.2 / 71.3, 199-203 s. With SPP-net's
+    # window target 160 (session 19): 84.9 / 81.3 / 75.6, 214-218 s.
     # The warm-up: without it seed 2's Fast R-CNN collapsed to the class prior at
     # lr 0.01 and its trunk with it (6.3 mAP; benchmarks/RESULTS.md, session 17).
     # 0: no in-context stage. Only the trunk is handed over (measured so; the
