@@ -11,7 +11,8 @@
 # test scales (train_scales 192-1024), fine-tuning seed 0; step 7: benchmarks/ablations.py on
 # step 3's runs (fine-tuning seed 0), the Fast R-CNN rows at window_target 160, R-CNN's preset runs
 # RCNN_RUNS ('{seed}' for the set); step 8: SPP-net (step 3, fine-tuning seed 0) combined with
-# R-CNN (step 5, seed 0), two models of different trunks as the paper's combination.
+# R-CNN (step 5, seed 0), two models of different trunks as the paper's combination; step 9:
+# SPP-net's preset at window_target 128 and 192 (fine-tuning seed 0), either side of 160.
 # Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N, 300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 RUNS18=dir OUT=dir bash benchmarks/results/session19-2026-12-05.sh [steps]
 # RUNS18: session 18's OUT (benchmarks/results/session18-2026-12-05.sh): step3/set-N/work/
@@ -19,7 +20,7 @@
 # trunk SPP-net's preset trains on, step6/set-N/fr-seed1 the Fast R-CNN preset with train.seed=1.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
-STEPS=${1:-1 2 3 4 5 6 7 8}
+STEPS=${1:-1 2 3 4 5 6 7 8 9}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY - "$1" "$2" "$3" "$4" <<'PY'
@@ -76,6 +77,12 @@ for step in $STEPS; do
     8)  # SPP-net + R-CNN: NMS over the union of both runs' detections
         $PY -m sppnet eval detect --run "$OUT/step3/set-$s/spp-wt160-fs0" --combine "$OUT/step5/set-$s/rcnn-co-fs0" \
           --data "$D" --split test --results "$R/spp-rcnn" --json "$R/spp-rcnn.json" | tail -1 ;;
+    9)  # SPP-net's preset at window targets either side of 160
+        for wt in 128 192; do
+          $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp-wt$wt" \
+            --backbone "$RUNS18/step3/set-$s/seed-0/run/pretrain" --set window_target=$wt > "$R/spp-wt$wt.log" 2>&1
+          $PY -m sppnet eval detect --run "$R/spp-wt$wt" --data "$D" --split test --json "$R/spp-wt$wt.json" | tail -1
+        done ;;
     esac
   done
 done
