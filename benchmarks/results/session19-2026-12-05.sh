@@ -15,6 +15,8 @@
 # SPP-net's preset at window_target 128 and 192 (fine-tuning seed 0), either side of 160.
 # Held-out sets: session 14's (benchmarks/heldout_set.py OUT --seed N, 300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 RUNS18=dir OUT=dir bash benchmarks/results/session19-2026-12-05.sh [steps]
+# (step 7 also RCNN_RUNS='OUT/step5/set-{seed}/rcnn-co-fs0'; step 5 SEEDS='0 1' by default; steps 1-2
+# WTS='96 ...' to re-test only some targets)
 # RUNS18: session 18's OUT (benchmarks/results/session18-2026-12-05.sh): step3/set-N/work/
 # pretrain-context-fast-rcnn is the Fast R-CNN preset's run, step3/set-N/seed-0/run/pretrain the
 # trunk SPP-net's preset trains on, step6/set-N/fr-seed1 the Fast R-CNN preset with train.seed=1.
