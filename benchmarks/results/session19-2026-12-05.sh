@@ -4,7 +4,8 @@
 # squared). Step 1: Fast R-CNN's preset runs of session 18 (training seed 0) re-tested at other
 # targets; step 2: the same for its training-seed-1 runs; step 3: SPP-net's preset retrained at
 # window_target 160 (its fine-tuning features, SVMs and test are pooled at that target) on
-# session 18's trunks, fine-tuning seeds 0-2; step 4: error analysis of Fast R-CNN at 96 and 160;
+# session 18's trunks, fine-tuning seeds 0-2; step 4: error analysis of Fast R-CNN at 96 and 160 (and of
+# SPP-net at 96 and 160, R-CNN with step 5's channel order);
 # step 5: R-CNN's preset with finetune.channel_order (each image's warped windows in a random
 # colour-channel order), fine-tuning seeds 0 and 1 (the same seeds' runs without it: session 16's
 # preset runs and session 18's step 8); step 6: SPP-net at window_target 160 trained at its four
@@ -55,7 +56,11 @@ for step in $STEPS; do
     4)  # error analysis of step 1's tests at 96 and 160 (AP by object size and class)
         for wt in 96 160; do
           $PY -m sppnet analyze --data "$D" --split test --results "$OUT/step1/set-$s/wt$wt/results-view" --out "$R/wt$wt" --top-fp 3 | tail -6
-        done ;;
+        done
+        # and SPP-net before (session 18's preset run) and after (step 3, seed 0), R-CNN of step 5 (seed 0)
+        $PY -m sppnet analyze --data "$D" --split test --results "$RUNS18/step3/set-$s/spp/results-test" --out "$R/spp96" --top-fp 3 | tail -1
+        $PY -m sppnet analyze --data "$D" --split test --results "$OUT/step3/set-$s/spp-wt160-fs0/results-test" --out "$R/spp160" --top-fp 3 | tail -1
+        $PY -m sppnet analyze --data "$D" --split test --results "$OUT/step5/set-$s/rcnn-co-fs0/results-test" --out "$R/rcnn-co" --top-fp 3 | tail -1 ;;
     5)  # R-CNN's preset with the channel order of its fine-tuning windows, fine-tuning seeds 0 and 1
         for fs in ${SEEDS:-0 1}; do
           $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn-co-fs$fs" --backbone "$GEN" \
