@@ -16,15 +16,7 @@ PY=${PY:-.venv/bin/python}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
 STEPS=${1:-1 2 3 4 5 6 7 8}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
-  $PY - "$1" "$2" "$3" "$4" <<'PY'
-import sys
-from pathlib import Path
-import yaml
-sys.path.insert(0, "benchmarks")
-from ablations import evaluate, view
-run, data, out, edits = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), yaml.safe_load(sys.argv[4])
-print(sys.argv[4], round(100 * evaluate(view(run, out / "view", edits), data, out, "view", [])["map"], 1), flush=True)
-PY
+  $PY benchmarks/retest.py "$@"
 }
 for step in $STEPS; do
   for s in 0 1 2; do
