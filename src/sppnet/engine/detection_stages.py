@@ -62,9 +62,15 @@ class TestConfig:
     # Flip testing: each window is also scored in the mirrored image; the two
     # scores are averaged before NMS and the two regressed boxes after it.
     flip: bool = False
+    # Gaussian soft-NMS (Bodla et al. 2017): instead of removing the windows
+    # that overlap a kept one by more than nms, their scores are multiplied by
+    # exp(-IoU^2 / nms_sigma). None: NMS at nms.
+    nms_sigma: float | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        if self.nms_sigma is not None and not self.nms_sigma > 0:
+            raise ValueError(f"test.nms_sigma must be > 0 or null, got {self.nms_sigma}")
         if self.scorer is not None:
             check_scorer(self.scorer)
 
@@ -200,6 +206,7 @@ class RunDetector:
     def __post_init__(self) -> None:
         self.set_precision(self.config.test.precision)
         self.set_flip(self.config.test.flip)
+        self.model.nms_sigma = self.config.test.nms_sigma
 
     def set_precision(self, precision: str) -> None:
         self.model.set_precision(precision)

@@ -310,8 +310,15 @@ class BoxCoder:
         return out.reshape(deltas.shape).to(out_dtype)
 
 
-def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int):
+def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int,
+              soft_sigma: float | None = None):
     """Per-class NMS over R windows and K object classes.
+
+    ``soft_sigma``: Gaussian soft-NMS (Bodla et al. 2017) instead of removing
+    the windows that overlap a kept one by more than ``iou_threshold``
+    (which it does not read): each kept window multiplies the scores of the
+    class's remaining windows by exp(-IoU^2 / soft_sigma), and the returned
+    scores are the decayed ones.
 
     ``boxes`` (R, 4) shared by all classes or (R, K, 4) per class; ``scores``
     (R, K), column k for class k + 1. Keeps at most ``top_k`` per class.
@@ -352,9 +359,38 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, t
         return empty, empty.clone(), boxes.new_zeros((0, 4)), scores.new_zeros((0,))
     if boxes.dim() == 2:
         boxes = boxes[:, None, :].expand(num_windows, num_classes, 4)
+    if soft_sigma is not None:
+        if not float(soft_sigma) > 0:
+            raise ValueError(f"class_nms: soft_sigma must be > 0 or None, got {soft_sigma!r}")
+        return _soft_class_nms(boxes, scores, float(soft_sigma), top_k)
     all_boxes = boxes.reshape(-1, 4)
     all_labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(num_windows)
     all_scores = scores.reshape(-1)
     keep = batched_nms(all_boxes.float(), all_scores.float(), all_labels, threshold)
     keep = torch.cat([keep[all_labels[keep] == c][:top_k] for c in range(1, num_classes + 1)])
     return keep // num_classes, all_labels[keep], all_boxes[keep], all_scores[keep]
+
+
+def _soft_class_nms(boxes: Tensor, scores: Tensor, sigma: float, top_k: int):
+    """``class_nms`` with Gaussian soft-NMS; ``boxes`` (R, K, 4)."""
+    windows, labels, kept_boxes, kept_scores = [], [], [], []
+    for k in range(scores.shape[1]):
+        remaining = torch.arange(scores.shape[0], device=scores.device)
+        class_boxes, class_scores = boxes[:, k].float(), scores[:, k].float().clone()
+        for _ in range(min(top_k, scores.shape[0])):
+            best = int(class_scores[remaining].argmax())
+            window = remaining[best]
+            windows.append(window)
+            kept_scores.append(class_scores[window])
+            remaining = torch.cat([remaining[:best], remaining[best + 1:]])
+            if len(remaining) == 0:
+                break
+            overlap = box_iou(class_boxes[window][None], class_boxes[remaining])[0]
+            class_scores[remaining] *= torch.exp(-overlap * overlap / sigma)
+        labels.extend([k + 1] * (len(windows) - len(labels)))
+    if not windows:
+        empty = torch.zeros(0, dtype=torch.int64, device=scores.device)
+        return empty, empty.clone(), boxes.new_zeros((0, 4)), scores.new_zeros((0,))
+    window = torch.stack(windows)
+    label = torch.tensor(labels, dtype=torch.int64, device=scores.device)
+    return window, label, boxes[window, label - 1], torch.stack(kept_scores).to(scores.dtype)

@@ -183,6 +183,7 @@ class FastRCNN(nn.Module):
         self.box_coder = BoxCoder(stds=tuple(box_stds))
         self.box_weight = box_weight
         self.nms, self.top_k = nms, top_k
+        self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
         self.flip = flip  # flip testing: each RoI also scored in the mirrored image, probabilities and boxes averaged
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
@@ -339,7 +340,8 @@ class FastRCNN(nn.Module):
             probabilities, per_class = self.score(image, boxes)
             with stage(self.timer, "nms"):
                 chosen = per_class[:, 1:] if box_regression else clip_boxes(boxes, tuple(image.shape[-2:]))
-                _, labels, out_boxes, scores = class_nms(chosen, probabilities[:, 1:], self.nms, self.top_k)
+                _, labels, out_boxes, scores = class_nms(chosen, probabilities[:, 1:], self.nms, self.top_k,
+                                                               self.nms_sigma)
             results.append({"boxes": out_boxes, "labels": labels, "scores": scores})
         return results
 

@@ -42,7 +42,8 @@ def empty_detections() -> dict:
 
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int], nms: float, top_k: int,
                 regressors: BoxRegressors | None, regression_features: Callable[[torch.Tensor], torch.Tensor],
-                timer: StageTimer | None = None, mirror: MirrorView | None = None) -> dict:
+                timer: StageTimer | None = None, mirror: MirrorView | None = None,
+                soft_sigma: float | None = None) -> dict:
     """``boxes (R, 4)`` with ``scores (R, K)`` -> ``{"boxes" (D, 4), "labels"
     (D,), "scores" (D,)}``.
 
@@ -50,11 +51,12 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     (their indices into ``boxes``) are passed to ``regression_features`` for
     the features the regressors read (pool5). ``image_size``: (height, width).
     ``mirror``: the windows in the mirrored image too (flip testing).
+    ``soft_sigma``: Gaussian soft-NMS instead of ``nms`` (``class_nms``).
     """
     if mirror is not None:
         scores = (scores + mirror.scores) / 2
     with stage(timer, "nms"):
-        window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k)
+        window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k, soft_sigma)
     if regressors is not None:
         with stage(timer, "classifier"):
             regressed = regressors.apply(regression_features(window), out_boxes, labels)

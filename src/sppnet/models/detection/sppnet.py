@@ -72,6 +72,7 @@ class SPPNet(nn.Module):
         self.regressors = regressors
         self.scales, self.max_side, self.window_target = tuple(scales), max_side, float(window_target)
         self.nms, self.top_k = nms, top_k
+        self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
         self.scorer = check_scorer(scorer)
         self.flip = flip  # flip testing: each window scored in the image and in its mirror (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
@@ -119,7 +120,8 @@ class SPPNet(nn.Module):
             mirror_scores, mirror_pooler = self._scores(mirror_maps, boxes, width)
             mirror = MirrorView(mirror_scores, mirror_pooler.pool, width)
         return postprocess(boxes, scores, image_size, self.nms, self.top_k,
-                           self.regressors if box_regression else None, pooler.pool, self.timer, mirror)
+                           self.regressors if box_regression else None, pooler.pool, self.timer, mirror,
+                           self.nms_sigma)
 
     def _scores(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor,
                 mirror_width: float | None = None) -> tuple[torch.Tensor, WindowPooler]:
