@@ -30,6 +30,7 @@ VOC07 mAP per seed with mean +- std; appends JSON lines to OUT/ablations.jsonl.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -39,11 +40,14 @@ from pathlib import Path
 
 import yaml
 
+from sppnet.engine.detection_stages import TestConfig
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detector_seeds import make_data  # noqa: E402
 
 PRESET_ROW = "SPP-net (preset)"
 # The files a detector run's evaluation reads; a view links them.
+TEST_FIELDS = frozenset(field.name for field in dataclasses.fields(TestConfig))
 RUN_FILES = ("backbone.txt", "classes.txt", "model.safetensors", "finetune.safetensors", "svm.safetensors", "bbox.safetensors", "features")
 
 
@@ -68,8 +72,8 @@ def view(run: Path, folder: Path, test_edits: dict) -> Path:
             link.symlink_to(source)
     config = yaml.safe_load((run / "config.yaml").read_text())
     for key, value in test_edits.items():
-        if key in config.get("test", {}):
-            config["test"][key] = value
+        if key in config.get("test", {}) or key in TEST_FIELDS:  # a test setting newer than the run
+            config.setdefault("test", {})[key] = value
         else:
             config[key] = value
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

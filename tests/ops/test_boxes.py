@@ -282,3 +282,101 @@ def test_mirror_boxes_hand_worked_and_an_involution():
     flipped = image.flip(-1)
     x0, y0, x1, y1 = mirror_boxes(torch.tensor([[10.0, 2.0, 30.0, 6.0]]), 100)[0].int().tolist()
     assert flipped[0, y0:y1, x0:x1].all() and flipped.sum() == image.sum() == (y1 - y0) * (x1 - x0)
+
+
+# ----------------------------------------------------------------------------- soft-NMS and fusion
+def _slow_soft_nms(boxes, scores, sigma, top_k):
+    """Gaussian soft-NMS of one class, one window at a time (Bodla et al.'s algorithm 1)."""
+    remaining = {i: float(s) for i, s in enumerate(scores)}
+    kept = []
+    while remaining and len(kept) < top_k:
+        best = max(remaining, key=lambda i: (remaining[i], -i))
+        kept.append((best, remaining.pop(best)))
+        for i in remaining:
+            overlap = float(torchvision.ops.box_iou(boxes[best][None], boxes[i][None]))
+            remaining[i] *= math.exp(-overlap * overlap / sigma)
+    return kept
+
+
+def test_soft_nms_hand_worked_and_against_a_slow_loop():
+    boxes = t([[0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]], torch.float32)
+    window, labels, kept_boxes, scores = B.class_nms(boxes, t([[0.9], [0.8], [0.5]], torch.float32), 0.3, 10,
+                                                     soft_sigma=0.5)
+    # IoU of the first two is 0.5: 0.8 x exp(-0.25 / 0.5) = 0.485, now below the third's 0.5.
+    assert window.tolist() == [0, 2, 1] and labels.tolist() == [1, 1, 1]
+    assert torch.allclose(scores, t([0.9, 0.5, 0.8 * math.exp(-0.5)], torch.float32))
+    assert torch.equal(kept_boxes, boxes[[0, 2, 1]])
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=generator) * 50
+    per_class = torch.cat([xy, xy + 5 + torch.rand(60, 2, generator=generator) * 30], 1)[:, None].repeat(1, 2, 1)
+    per_class[:, 1] += 3.0  # class 2's boxes are other boxes
+    class_scores = torch.rand(60, 2, generator=generator)
+    window, labels, kept_boxes, scores = B.class_nms(per_class, class_scores, 0.3, 15, soft_sigma=0.3)
+    for label in (1, 2):
+        expected = _slow_soft_nms(per_class[:, label - 1], class_scores[:, label - 1], 0.3, 15)
+        mine = labels == label
+        assert window[mine].tolist() == [i for i, _ in expected]
+        assert torch.allclose(scores[mine], torch.tensor([s for _, s in expected]), atol=1e-6)
+        assert torch.equal(kept_boxes[mine], per_class[window[mine], label - 1])
+    with pytest.raises(ValueError, match="soft_sigma"):
+        B.class_nms(per_class, class_scores, 0.3, 15, soft_sigma=0.0)
+
+
+def test_fuse_detections_hand_worked():
+    boxes = [t([[0, 0, 10, 10], [0, 0, 10, 4]], torch.float32), t([[1, 1, 11, 11], [50, 50, 60, 60]], torch.float32)]
+    scores = [t([0.9, 0.4], torch.float32), t([0.7, 0.6], torch.float32)]
+    labels = [torch.tensor([1, 1]), torch.tensor([1, 2])]
+    fused_boxes, fused_labels, fused_scores = B.fuse_detections(boxes, scores, labels)
+    # Both models found the first object (IoU 81 / 119 = 0.68): the mean box, (0.9 + 0.7) / 2. The
+    # second box of model 1 overlaps the first cluster at 0.4 < 0.55: alone, half its score; so is
+    # model 2's class-2 box (no class-2 detection of model 1).
+    assert fused_labels.tolist() == [1, 2, 1]
+    assert torch.allclose(fused_scores, t([0.8, 0.3, 0.2], torch.float32))
+    assert torch.allclose(fused_boxes, t([[0.5, 0.5, 10.5, 10.5], [50, 50, 60, 60], [0, 0, 10, 4]], torch.float32))
+    # A model's own detections never fuse with each other, however much they overlap.
+    same = [t([[0, 0, 10, 10], [0, 0, 10, 9]], torch.float32), torch.zeros(0, 4)]
+    _, _, kept = B.fuse_detections(same, [t([0.9, 0.8], torch.float32), torch.zeros(0)],
+                                   [torch.tensor([1, 1]), torch.zeros(0, dtype=torch.long)])
+    assert torch.allclose(kept, t([0.45, 0.4], torch.float32))
+    empty = B.fuse_detections([torch.zeros(0, 4)] * 2, [torch.zeros(0)] * 2, [torch.zeros(0, dtype=torch.long)] * 2)
+    assert [len(x) for x in empty] == [0, 0, 0]
+
+
+def _slow_fusion(boxes, scores, labels, threshold):
+    """Fusion one detection at a time, in plain Python lists."""
+    items = sorted(((float(s), m, [float(v) for v in b], int(c)) for m in range(len(boxes))
+                    for b, s, c in zip(boxes[m], scores[m], labels[m])), key=lambda item: -item[0])
+    clusters = []  # [label, [boxes], summed score, models]
+    for score, model, box, label in items:
+        best, best_overlap = None, threshold
+        for cluster in clusters:
+            if cluster[0] != label or model in cluster[3]:
+                continue
+            mean = torch.tensor(cluster[1]).mean(0)
+            overlap = float(torchvision.ops.box_iou(torch.tensor([box]), mean[None]))
+            if overlap >= best_overlap and (best is None or overlap > best[1]):
+                best, best_overlap = (cluster, overlap), overlap
+        if best is None:
+            clusters.append([label, [box], score, {model}])
+        else:
+            best[0][1].append(box)
+            best[0][2] += score
+            best[0][3].add(model)
+    return sorted(((c[2] / len(boxes), c[0], torch.tensor(c[1]).mean(0).tolist()) for c in clusters),
+                  key=lambda item: -item[0])
+
+
+def test_fuse_detections_matches_a_slow_loop_on_random_detections():
+    generator = torch.Generator().manual_seed(3)
+    boxes, scores, labels = [], [], []
+    for count in (30, 25, 20):  # three models
+        xy = torch.rand(count, 2, generator=generator) * 60
+        boxes.append(torch.cat([xy, xy + 10 + torch.rand(count, 2, generator=generator) * 20], 1))
+        scores.append(torch.rand(count, generator=generator))
+        labels.append(torch.randint(1, 3, (count,), generator=generator))
+    fused_boxes, fused_labels, fused_scores = B.fuse_detections(boxes, scores, labels, 0.5)
+    expected = _slow_fusion(boxes, scores, labels, 0.5)
+    assert len(fused_scores) == len(expected) and len(expected) < 75  # some detections fused
+    assert torch.allclose(fused_scores, torch.tensor([s for s, _, _ in expected]), atol=1e-6)
+    assert fused_labels.tolist() == [c for _, c, _ in expected]
+    assert torch.allclose(fused_boxes, torch.tensor([b for _, _, b in expected]), atol=1e-4)

@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--run", type=Path, default=None,
                         help="a trained detector run (any method): detect, write results, evaluate")
     detect.add_argument("--combine", type=Path, action="append", default=[], metavar="RUN2",
-                        help="combine with another run: NMS over the union of both runs' detections")
+                        help="combine with another run: NMS over the union of both runs' detections (or --combine-by)")
+    detect.add_argument("--combine-by", choices=("nms", "fusion"), default="nms",
+                        help="how --combine joins the runs' detections: nms (the paper's: NMS over their union) or "
+                             "fusion (weighted box fusion: detections the runs share are averaged, box and score, "
+                             "and a detection one run of two misses keeps half its score)")
     detect.add_argument("--no-box-regression", action="store_true")
     detect.add_argument("--scorer", choices=("svm", "softmax"), default=None,
                         help="SPP-net and R-CNN: score windows with the per-class SVMs (default, the papers') or "

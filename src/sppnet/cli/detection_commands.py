@@ -137,7 +137,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
     data_root = dataset_root(args.data)
-    per_class, seconds = detect_dataset(detectors, dataset, data_root, box_regression=not args.no_box_regression)
+    per_class, seconds = detect_dataset(detectors, dataset, data_root, box_regression=not args.no_box_regression,
+                                        combine_by=args.combine_by)
     results = args.results or Path(args.run) / f"results-{args.split}"
     write_voc_results(per_class, dataset.classes, dataset.split, results)
     plot = args.plot or (Path(args.json).with_suffix(".png") if args.json else None)

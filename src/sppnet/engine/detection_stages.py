@@ -30,7 +30,7 @@ from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors, fit_
 from sppnet.models.scoring import check_scorer
 from sppnet.models.svm import HardNegativeMiner, LinearSVMs, SVMConfig, feature_scale
 from sppnet.models.windows import LabelledWindows, label_windows
-from sppnet.ops import batched_nms
+from sppnet.ops import batched_nms, fuse_detections
 from sppnet.timing import StageTimer
 
 __all__ = [
@@ -261,15 +261,19 @@ _DETECTION_BLOCK = 64
 
 
 def detect_dataset(detectors: Sequence[Detector], dataset: DetectionDataset, data_root: Path, log=print,
-                   box_regression: bool | None = None) -> tuple[dict[int, Detections], float]:
+                   box_regression: bool | None = None, combine_by: str = "nms") -> tuple[dict[int, Detections], float]:
     """Detections of every image, per class (for evaluation), and seconds per
     image. Several detectors are combined by NMS over the union of their
-    detections (SPEC section 5, model combination); the first detector's
+    detections (``combine_by="nms"``: SPEC section 5, the paper's model
+    combination) or by fusing the detections they share (``"fusion"``:
+    ``fuse_detections``, weighted box fusion); the first detector's
     proposals are used by all.
 
     Streams over the images: each image's proposals are read from the cache
     when it is detected, and only its detections are kept (the evaluation
     needs all of them)."""
+    if combine_by not in ("nms", "fusion"):
+        raise ValueError(f"combine_by must be 'nms' or 'fusion', got {combine_by!r}")
     first = detectors[0]
     proposals = dataset_proposals(dataset, first.proposal_config, data_root, log)  # read from disk image by image
     per_class: dict[int, tuple[list, list, list]] = {c: ([], [], []) for c in range(1, dataset.num_classes)}
@@ -286,7 +290,10 @@ def detect_dataset(detectors: Sequence[Detector], dataset: DetectionDataset, dat
         boxes = torch.cat([o["boxes"] for o in outputs])
         labels = torch.cat([o["labels"] for o in outputs])
         scores = torch.cat([o["scores"] for o in outputs])
-        if len(detectors) > 1:
+        if len(detectors) > 1 and combine_by == "fusion":
+            boxes, labels, scores = fuse_detections([o["boxes"] for o in outputs], [o["scores"] for o in outputs],
+                                                    [o["labels"] for o in outputs])
+        elif len(detectors) > 1:
             keep = batched_nms(boxes, scores, labels, first.test.nms)
             boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
         for label in range(1, dataset.num_classes):

@@ -52,6 +52,7 @@ __all__ = [
     "check_boxes",
     "clip_boxes",
     "clip_boxes_to_image",
+    "fuse_detections",
     "mirror_boxes",
     "nms",
     "remove_small_boxes",
@@ -394,3 +395,54 @@ def _soft_class_nms(boxes: Tensor, scores: Tensor, sigma: float, top_k: int):
     window = torch.stack(windows)
     label = torch.tensor(labels, dtype=torch.int64, device=scores.device)
     return window, label, boxes[window, label - 1], torch.stack(kept_scores).to(scores.dtype)
+
+
+def fuse_detections(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequence[Tensor],
+                    iou_threshold: float = 0.55) -> tuple[Tensor, Tensor, Tensor]:
+    """Weighted box fusion (Solovyev et al. 2019) of M models' detections of
+    one image: ``boxes[m]`` (D_m, 4), ``scores[m]`` (D_m,), ``labels[m]``
+    (D_m,). Per class, in decreasing score, each detection joins the cluster
+    whose fused box it overlaps most, at IoU >= ``iou_threshold``, among those
+    holding no detection of its own model yet (each model's own NMS stands),
+    or starts one. A cluster's box is its members' mean (not weighted by
+    score, as WBF's is, so that scores of any sign fuse: SVM margins too), its
+    score their summed score over M: found by one model of two, a detection
+    keeps half its score. Returns ``(boxes (F, 4), labels (F,), scores (F,))``,
+    by decreasing score."""
+    models = len(boxes)
+    all_boxes = torch.cat([b.float().reshape(-1, 4) for b in boxes])
+    all_scores = torch.cat([s.float().reshape(-1) for s in scores])
+    all_labels = torch.cat([label.reshape(-1) for label in labels])
+    model_of = torch.cat([torch.full((len(s.reshape(-1)),), m, dtype=torch.long) for m, s in enumerate(scores)])
+    out_boxes, out_labels, out_scores = [], [], []
+    for label in all_labels.unique().tolist():
+        chosen = (all_labels == label).nonzero().flatten()
+        chosen = chosen[all_scores[chosen].argsort(descending=True, stable=True)]
+        summed = torch.zeros(len(chosen), 4)  # per cluster: the sum of its boxes and of its scores, its models
+        totals = torch.zeros(len(chosen))
+        members = torch.zeros(len(chosen), models, dtype=torch.bool)
+        clusters = 0
+        for index in chosen.tolist():
+            box, score, model = all_boxes[index], all_scores[index], int(model_of[index])
+            target = -1
+            if clusters:
+                fused = summed[:clusters] / members[:clusters].sum(1, keepdim=True)
+                overlap = box_iou(box[None], fused)[0]
+                overlap[members[:clusters, model]] = -1.0
+                best = int(overlap.argmax())
+                if float(overlap[best]) >= iou_threshold:
+                    target = best
+            if target < 0:
+                target, clusters = clusters, clusters + 1
+            summed[target] += box
+            totals[target] += score
+            members[target, model] = True
+        if clusters:
+            out_boxes.append(summed[:clusters] / members[:clusters].sum(1, keepdim=True))
+            out_scores.append(totals[:clusters] / models)
+            out_labels.append(torch.full((clusters,), label, dtype=all_labels.dtype))
+    if not out_boxes:
+        return torch.zeros(0, 4), all_labels.new_zeros(0), torch.zeros(0)
+    fused_scores = torch.cat(out_scores)
+    order = fused_scores.argsort(descending=True, stable=True)
+    return torch.cat(out_boxes)[order], torch.cat(out_labels)[order], fused_scores[order]
