@@ -14,8 +14,10 @@ and a copy of its config.yaml with one test setting changed.
 | SPP-net, no box regression | ``--no-box-regression`` | with >= without |
 | SPP-net, SVMs | ``--scorer svm`` (the preset scores with the softmax) | SVMs >= softmax (R-CNN) |
 | Fast R-CNN | the run's ``pretrain-context-fast-rcnn`` | Fast R-CNN >= SPP-net |
-| SPP-net + Fast R-CNN combined | ``--combine`` | combined >= the better one |
+| SPP-net + Fast R-CNN combined | ``--combine`` (NMS over the union, the paper's) | combined >= the better one |
+| SPP-net + Fast R-CNN fused | ``--combine --combine-by fusion`` (weighted box fusion) | as combined |
 | R-CNN | its own run (trained here unless given) | SPP-net within 2 points |
+| SPP-net + R-CNN fused | ``--combine RCNN --combine-by fusion`` | as combined |
 
 The classification ablations (SPP vs no SPP, single- vs multi-size, the
 test views) are ``benchmarks/classification.py``.
@@ -122,12 +124,14 @@ def seed_rows(args: argparse.Namespace, seed: int) -> dict[str, float]:
         "SPP-net, SVMs": (spp_run, ["--scorer", "svm"]),
         "Fast R-CNN": (context, []),
         "SPP-net + Fast R-CNN combined": (spp_run, ["--combine", str(context)]),
+        "SPP-net + Fast R-CNN fused": (spp_run, ["--combine", str(context), "--combine-by", "fusion"]),
     }
     if not args.no_rcnn:
         rcnn_run = Path(args.rcnn_runs.format(seed=seed)) if args.rcnn_runs else folder / "rcnn"
         if not args.rcnn_runs:
             train("rcnn", data, rcnn_run, folder / "rcnn-train.log")
         rows["R-CNN"] = (rcnn_run, [])
+        rows["SPP-net + R-CNN fused"] = (spp_run, ["--combine", str(rcnn_run), "--combine-by", "fusion"])
     maps = {}
     for name, (run, extra) in rows.items():
         if not (run / "config.yaml").is_file():

@@ -9,13 +9,16 @@
 # in-context stage, set 0 only; step 5: SPP-net with scale views, a scratch patch
 # (sppnet-scale-views-2026-12-06.patch: its test averages the scores of the targets in
 # HACK_TARGETS, its fine-tuning pools alternate windows at the targets in HACK_TRAIN_TARGETS),
-# applied in a git worktree, set 0 only.
+# applied in a git worktree, set 0 only; step 6: step 1's runs re-tested with Gaussian soft-NMS
+# (test.nms_sigma 0.5); step 7: the R-CNN preset (fine-tuning seed 0); step 8: model combination,
+# NMS over the union (the paper's) and weighted box fusion (--combine-by fusion), of SPP-net with
+# its Fast R-CNN stage (step 1) and with R-CNN (step 7).
 # Held-out sets: benchmarks/heldout_set.py DATA/det-N --seed N (300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 OUT=dir bash benchmarks/results/session20-2026-12-06.sh [steps]
 # (SETS='0 1 2' by default; SPREADS='1.12 1.26 1.41' for steps 2-3)
 set -euo pipefail
 PY=${PY:-$PWD/.venv/bin/python}
-STEPS=${1:-1 2 3 4 5}
+STEPS=${1:-1 2 3 4 5 6 7 8}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY benchmarks/retest.py "$@"
@@ -63,6 +66,21 @@ EOF
           --data "$D" --out "$R/spp-tt" --backbone "$SPP/pretrain-context" > "$R/spp-tt.log" 2>&1)
         for t in 160 127,202; do
           (cd "$WT" && HACK_TARGETS=$t PYTHONPATH="$WT/src" $PY benchmarks/retest.py "$R/spp-tt" "$D" "$R/spp-tt-$t" '{}')
+        done ;;
+    6)  # Gaussian soft-NMS instead of NMS at 0.3
+        for run in fr:spp/pretrain-context-fast-rcnn spp:spp; do
+          retest "$OUT/step1/set-$s/${run#*:}" "$D" "$R/${run%%:*}-sigma0.5" '{nms_sigma: 0.5}'
+        done ;;
+    7)  # the R-CNN preset as a user runs it
+        $PY -m sppnet train detect --method rcnn --data "$D" --out "$R/rcnn" > "$R/rcnn.log" 2>&1
+        $PY -m sppnet eval detect --run "$R/rcnn" --data "$D" --split test --json "$R/rcnn.json" | tail -1 ;;
+    8)  # two models combined: SPP-net with its Fast R-CNN stage (one trunk) and with R-CNN
+        SPP="$OUT/step1/set-$s/spp"
+        for other in fr:$SPP/pretrain-context-fast-rcnn rcnn:$OUT/step7/set-$s/rcnn; do
+          for by in nms fusion; do
+            $PY -m sppnet eval detect --run "$SPP" --combine "${other#*:}" --combine-by $by --data "$D" --split test \
+              --results "$R/spp-${other%%:*}-$by" --json "$R/spp-${other%%:*}-$by.json" | tail -1
+          done
         done ;;
     esac
   done
