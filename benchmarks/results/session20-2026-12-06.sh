@@ -81,7 +81,10 @@ EOF
             $PY -m sppnet eval detect --run "$SPP" --combine "${other#*:}" --combine-by $by --data "$D" --split test \
               --results "$R/spp-${other%%:*}-$by" --json "$R/spp-${other%%:*}-$by.json" | tail -1
           done
-        done ;;
+        done
+        # all three, fused
+        $PY -m sppnet eval detect --run "$SPP" --combine "$SPP/pretrain-context-fast-rcnn" --combine "$OUT/step7/set-$s/rcnn" \
+          --combine-by fusion --data "$D" --split test --results "$R/all-fusion" --json "$R/all-fusion.json" | tail -1 ;;
     esac
   done
 done
