@@ -374,7 +374,7 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, t
 
 def _soft_class_nms(boxes: Tensor, scores: Tensor, sigma: float, top_k: int):
     """``class_nms`` with Gaussian soft-NMS; ``boxes`` (R, K, 4)."""
-    windows, labels, kept_boxes, kept_scores = [], [], [], []
+    windows, labels, kept_scores = [], [], []
     for k in range(scores.shape[1]):
         remaining = torch.arange(scores.shape[0], device=scores.device)
         class_boxes, class_scores = boxes[:, k].float(), scores[:, k].float().clone()
