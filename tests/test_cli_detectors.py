@@ -24,6 +24,11 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(out),
                      "--precision", precision]) == 0
         assert 0.0 <= json.loads(out.read_text())["map"] <= 1.0
+    # A run fused with itself is the run: each detection meets its twin (IoU 1), (s + s) / 2 = s.
+    fused = tmp_path / "eval-fused.json"
+    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(fused),
+                 "--combine", str(run), "--combine-by", "fusion", "--results", str(tmp_path / "fused")]) == 0
+    assert json.loads(fused.read_text())["map"] == json.loads((tmp_path / "eval-fp32.json").read_text())["map"]
     flipped = tmp_path / "eval-flip.json"  # flip testing, whatever the run's config says
     assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(flipped),
                  "--flip", "on", "--results", str(tmp_path / "flip")]) == 0
