@@ -10,7 +10,6 @@ from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import (
     FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, load_head_fc, sample_rois, smooth_l1,
 )
-from sppnet.models.windows import view_targets
 from sppnet.ops import BoxCoder, box_iou, mirror_boxes
 from tests.mirror import assert_mirror_symmetric
 
@@ -246,24 +245,6 @@ def test_flip_testing_averages_each_rois_outputs_over_the_image_and_its_mirror()
     out = model([image], [integer])[0]
     mirrored = model([image.flip(-1)], [mirror_boxes(integer, width)])[0]
     assert_mirror_symmetric(out, mirrored, width, atol=1e-4)
-
-
-def test_window_spread_averages_each_rois_outputs_over_two_window_targets():
-    assert view_targets(160.0) == (160.0,)
-    assert view_targets(160.0, 1.25) == (128.0, 200.0)
-    with pytest.raises(ValueError, match="window_spread"):
-        view_targets(160.0, 0.8)
-    model = _tiny_fast_rcnn(scales=(64, 128)).eval()  # 90 x 120 image: RoIs of 16-100 px
-    image, proposals, _ = _image_and_targets()
-    views = []
-    for target in (32.0, 72.0):
-        model.window_target = target
-        views.append(model.score(image, proposals))
-    assert not torch.allclose(views[0][0], views[1][0]), "the two targets must pool some RoIs at other scales"
-    model.window_target, model.window_spread = 48.0, 1.5
-    probabilities, per_class = model.score(image, proposals)
-    torch.testing.assert_close(probabilities, (views[0][0] + views[1][0]) / 2)
-    torch.testing.assert_close(per_class, (views[0][1] + views[1][1]) / 2)
 
 
 def test_head_fc_loaded_into_a_pyramid_classifier_computes_the_heads_fc7_on_its_levels():

@@ -30,7 +30,6 @@ from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, fc6_for_levels
 from sppnet.models.svd import compress_fc, compressed_ranks
-from sppnet.models.windows import view_targets
 from sppnet.proposals import ProposalSettings
 
 __all__ = ["FastRCNNConfig", "FastRCNNTrainConfig", "FastRCNNDetector", "load_fast_rcnn", "build_fast_rcnn",
@@ -67,16 +66,12 @@ class FastRCNNConfig(ProposalSettings):
     train_scales: tuple[int, ...] | None = None  # None: the test scales; several = multi-scale training
     max_side: int | None = 1000
     window_target: float = 224.0  # multi-scale testing: the scale where a RoI's area is closest to this squared
-    # > 1: each RoI is tested at two views, pooled where it is closest to
-    # window_target / window_spread and x window_spread, outputs averaged (view_targets)
-    window_spread: float = 1.0
     levels: tuple[int, ...] = (6,)  # RoI pooling: (6,) small nets, (7,) VGG16; SPP levels (6, 3, 2, 1) as an option
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: FastRCNNTrainConfig = field(default_factory=FastRCNNTrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
 
     def __post_init__(self) -> None:
-        view_targets(self.window_target, self.window_spread)  # checks the spread
         if self.test.scorer not in (None, "softmax"):
             raise ValueError(f"Fast R-CNN scores with its softmax only; test.scorer must be null or softmax, "
                              f"got {self.test.scorer!r}")
@@ -93,7 +88,7 @@ def build_fast_rcnn(classifier: SPPClassifier, num_classes: int, config: FastRCN
     head = FastRCNNHead(fc6_for_levels(classifier, levels), classifier.fc7, num_classes)
     return FastRCNN(classifier.trunk, head, levels, config.scales, config.max_side, config.train_scales,
                     config.window_target, config.train.sampling, config.train.box_stds, config.train.box_weight,
-                    config.test.nms, config.test.top_k, window_spread=config.window_spread)
+                    config.test.nms, config.test.top_k)
 
 
 @dataclass

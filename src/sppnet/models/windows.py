@@ -18,7 +18,7 @@ from sppnet.fast_path import as_input, autocast
 from sppnet.ops import FeatureGeometry, box_iou, boxes_to_rois, mirror_boxes, roi_spp
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["CachedMap", "image_maps", "one_image_rois", "LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "view_targets", "pool_windows", "cached_window_pooler",
+__all__ = ["CachedMap", "image_maps", "one_image_rois", "LabelledWindows", "WindowPooler", "label_windows", "choose_scales", "pool_windows", "cached_window_pooler",
            "pooled_fc6"]
 
 
@@ -85,17 +85,6 @@ def choose_scales(boxes: torch.Tensor, factors: Sequence[float], target: float =
     heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=1)
     areas = (widths * heights)[:, None] * torch.tensor(factors, dtype=torch.float32)[None, :] ** 2
     return (areas - target * target).abs().argmin(1)
-
-
-def view_targets(target: float, spread: float = 1.0) -> tuple[float, ...]:
-    """The window targets a multi-scale test pools each window at:
-    ``target`` alone, or with ``spread`` > 1 two views, ``target / spread``
-    and ``target * spread`` (each window pooled at the scale where it is
-    closest to each, and the two outputs averaged). A spread of half the
-    pyramid's step puts the two views at the two scales nearest the target."""
-    if not spread >= 1.0:
-        raise ValueError(f"window_spread must be >= 1, got {spread}")
-    return (float(target),) if spread == 1.0 else (target / spread, target * spread)
 
 
 class WindowPooler:

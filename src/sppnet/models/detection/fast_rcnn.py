@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from sppnet.data.transforms import normalise, resize_factor, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.windows import WindowPooler, choose_scales, label_windows, one_image_rois, pooled_fc6, view_targets
+from sppnet.models.windows import WindowPooler, choose_scales, label_windows, one_image_rois, pooled_fc6
 from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
@@ -159,15 +159,13 @@ class FastRCNNHead(nn.Module):
 class FastRCNN(nn.Module):
     """``trunk`` (with ``geometry``), ``head``; ``scales`` are the test
     scales (shorter sides; several = an image pyramid, each RoI pooled at
-    the scale where its area is closest to ``window_target`` squared, or with
-    ``window_spread`` > 1 at two such targets, ``view_targets``),
+    the scale where its area is closest to ``window_target`` squared),
     ``train_scales`` the scales one is drawn from per training image."""
 
     def __init__(self, trunk: nn.Module, head: FastRCNNHead, levels: Sequence[int] = (6,), scales: Sequence[int] = (600,),
                  max_side: int | None = 1000, train_scales: Sequence[int] | None = None, window_target: float = 224.0,
                  sampling: RoISampling = RoISampling(), box_stds: Sequence[float] = FAST_RCNN_STDS,
-                 box_weight: float = 1.0, nms: float = 0.3, top_k: int = 100, flip: bool = False,
-                 window_spread: float = 1.0) -> None:
+                 box_weight: float = 1.0, nms: float = 0.3, top_k: int = 100, flip: bool = False) -> None:
         super().__init__()
         if not scales or any(s < 16 for s in scales):
             raise ValueError(f"scales must be a non-empty list of sides >= 16, got {scales}")
@@ -177,8 +175,6 @@ class FastRCNN(nn.Module):
         self.train_scales = tuple(train_scales or scales)
         self.max_side = max_side
         self.window_target = window_target
-        view_targets(window_target, window_spread)  # checks the spread
-        self.window_spread = window_spread  # test views (view_targets): > 1 pools each RoI at two targets, outputs averaged
         self.sampling = sampling
         self.box_coder = BoxCoder(stds=tuple(box_stds))
         self.box_weight = box_weight
@@ -294,20 +290,14 @@ class FastRCNN(nn.Module):
         with stage(timer, "conv"):
             maps = [self.feature_maps([image], [scale]) for scale in self.scales]
         factors = [factor[0] for _, factor in maps]
-        views = []
-        for target in view_targets(self.window_target, self.window_spread):
-            with stage(timer, "pooling"):
-                pooler = WindowPooler.from_boxes([features for features, _ in maps], factors, boxes,
-                                                 self.trunk.geometry, self.levels, "fast-rcnn", target)
-            hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, timer)  # RoIs pooled and multiplied by fc6 in blocks
-            with stage(timer, "fc"):
-                hidden = self.head.fc7(hidden)
-            with stage(timer, "classifier"):
-                views.append(self.class_outputs(hidden, boxes, tuple(image.shape[-2:])))
-        if len(views) == 1:
-            return views[0]
-        return (sum(probabilities for probabilities, _ in views) / len(views),
-                sum(per_class for _, per_class in views) / len(views))
+        with stage(timer, "pooling"):
+            pooler = WindowPooler.from_boxes([features for features, _ in maps], factors, boxes, self.trunk.geometry,
+                                             self.levels, "fast-rcnn", self.window_target)
+        hidden = pooled_fc6(pooler, self.head.fc6, self.fc6_block, timer)  # RoIs pooled and multiplied by fc6 in blocks
+        with stage(timer, "fc"):
+            hidden = self.head.fc7(hidden)
+        with stage(timer, "classifier"):
+            return self.class_outputs(hidden, boxes, tuple(image.shape[-2:]))
 
     def class_outputs(self, hidden: torch.Tensor, boxes: torch.Tensor, image_size) -> tuple[torch.Tensor, torch.Tensor]:
         """fc7 ``(R, H)`` of windows ``boxes`` -> class probabilities ``(R,
