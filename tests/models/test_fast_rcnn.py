@@ -81,63 +81,6 @@ def test_sampling_ratios_and_overlap_ranges():
     assert bool((labels >= 0).all())
 
 
-def test_sampling_draws_only_eligible_windows():
-    generator = torch.Generator().manual_seed(2)
-    gt = torch.tensor([[50.0, 50.0, 150.0, 150.0], [200.0, 100.0, 240.0, 140.0]])  # 100 and 40 px
-    near = gt.repeat(100, 1) + torch.randn(200, 4, generator=generator) * 3
-    proposals = torch.cat([near, _random_proposals(800, generator)])
-    narrow = lambda windows: (windows[:, 2] - windows[:, 0]) < 70  # noqa: E731
-    boxes, labels, _ = sample_rois(proposals, gt, torch.tensor([1, 2]), 3, RoISampling(), BoxCoder(stds=STDS),
-                                   generator, eligible=narrow)
-    assert 16 < len(boxes) <= 64 and bool(narrow(boxes).all())
-    foreground_gt = box_iou(boxes[labels > 0], gt).argmax(1)
-    assert len(foreground_gt) == 16 and bool((foreground_gt == 1).all())  # the 100-px object is out
-
-
-def test_window_band_hand_worked():
-    # Shorter side 100: train scales 100 and 200 give factors 1 and 2; target 50, band 1.5: sides 33.3-75 qualify.
-    model = _tiny_fast_rcnn()
-    model.train_scales, model.window_target, model.max_side = (100, 200), 50.0, None
-    model.sampling = RoISampling(window_band=1.5)
-    sides = torch.tensor([20.0, 30.0, 35.0, 40.0, 90.0])
-    windows = torch.stack([torch.zeros(5), torch.zeros(5), sides, sides], 1)
-    # side 20: 20 / 40 (40 in band); 30: 30 / 60; 35: 35 / 70 (both); 40: 40 / 80; 90: 90 / 180, in
-    # band at neither, so at the scale where its area is closest to 50 x 50 (8100 vs 32400: the first).
-    assert model.in_window_band(windows, (100, 150), 0).tolist() == [False, False, True, True, True]
-    assert model.in_window_band(windows, (100, 150), 1).tolist() == [True, True, True, False, False]
-    wide = torch.tensor([[0.0, 0.0, 80.0, 5.0]])  # 80 x 5: side 20, as the 20 x 20 square
-    assert model.in_window_band(wide, (100, 150), 1).tolist() == [True]
-    # max_side 250 caps scale 200 on a 100 x 200 image at factor 1.25: a 58-px side becomes 72.5 (in band), not 116.
-    model.max_side = 250
-    square58 = torch.tensor([[0.0, 0.0, 58.0, 58.0]])
-    assert model.in_window_band(square58, (100, 200), 1).tolist() == [True]
-    model.max_side = None
-    assert model.in_window_band(square58, (100, 200), 1).tolist() == [False]
-    with pytest.raises(ValueError, match="window_band"):
-        RoISampling(window_band=0.5)
-
-
-def test_training_pools_only_rois_in_the_window_band_of_the_drawn_scale():
-    model = _tiny_fast_rcnn(scales=(64, 128))
-    model.sampling = RoISampling(rois_per_image=16, window_band=1.25)
-    image, proposals, target = _image_and_targets()  # 90 x 120: factors 64 / 90 and 128 / 90
-    pooled = []
-    original_pool = model.pool
-    model.pool = lambda features, boxes: pooled.append(boxes) or original_pool(features, boxes)
-    factors = (64 / 90, 128 / 90)
-    for seed in range(6):
-        model.losses([image], [proposals], [target], generator=torch.Generator().manual_seed(seed))
-    drawn = set()
-    for (boxes,) in pooled:
-        width = (boxes[:, 2] - boxes[:, 0]).max()
-        # Which scale was drawn: the factor that maps the RoIs back onto the image's windows.
-        scale_index = next(k for k, f in enumerate(factors)
-                           if bool((box_iou(boxes / f, torch.cat([proposals, target["boxes"]])).max(1).values > 0.999).all()))
-        drawn.add(scale_index)
-        assert width > 0 and bool(model.in_window_band(boxes / factors[scale_index], (90, 120), scale_index).all())
-    assert drawn == {0, 1}
-
-
 def _tiny_fast_rcnn(frozen: int = 1, levels=(6,), scales=(96,)) -> FastRCNN:
     torch.manual_seed(0)
     classifier = SPPClassifier(build_backbone("zf5", 0.125), 3, levels=levels, hidden=32, dropout=0.0)

@@ -27,7 +27,6 @@ __all__ = [
     "multi_view_boxes",
     "crop",
     "scale_image",
-    "resize_factor",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -164,14 +163,6 @@ def multi_view_boxes(height: int, width: int, size: int) -> torch.Tensor:
     return _grid_boxes(height, width, size, tuple(rows), tuple(cols))
 
 
-def resize_factor(height: int, width: int, min_side: int, max_side: int | None = None) -> float:
-    """The factor ``scale_image`` resizes a ``height`` x ``width`` image by."""
-    factor = min_side / min(height, width)
-    if max_side is not None and factor * max(height, width) > max_side:
-        factor = max_side / max(height, width)
-    return factor
-
-
 def scale_image(image: torch.Tensor, min_side: int, max_side: int | None = None) -> tuple[torch.Tensor, float]:
     """The one image -> network-input step of the detectors (SPEC sections 3
     and 6): resize ``[3, H, W]`` so that its shorter side is ``min_side``,
@@ -179,7 +170,9 @@ def scale_image(image: torch.Tensor, min_side: int, max_side: int | None = None)
     longer side becomes ``max_side``. Returns the image and the factor that
     maps original pixel coordinates to the resized image's."""
     height, width = image.shape[-2:]
-    factor = resize_factor(height, width, min_side, max_side)
+    factor = min_side / min(height, width)
+    if max_side is not None and factor * max(height, width) > max_side:
+        factor = max_side / max(height, width)
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
     if size != (height, width):
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]

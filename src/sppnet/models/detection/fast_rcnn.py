@@ -21,19 +21,18 @@ network-input step of every detector), RoIs are mapped to cells with the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sppnet.data.transforms import normalise, resize_factor, scale_image
+from sppnet.data.transforms import normalise, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.windows import WindowPooler, choose_scales, label_windows, one_image_rois, pooled_fc6
+from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
 from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
@@ -48,28 +47,13 @@ FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 class RoISampling:
     """Hierarchical sampling (SPEC section 6): per image ``rois_per_image``
     RoIs, at most ``fg_fraction`` of them foreground (IoU >= fg_threshold),
-    the rest background (IoU in [bg_low, bg_high)); ground truth is included.
-
-    ``window_band`` (multi-scale training): a RoI is sampled at the scale
-    drawn for its image only if its side there (square root of its area) is
-    within this factor of the model's ``window_target``, or if the drawn scale
-    is the training scale where its area is closest to ``window_target``
-    squared, so every RoI has a scale it trains at. The multi-scale test pools
-    each RoI at that closest scale, so training then sees a RoI at the sizes
-    the test pools it at, not at every size the drawn scales give it (as
-    SNIP, Singh and Davis 2018, trains each scale on its valid range). None:
-    every RoI at every scale (the Fast R-CNN paper)."""
+    the rest background (IoU in [bg_low, bg_high)); ground truth is included."""
 
     rois_per_image: int = 64
     fg_fraction: float = 0.25
     fg_threshold: float = 0.5
     bg_low: float = 0.1
     bg_high: float = 0.5
-    window_band: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.window_band is not None and not self.window_band >= 1.0:
-            raise ValueError(f"sampling.window_band must be null or >= 1, got {self.window_band}")
 
 
 def smooth_l1(x: torch.Tensor) -> torch.Tensor:
@@ -96,18 +80,13 @@ def fast_rcnn_loss(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels:
 
 def sample_rois(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, num_classes: int,
                 sampling: RoISampling, box_coder: BoxCoder, generator: torch.Generator | None = None,
-                gt_difficult: torch.Tensor | None = None,
-                eligible: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                gt_difficult: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's training RoIs: ``(boxes (S, 4), labels (S,), box targets (S, 4))``
-    with S <= rois_per_image; ground truth boxes join the proposals first.
-    ``eligible`` maps the windows (N, 4) to a bool mask (N,) of those that
-    may be sampled (``FastRCNN.in_window_band``)."""
+    with S <= rois_per_image; ground truth boxes join the proposals first."""
     windows = label_windows(proposals, gt_boxes, gt_labels, num_classes, sampling.fg_threshold,
                             (sampling.bg_low, sampling.bg_high), gt_difficult)
-    usable = eligible(windows.boxes) if eligible is not None else torch.ones(len(windows.labels), dtype=torch.bool)
-    foreground = ((windows.labels > 0) & usable).nonzero().flatten()
-    background = ((windows.labels == 0) & usable).nonzero().flatten()
+    foreground = (windows.labels > 0).nonzero().flatten()
+    background = (windows.labels == 0).nonzero().flatten()
     fg_count = min(len(foreground), round(sampling.rois_per_image * sampling.fg_fraction))
     foreground = foreground[torch.randperm(len(foreground), generator=generator)[:fg_count]]
     background = background[torch.randperm(len(background), generator=generator)[: sampling.rois_per_image - fg_count]]
@@ -238,15 +217,12 @@ class FastRCNN(nn.Module):
         return self.predict(images, proposals)
 
     def losses(self, images, proposals, targets, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        drawn = [int(torch.randint(len(self.train_scales), (1,), generator=generator)) for _ in images]
-        features, factors = self.feature_maps(images, [self.train_scales[k] for k in drawn])
+        scales = [self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=generator))] for _ in images]
+        features, factors = self.feature_maps(images, scales)
         boxes, labels, box_targets = [], [], []
-        for image, image_proposals, target, scale_index, factor in zip(images, proposals, targets, drawn, factors):
-            eligible = None
-            if self.sampling.window_band is not None:
-                eligible = partial(self.in_window_band, image_size=image.shape[-2:], scale_index=scale_index)
+        for image_proposals, target, factor in zip(proposals, targets, factors):
             sampled = sample_rois(_valid(image_proposals), target["boxes"], target["labels"], self.head.num_classes,
-                                  self.sampling, self.box_coder, generator, target.get("difficult"), eligible)
+                                  self.sampling, self.box_coder, generator, target.get("difficult"))
             boxes.append(sampled[0] * factor)
             labels.append(sampled[1])
             box_targets.append(sampled[2])
@@ -255,18 +231,6 @@ class FastRCNN(nn.Module):
         loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_deltas, labels,
                                                    torch.cat(box_targets).to(box_deltas), self.box_weight)
         return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box}
-
-    def in_window_band(self, windows: torch.Tensor, image_size: Sequence[int], scale_index: int) -> torch.Tensor:
-        """Which windows (N, 4) of an image of ``image_size`` (height, width)
-        train at ``train_scales[scale_index]`` under ``sampling.window_band``
-        (``RoISampling``): a bool mask (N,)."""
-        height, width = int(image_size[0]), int(image_size[1])
-        factors = [resize_factor(height, width, scale, self.max_side) for scale in self.train_scales]
-        sides = ((windows[:, 2] - windows[:, 0]).clamp(min=1) * (windows[:, 3] - windows[:, 1]).clamp(min=1)).sqrt()
-        at_scale = sides * factors[scale_index]
-        band = self.sampling.window_band
-        within = (at_scale >= self.window_target / band) & (at_scale <= self.window_target * band)
-        return within | (choose_scales(windows, factors, self.window_target) == scale_index)
 
     @torch.no_grad()
     def score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
