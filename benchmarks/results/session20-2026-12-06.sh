@@ -3,13 +3,14 @@
 # SPP-net preset end to end (generic stage, the in-context Fast R-CNN, which is the Fast R-CNN
 # preset's run, SPP-net's stages) on each held-out set, both tested; step 2: those Fast R-CNN
 # runs re-tested with window_spread (each RoI pooled at two window targets, 160 / spread and
-# 160 x spread, outputs averaged); step 3: the Fast R-CNN preset with train.seed=1, tested the
+# 160 x spread, outputs averaged; fast-rcnn-window-spread-2026-12-06.patch); step 3: the Fast R-CNN preset with train.seed=1, tested the
 # same ways; step 4: Fast R-CNN trained with train.sampling.window_band 1.5 (each RoI trained only
-# at the scales where its side is within 1.5x of window_target, SNIP's valid range), as SPP-net's
-# in-context stage, set 0 only; step 5: SPP-net with scale views, a scratch patch
+# at the scales where its side is within 1.5x of window_target, SNIP's valid range;
+# fast-rcnn-window-band-2026-12-06.patch), as SPP-net's in-context stage, set 0 only; step 5: SPP-net with scale views, a scratch patch
 # (sppnet-scale-views-2026-12-06.patch: its test averages the scores of the targets in
 # HACK_TARGETS, its fine-tuning pools alternate windows at the targets in HACK_TRAIN_TARGETS),
-# applied in a git worktree, set 0 only; step 6: step 1's runs re-tested with Gaussian soft-NMS
+# set 0 only. Steps 2-5 run in a git worktree of HEAD with the three patches applied (OUT/patched):
+# the options measured there did not help and are not in sppnet; step 6: step 1's runs re-tested with Gaussian soft-NMS
 # (test.nms_sigma 0.5); step 7: the R-CNN preset (fine-tuning seed 0); step 8: model combination,
 # NMS over the union (the paper's) and weighted box fusion (--combine-by fusion), of SPP-net with
 # its Fast R-CNN stage (step 1) and with R-CNN (step 7).
@@ -22,6 +23,17 @@ STEPS=${1:-1 2 3 4 5 6 7 8}
 GEN=${GEN:-$(dirname "$(ls -d "${SPPNET_CACHE:-$HOME/.cache/sppnet}"/generic-trunks/*/trunk.safetensors | head -1)")/run}
 retest() {  # the run $1 tested with top-level config edits $4 (YAML mapping) on data $2, into $3
   $PY benchmarks/retest.py "$@"
+}
+RESULTS_DIR="$PWD/benchmarks/results"
+patched() {  # run "$@" in a worktree of HEAD with the session's scratch patches applied
+  local tree="$OUT/patched"
+  if [ ! -d "$tree" ]; then
+    git worktree add -f --detach "$tree" HEAD
+    for patch in fast-rcnn-window-band fast-rcnn-window-spread sppnet-scale-views; do
+      git -C "$tree" apply "$RESULTS_DIR/$patch-2026-12-06.patch"
+    done
+  fi
+  (cd "$tree" && PYTHONPATH="$tree/src" "$@")
 }
 for step in $STEPS; do
   for s in ${SETS:-0 1 2}; do
@@ -39,7 +51,9 @@ for step in $STEPS; do
           $PY -m sppnet train detect --method fast-rcnn --data "$D" --out "$FR" --backbone "$GEN" \
             --set train.seed=1 > "$R/fr-seed1.log" 2>&1
         fi
-        for spread in 1.0 ${SPREADS:-1.12 1.26 1.41}; do retest "$FR" "$D" "$R/spread$spread" "{window_spread: $spread}"; done ;;
+        for spread in 1.0 ${SPREADS:-1.12 1.26 1.41}; do
+          patched $PY benchmarks/retest.py "$FR" "$D" "$R/spread$spread" "{window_spread: $spread}"
+        done ;;
     4)  # the in-context Fast R-CNN trained with window_band 1.5 (a preset file made from the preset)
         BAND="$OUT/fr-band15.yaml"
         $PY - "$BAND" <<'EOF'
@@ -49,23 +63,21 @@ text = preset_path("detect-fast-rcnn-tiny").read_text()
 assert "    bg_high: 0.5\n" in text
 open(sys.argv[1], "w").write(text.replace("    bg_high: 0.5\n", "    bg_high: 0.5\n    window_band: 1.5\n", 1))
 EOF
-        $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" \
+        patched $PY -m sppnet train detect --method sppnet --data "$D" --out "$R/spp" \
           --set pretrain.context_preset="$BAND" > "$R/spp.log" 2>&1
-        $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
-        $PY -m sppnet eval detect --run "$R/spp/pretrain-context-fast-rcnn" --data "$D" --split test \
+        patched $PY -m sppnet eval detect --run "$R/spp" --data "$D" --split test --json "$R/spp.json" | tail -1
+        patched $PY -m sppnet eval detect --run "$R/spp/pretrain-context-fast-rcnn" --data "$D" --split test \
           --json "$R/fr.json" | tail -1 ;;
     5)  # SPP-net with scale views (scratch patch in a worktree): step 1's run re-tested, and its
         # stages retrained on step 1's trunk with fine-tuning windows at both targets
-        WT="$OUT/views-worktree"
-        [ -d "$WT" ] || { git worktree add -f --detach "$WT" HEAD && git -C "$WT" apply "$PWD/benchmarks/results/sppnet-scale-views-2026-12-06.patch"; }
         SPP="$OUT/step1/set-$s/spp"
         for t in 160 127,202 113,160,226 100,160,256; do
-          (cd "$WT" && HACK_TARGETS=$t PYTHONPATH="$WT/src" $PY benchmarks/retest.py "$SPP" "$D" "$R/spp-$t" '{}')
+          HACK_TARGETS=$t patched $PY benchmarks/retest.py "$SPP" "$D" "$R/spp-$t" '{}'
         done
-        (cd "$WT" && HACK_TRAIN_TARGETS=127,202 PYTHONPATH="$WT/src" $PY -m sppnet train detect --method sppnet \
-          --data "$D" --out "$R/spp-tt" --backbone "$SPP/pretrain-context" > "$R/spp-tt.log" 2>&1)
+        HACK_TRAIN_TARGETS=127,202 patched $PY -m sppnet train detect --method sppnet \
+          --data "$D" --out "$R/spp-tt" --backbone "$SPP/pretrain-context" > "$R/spp-tt.log" 2>&1
         for t in 160 127,202; do
-          (cd "$WT" && HACK_TARGETS=$t PYTHONPATH="$WT/src" $PY benchmarks/retest.py "$R/spp-tt" "$D" "$R/spp-tt-$t" '{}')
+          HACK_TARGETS=$t patched $PY benchmarks/retest.py "$R/spp-tt" "$D" "$R/spp-tt-$t" '{}'
         done ;;
     6)  # Gaussian soft-NMS instead of NMS at 0.3
         for run in fr:spp/pretrain-context-fast-rcnn spp:spp; do
