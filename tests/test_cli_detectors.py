@@ -29,6 +29,10 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
     assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(fused),
                  "--combine", str(run), "--combine-by", "fusion", "--results", str(tmp_path / "fused")]) == 0
     assert json.loads(fused.read_text())["map"] == json.loads((tmp_path / "eval-fp32.json").read_text())["map"]
+    capsys.readouterr()
+    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test",
+                 "--combine-by", "fusion"]) == 2
+    assert "needs runs to combine with" in capsys.readouterr().err
     flipped = tmp_path / "eval-flip.json"  # flip testing, whatever the run's config says
     assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(flipped),
                  "--flip", "on", "--results", str(tmp_path / "flip")]) == 0

@@ -340,6 +340,8 @@ def test_fuse_detections_hand_worked():
     assert torch.allclose(kept, t([0.45, 0.4], torch.float32))
     empty = B.fuse_detections([torch.zeros(0, 4)] * 2, [torch.zeros(0)] * 2, [torch.zeros(0, dtype=torch.long)] * 2)
     assert [len(x) for x in empty] == [0, 0, 0]
+    with pytest.raises(ValueError, match="scores must be >= 0"):  # SVM margins: 0 is not "not found"
+        B.fuse_detections(boxes, [t([0.9, -0.4], torch.float32), scores[1]], labels)
 
 
 def _slow_fusion(boxes, scores, labels, threshold):

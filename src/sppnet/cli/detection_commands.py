@@ -121,6 +121,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 
     dataset = open_detection_dataset(args.data, args.split, images=args.images)
     _print_skipped(dataset.skipped)
+    if args.combine_by != "nms" and not args.combine:
+        raise ValueError(f"--combine-by {args.combine_by} needs runs to combine with (--combine RUN2)")
     detectors = [load_detector(run) for run in [args.run, *args.combine]]
     if args.precision:
         for detector in detectors:

@@ -404,14 +404,19 @@ def fuse_detections(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: S
     (D_m,). Per class, in decreasing score, each detection joins the cluster
     whose fused box it overlaps most, at IoU >= ``iou_threshold``, among those
     holding no detection of its own model yet (each model's own NMS stands),
-    or starts one. A cluster's box is its members' mean (not weighted by
-    score, as WBF's is, so that scores of any sign fuse: SVM margins too), its
-    score their summed score over M: found by one model of two, a detection
-    keeps half its score. Returns ``(boxes (F, 4), labels (F,), scores (F,))``,
-    by decreasing score."""
+    or starts one. A cluster's box is its members' mean (WBF weights it by
+    score), its score their summed score over M: a model that misses the
+    object adds 0, so found by one model of two, a detection keeps half its
+    score. That reads scores as probabilities; negative ones (SVM margins,
+    where 0 is the decision boundary, not "not found") raise ``ValueError``.
+    Returns ``(boxes (F, 4), labels (F,), scores (F,))``, by decreasing score."""
     models = len(boxes)
     all_boxes = torch.cat([b.float().reshape(-1, 4) for b in boxes])
     all_scores = torch.cat([s.float().reshape(-1) for s in scores])
+    if len(all_scores) and float(all_scores.min()) < 0:
+        raise ValueError(f"fuse_detections: scores must be >= 0 (probabilities), got {float(all_scores.min()):.4g}: "
+                         "a model that misses a detection adds 0 to its score. Score SVM-scored runs with their "
+                         "softmax (--scorer softmax) or combine them by NMS (--combine-by nms)")
     all_labels = torch.cat([label.reshape(-1) for label in labels])
     model_of = torch.cat([torch.full((len(s.reshape(-1)),), m, dtype=torch.long) for m, s in enumerate(scores)])
     out_boxes, out_labels, out_scores = [], [], []
