@@ -106,3 +106,15 @@ def test_paper_presets_pretrain_with_the_papers_classifier(method):
     assert pretrain.preset == "classify-paper"
     classifier = load_config(_config_class("classify-paper"), pretrain.preset)
     assert (classifier.model.width, classifier.train.crop) == (1.0, 224)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"box_vote": 0.0}, "test.box_vote must be an IoU in"), ({"box_vote": 1.5}, "test.box_vote must be an IoU in"),
+    ({"nms_sigma": 0.0}, "test.nms_sigma must be > 0"),
+])
+def test_detection_test_settings_refuse_values_out_of_range(edit, message):
+    from sppnet.engine.detection_stages import TestConfig
+
+    assert TestConfig(box_vote=0.5).box_vote == 0.5
+    with pytest.raises(ValueError, match=message):
+        TestConfig(**edit)

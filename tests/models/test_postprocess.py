@@ -41,3 +41,24 @@ def test_flip_averaged_scores_decide_what_nms_keeps():
     both = postprocess(boxes, scores, (50, 50), 0.3, 10, None, lambda w: features[w], mirror=mirror)
     assert torch.equal(both["boxes"], boxes[1:])
     torch.testing.assert_close(both["scores"], torch.tensor([0.7]))
+
+
+def test_box_voting_moves_kept_boxes_to_the_weighted_mean_of_regressed_windows():
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 40.0], [12.0, 10.0, 32.0, 40.0], [60.0, 20.0, 90.0, 50.0]])
+    scores = torch.tensor([[0.6], [0.2], [0.5]])
+    features = torch.zeros(3, 3)
+    kwargs = dict(nms=0.3, top_k=10, regressors=_shift_right(0.25), regression_features=lambda w: features[w])
+    plain = postprocess(boxes, scores, (80, 100), **kwargs)
+    # NMS keeps windows 0 and 2, each moved right by 5 and 7.5 (a quarter of its width).
+    torch.testing.assert_close(plain["boxes"], torch.tensor([[15.0, 10.0, 35.0, 40.0], [67.5, 20.0, 97.5, 50.0]]))
+    # Only identical boxes vote at IoU 1: what voting adds (every window regressed at once) changes nothing.
+    torch.testing.assert_close(postprocess(boxes, scores, (80, 100), box_vote=1.0, **kwargs)["boxes"], plain["boxes"])
+    voted = postprocess(boxes, scores, (80, 100), box_vote=0.5, **kwargs)
+    # Window 1, regressed to [17, 10, 37, 40], overlaps window 0's [15, 10, 35, 40] at 18 / 22:
+    # x = (0.6 * 15 + 0.2 * 17) / 0.8 = 15.5; window 2 votes alone.
+    torch.testing.assert_close(voted["boxes"], torch.tensor([[15.5, 10.0, 35.5, 40.0], [67.5, 20.0, 97.5, 50.0]]))
+    torch.testing.assert_close(voted["scores"], plain["scores"])
+    # With flip testing every window's two regressions are averaged, as for the kept ones: back to the windows.
+    mirror = MirrorView(scores, lambda w: features[w], width=100.0)
+    flipped = postprocess(boxes, scores, (80, 100), box_vote=0.5, mirror=mirror, **kwargs)
+    torch.testing.assert_close(flipped["boxes"], torch.tensor([[10.5, 10.0, 30.5, 40.0], [60.0, 20.0, 90.0, 50.0]]))

@@ -382,3 +382,43 @@ def test_fuse_detections_matches_a_slow_loop_on_random_detections():
     assert torch.allclose(fused_scores, torch.tensor([s for s, _, _ in expected]), atol=1e-6)
     assert fused_labels.tolist() == [c for _, c, _ in expected]
     assert torch.allclose(fused_boxes, torch.tensor([b for _, _, b in expected]), atol=1e-4)
+
+
+def test_vote_boxes_hand_worked():
+    kept = t([[0, 0, 10, 10], [50, 50, 60, 60]], torch.float32)
+    labels = torch.tensor([1, 2])
+    candidates = t([[0, 0, 10, 10], [2, 0, 12, 10], [6, 0, 16, 10], [1, 0, 11, 10], [50, 50, 60, 60]],
+                   torch.float32)
+    scores = t([[0.6, 0.0], [0.2, 0.0], [0.9, 0.0], [-0.5, 0.0], [0.0, -0.3]], torch.float32)
+    voted = B.vote_boxes(kept, labels, candidates, scores, 0.5)
+    # Class 1: the kept window itself (0.6) and [2, 0, 12, 10] (IoU 80 / 120, weight 0.2) vote;
+    # [6, 0, 16, 10] overlaps at 40 / 160 < 0.5 and [1, 0, 11, 10] scores below 0: x = 0.2 * 2 / 0.8.
+    # Class 2: no window with a positive score: the box stays.
+    torch.testing.assert_close(voted, t([[0.5, 0, 10.5, 10], [50, 50, 60, 60]], torch.float32))
+    assert B.vote_boxes(kept[:0], labels[:0], candidates, scores).shape == (0, 4)
+    with pytest.raises(ValueError, match="label 3 is not in 1..2"):
+        B.vote_boxes(kept, torch.tensor([1, 3]), candidates, scores)
+    with pytest.raises(ValueError, match="candidate_boxes must have shape"):
+        B.vote_boxes(kept, labels, candidates[:4], scores)
+
+
+def test_vote_boxes_matches_a_slow_loop_with_per_class_boxes():
+    generator = torch.Generator().manual_seed(5)
+    count, classes = 40, 3
+    xy = torch.rand(count, classes, 2, generator=generator) * 50
+    candidates = torch.cat([xy, xy + 10 + torch.rand(count, classes, 2, generator=generator) * 20], 2)
+    scores = torch.rand(count, classes, generator=generator) - 0.2  # some below 0: no vote
+    window, labels, kept, _ = B.class_nms(candidates, scores, 0.3, 10)
+    voted = B.vote_boxes(kept, labels, candidates, scores, 0.5)
+    moved = 0
+    for box, label, out in zip(kept, labels.tolist(), voted):
+        total, summed = 0.0, torch.zeros(4, dtype=torch.float64)
+        for r in range(count):
+            other, weight = candidates[r, label - 1], float(scores[r, label - 1])
+            if weight > 0 and float(torchvision.ops.box_iou(box[None], other[None])) >= 0.5:
+                total += weight
+                summed += weight * other.double()
+        expected = summed / total if total > 0 else box.double()
+        torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=0)
+        moved += not torch.equal(out, box)
+    assert moved > 5  # the comparison covers boxes that voting moved

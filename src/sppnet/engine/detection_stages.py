@@ -66,11 +66,17 @@ class TestConfig:
     # that overlap a kept one by more than nms, their scores are multiplied by
     # exp(-IoU^2 / nms_sigma). None: NMS at nms.
     nms_sigma: float | None = None
+    # Box voting (Gidaris & Komodakis 2015): each kept detection's box becomes
+    # the score-weighted mean of its class's scored (and regressed) windows
+    # that overlap it at IoU >= box_vote (the paper: 0.5). None: off.
+    box_vote: float | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
         if self.nms_sigma is not None and not self.nms_sigma > 0:
             raise ValueError(f"test.nms_sigma must be > 0 or null, got {self.nms_sigma}")
+        if self.box_vote is not None and not 0 < self.box_vote <= 1:
+            raise ValueError(f"test.box_vote must be an IoU in (0, 1] or null, got {self.box_vote}")
         if self.scorer is not None:
             check_scorer(self.scorer)
 
@@ -207,6 +213,7 @@ class RunDetector:
         self.set_precision(self.config.test.precision)
         self.set_flip(self.config.test.flip)
         self.model.nms_sigma = self.config.test.nms_sigma
+        self.model.box_vote = self.config.test.box_vote
 
     def set_precision(self, precision: str) -> None:
         self.model.set_precision(precision)

@@ -13,6 +13,7 @@ from sppnet.ops.boxes import (
     mirror_boxes,
     nms,
     remove_small_boxes,
+    vote_boxes,
 )
 from sppnet.ops.geometry import CELL_RULES, FeatureGeometry, boxes_to_cells, boxes_to_rois, feature_geometry
 from sppnet.ops.lrn import LocalResponseNorm, local_response_norm
@@ -42,4 +43,5 @@ __all__ = [
     "roi_spp",
     "spatial_pyramid_pool",
     "spp_output_size",
+    "vote_boxes",
 ]

@@ -56,6 +56,7 @@ __all__ = [
     "mirror_boxes",
     "nms",
     "remove_small_boxes",
+    "vote_boxes",
 ]
 
 
@@ -395,6 +396,46 @@ def _soft_class_nms(boxes: Tensor, scores: Tensor, sigma: float, top_k: int):
     window = torch.stack(windows)
     label = torch.tensor(labels, dtype=torch.int64, device=scores.device)
     return window, label, boxes[window, label - 1], torch.stack(kept_scores).to(scores.dtype)
+
+
+def vote_boxes(kept_boxes: Tensor, kept_labels: Tensor, candidate_boxes: Tensor, candidate_scores: Tensor,
+               iou_threshold: float = 0.5) -> Tensor:
+    """Box voting (Gidaris & Komodakis 2015, "Object detection via a
+    multi-region & semantic segmentation-aware CNN model", section 5): each
+    detection NMS kept is moved to the mean of its class's candidate boxes
+    (all the scored windows, before NMS, itself among them) that overlap it
+    at IoU >= ``iou_threshold``, each weighted by max(0, its score). Windows
+    NMS suppressed carry evidence about where the object is: the mean of a
+    cluster of well-scored boxes is a better estimate than its single best.
+
+    ``kept_boxes`` (D, 4) with ``kept_labels`` (D,) in 1..K (``class_nms``'s
+    output); ``candidate_boxes`` (R, 4) shared by all classes or (R, K, 4)
+    per class; ``candidate_scores`` (R, K), column k for class k + 1. A kept
+    box with no positive weight around it (SVM margins all <= 0) keeps its
+    box. Returns the voted boxes (D, 4); scores are not changed."""
+    if candidate_scores.dim() != 2:
+        raise ValueError(f"vote_boxes: candidate_scores must have shape (R, K), got {tuple(candidate_scores.shape)}")
+    num_windows, num_classes = candidate_scores.shape
+    if tuple(candidate_boxes.shape) not in ((num_windows, 4), (num_windows, num_classes, 4)):
+        raise ValueError(f"vote_boxes: candidate_boxes must have shape ({num_windows}, 4) or "
+                         f"({num_windows}, {num_classes}, 4), got {tuple(candidate_boxes.shape)}")
+    if len(kept_boxes) != len(kept_labels):
+        raise ValueError(f"vote_boxes: {len(kept_boxes)} kept boxes but {len(kept_labels)} labels")
+    voted = kept_boxes.clone()
+    for label in kept_labels.unique().tolist():
+        if not 1 <= label <= num_classes:
+            raise ValueError(f"vote_boxes: label {label} is not in 1..{num_classes}")
+        rows = kept_labels == label
+        candidates = candidate_boxes[:, label - 1] if candidate_boxes.dim() == 3 else candidate_boxes
+        weights = candidate_scores[:, label - 1].float().clamp(min=0)
+        voters = weights > 0
+        candidates, weights = candidates[voters].float(), weights[voters]
+        kept = kept_boxes[rows].float()
+        votes = weights[None] * (box_iou(kept, candidates) >= iou_threshold)  # (d, R')
+        total = votes.sum(1, keepdim=True)
+        mean = votes @ candidates / total.clamp(min=torch.finfo(total.dtype).tiny)
+        voted[rows] = torch.where(total > 0, mean, kept).to(voted.dtype)
+    return voted
 
 
 def fuse_detections(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequence[Tensor],

@@ -33,7 +33,8 @@ from sppnet.data.transforms import normalise, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
-from sppnet.ops import BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp
+from sppnet.ops import (BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp,
+                        vote_boxes)
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
@@ -159,6 +160,7 @@ class FastRCNN(nn.Module):
         self.box_weight = box_weight
         self.nms, self.top_k = nms, top_k
         self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
+        self.box_vote: float | None = None  # box voting's IoU (TestConfig.box_vote)
         self.flip = flip  # flip testing: each RoI also scored in the mirrored image, probabilities and boxes averaged
         self.timer: StageTimer | None = None  # set to collect seconds per stage
         self.precision = "fp32"  # inference precision: "bf16" is the CPU fast path (sppnet.fast_path)
@@ -295,7 +297,9 @@ class FastRCNN(nn.Module):
             with stage(self.timer, "nms"):
                 chosen = per_class[:, 1:] if box_regression else clip_boxes(boxes, tuple(image.shape[-2:]))
                 _, labels, out_boxes, scores = class_nms(chosen, probabilities[:, 1:], self.nms, self.top_k,
-                                                               self.nms_sigma)
+                                                         self.nms_sigma)
+                if self.box_vote is not None:
+                    out_boxes = vote_boxes(out_boxes, labels, chosen, probabilities[:, 1:], self.box_vote)
             results.append({"boxes": out_boxes, "labels": labels, "scores": scores})
         return results
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sppnet.models.box_regression import BoxRegressors
-from sppnet.ops import class_nms, clip_boxes, mirror_boxes
+from sppnet.ops import class_nms, clip_boxes, mirror_boxes, vote_boxes
 from sppnet.timing import StageTimer, stage
 
 __all__ = ["MirrorView", "empty_detections", "postprocess", "check_test_call"]
@@ -43,7 +43,7 @@ def empty_detections() -> dict:
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int], nms: float, top_k: int,
                 regressors: BoxRegressors | None, regression_features: Callable[[torch.Tensor], torch.Tensor],
                 timer: StageTimer | None = None, mirror: MirrorView | None = None,
-                soft_sigma: float | None = None) -> dict:
+                soft_sigma: float | None = None, box_vote: float | None = None) -> dict:
     """``boxes (R, 4)`` with ``scores (R, K)`` -> ``{"boxes" (D, 4), "labels"
     (D,), "scores" (D,)}``.
 
@@ -52,20 +52,50 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     the features the regressors read (pool5). ``image_size``: (height, width).
     ``mirror``: the windows in the mirrored image too (flip testing).
     ``soft_sigma``: Gaussian soft-NMS instead of ``nms`` (``class_nms``).
+    ``box_vote``: box voting at this IoU (``vote_boxes``): every window is
+    then regressed by every class's regressor, to vote.
     """
     if mirror is not None:
         scores = (scores + mirror.scores) / 2
     with stage(timer, "nms"):
         window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k, soft_sigma)
+    candidates = boxes
     if regressors is not None:
         with stage(timer, "classifier"):
-            regressed = regressors.apply(regression_features(window), out_boxes, labels)
-            if mirror is not None:
-                width = mirror.width
-                seen = regressors.apply(mirror.regression_features(window), mirror_boxes(out_boxes, width), labels)
-                regressed = (regressed + mirror_boxes(seen, width)) / 2
-            out_boxes = regressed
+            if box_vote is not None:
+                candidates = clip_boxes(_regress_all(boxes, regressors, regression_features, mirror), image_size)
+                out_boxes = candidates[window, labels - 1]
+            else:
+                regressed = regressors.apply(regression_features(window), out_boxes, labels)
+                if mirror is not None:
+                    width = mirror.width
+                    seen = regressors.apply(mirror.regression_features(window), mirror_boxes(out_boxes, width), labels)
+                    regressed = (regressed + mirror_boxes(seen, width)) / 2
+                out_boxes = regressed
+    if box_vote is not None:
+        with stage(timer, "nms"):
+            out_boxes = vote_boxes(out_boxes, labels, candidates, scores, box_vote)
     return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
+
+
+_REGRESSION_BLOCK = 256  # windows whose features are fetched at once (SPP-net: 256 x 12,800 pool5 floats)
+
+
+def _regress_all(boxes: torch.Tensor, regressors: BoxRegressors,
+                 regression_features: Callable[[torch.Tensor], torch.Tensor], mirror: MirrorView | None) -> torch.Tensor:
+    """Every window regressed by every class: ``(R, K, 4)``; with ``mirror``,
+    averaged with its regression in the mirrored image (mirrored back), as
+    ``postprocess`` does for the windows NMS kept."""
+    blocks = []
+    for start in range(0, len(boxes), _REGRESSION_BLOCK):
+        window = torch.arange(start, min(start + _REGRESSION_BLOCK, len(boxes)))
+        regressed = regressors.all_classes(regression_features(window), boxes[window])
+        if mirror is not None:
+            width = mirror.width
+            seen = regressors.all_classes(mirror.regression_features(window), mirror_boxes(boxes[window], width))
+            regressed = (regressed + mirror_boxes(seen.reshape(-1, 4), width).reshape(seen.shape)) / 2
+        blocks.append(regressed)
+    return torch.cat(blocks)
 
 
 def check_test_call(model: torch.nn.Module, images, proposals, targets, trainer: str) -> None:

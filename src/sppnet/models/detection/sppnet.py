@@ -73,6 +73,7 @@ class SPPNet(nn.Module):
         self.scales, self.max_side, self.window_target = tuple(scales), max_side, float(window_target)
         self.nms, self.top_k = nms, top_k
         self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
+        self.box_vote: float | None = None  # box voting's IoU (TestConfig.box_vote)
         self.scorer = check_scorer(scorer)
         self.flip = flip  # flip testing: each window scored in the image and in its mirror (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
@@ -121,7 +122,7 @@ class SPPNet(nn.Module):
             mirror = MirrorView(mirror_scores, mirror_pooler.pool, width)
         return postprocess(boxes, scores, image_size, self.nms, self.top_k,
                            self.regressors if box_regression else None, pooler.pool, self.timer, mirror,
-                           self.nms_sigma)
+                           self.nms_sigma, self.box_vote)
 
     def _scores(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor,
                 mirror_width: float | None = None) -> tuple[torch.Tensor, WindowPooler]:
