@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Session 21 (2026-12-06): box voting (test.box_vote, Gidaris & Komodakis 2015). Step 1: the
+# three presets as a user runs them (session 20's driver, its steps 1 and 7: the SPP-net preset
+# end to end, whose in-context stage is the Fast R-CNN preset's run, and the R-CNN preset);
+# step 2: each run re-tested with box voting at the IoUs in VOTES (weights unchanged).
+# Held-out sets: benchmarks/heldout_set.py DATA/det-N --seed N (300 + 100 images).
+# Usage: DATA=dir-with-det-0..2 OUT=dir bash benchmarks/results/session21-2026-12-06.sh [steps]
+# (SETS='0 1 2' by default; VOTES='0.5 0.6 0.7')
+set -euo pipefail
+PY=${PY:-$PWD/.venv/bin/python}
+STEPS=${1:-1 2}
+for step in $STEPS; do
+  case $step in
+  1) GEN=none bash benchmarks/results/session20-2026-12-06.sh "1 7" ;;
+  2) for s in ${SETS:-0 1 2}; do
+       D="$DATA/det-$s"; R="$OUT/step21-2/set-$s"; mkdir -p "$R"
+       for run in spp:step1/set-$s/spp fr:step1/set-$s/spp/pretrain-context-fast-rcnn rcnn:step7/set-$s/rcnn; do
+         [ -d "$OUT/${run#*:}" ] || continue
+         for vote in ${VOTES:-0.5 0.6 0.7}; do
+           $PY benchmarks/retest.py "$OUT/${run#*:}" "$D" "$R/${run%%:*}-vote$vote" "{box_vote: $vote}"
+         done
+       done
+     done ;;
+  esac
+done
