@@ -135,6 +135,39 @@ def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matr
     torch.testing.assert_close(out["boxes"], regressed, rtol=1e-5, atol=1e-4)
 
 
+def test_box_voting_averages_every_windows_regression_pooled_at_once(trained):
+    # With test.box_vote the kept boxes move to the score-weighted mean of the class's
+    # regressed windows around them; the reference regresses the whole pooled matrix,
+    # class by class, the detector its pooler's blocks.
+    from sppnet.models.scoring import window_scores
+    from sppnet.ops import box_iou, class_nms, clip_boxes
+
+    data, _, detector, _, _ = trained
+    record = open_detection_dataset(data, "test").images[1]
+    generator = torch.Generator().manual_seed(2)
+    corners = torch.rand(400, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
+    proposals = torch.cat([corners, corners + 8 + torch.rand(400, 2, generator=generator) * 120], 1)
+    pooled, fc7 = detector.window_features(record, proposals)
+    model = detector.model
+    scores = window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
+    window, labels, _, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
+    size = (record.height, record.width)
+    expected = []
+    for w, label in zip(window.tolist(), labels.tolist()):
+        every = clip_boxes(model.regressors.apply(pooled, proposals, torch.full((len(proposals),), label)), size)
+        weights = scores[:, label - 1].clamp(min=0) * (box_iou(every[w][None], every)[0] >= 0.5)
+        expected.append(weights @ every / weights.sum() if weights.sum() > 0 else every[w])
+    model.box_vote = 0.5
+    try:
+        out = detector.detect(record, proposals)
+    finally:
+        model.box_vote = None
+    assert torch.equal(out["labels"], labels)
+    torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["boxes"], torch.stack(expected), rtol=1e-5, atol=1e-3)
+    assert not torch.allclose(out["boxes"], detector.detect(record, proposals)["boxes"])  # voting moved boxes
+
+
 def test_the_model_on_tensors_detects_as_the_run_does_on_its_cached_maps(trained):
     # models.detection.SPPNet computes each image's maps itself (image_maps); the
     # engine's detector reads them from the feature cache. Same numbers.
