@@ -2,13 +2,16 @@
 # Session 21 (2026-12-06): box voting (test.box_vote, Gidaris & Komodakis 2015). Step 1: the
 # three presets as a user runs them (session 20's driver, its steps 1 and 7: the SPP-net preset
 # end to end, whose in-context stage is the Fast R-CNN preset's run, and the R-CNN preset);
-# step 2: each run re-tested with box voting at the IoUs in VOTES (weights unchanged).
+# step 2: each run re-tested with box voting at the IoUs in VOTES (weights unchanged); step 3:
+# SPP-net with iterative localization (Gidaris & Komodakis 2015: the regressed windows scored
+# and regressed again, NMS and voting over both rounds), a scratch patch applied in a worktree
+# (sppnet-iterative-localization-2026-12-06.patch, HACK_ITER=1), with and without voting.
 # Held-out sets: benchmarks/heldout_set.py DATA/det-N --seed N (300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 OUT=dir bash benchmarks/results/session21-2026-12-06.sh [steps]
 # (SETS='0 1 2' by default; VOTES='0.5 0.6 0.7')
 set -euo pipefail
 PY=${PY:-$PWD/.venv/bin/python}
-STEPS=${1:-1 2}
+STEPS=${1:-1 2 3}
 for step in $STEPS; do
   case $step in
   1) GEN=none bash benchmarks/results/session20-2026-12-06.sh "1 7" ;;
@@ -19,6 +22,17 @@ for step in $STEPS; do
          for vote in ${VOTES:-0.5 0.6 0.7}; do
            $PY benchmarks/retest.py "$OUT/${run#*:}" "$D" "$R/${run%%:*}-vote$vote" "{box_vote: $vote}"
          done
+       done
+     done ;;
+  3) tree="$OUT/iterative"
+     if [ ! -d "$tree" ]; then
+       git worktree add -f --detach "$tree" HEAD
+       git -C "$tree" apply "$PWD/benchmarks/results/sppnet-iterative-localization-2026-12-06.patch"
+     fi
+     for s in ${SETS:-0 1 2}; do
+       for vote in 0.5 null; do
+         (cd "$tree" && HACK_ITER=1 PYTHONPATH="$tree/src" $PY benchmarks/retest.py "$OUT/step1/set-$s/spp" \
+           "$DATA/det-$s" "$OUT/step21-3/set-$s/spp-iterative-vote$vote" "{box_vote: $vote}")
        done
      done ;;
   esac
