@@ -111,20 +111,28 @@ def test_testing_can_add_scales_the_training_never_saw(detection_backbone, tmp_p
     assert (detector.cache.path(test.images[0].image_id, 160)).is_file()
 
 
+def _scored_at_once(detector, record, count: int, seed: int):
+    """``count`` random windows in ``record``, their pool5 and scores, every
+    window pooled at once (``window_features``): the blocked tests' reference."""
+    from sppnet.models.scoring import window_scores
+
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.rand(count, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
+    proposals = torch.cat([corners, corners + 8 + torch.rand(count, 2, generator=generator) * 120], 1)
+    pooled, fc7 = detector.window_features(record, proposals)
+    model = detector.model
+    return proposals, pooled, window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
+
+
 def test_detect_pools_windows_in_blocks_with_the_scores_of_the_whole_pooled_matrix(trained):
     # detect() pools and multiplies by fc6 a block of windows at a time (pooled_fc6);
     # the reference pools every window at once (window_features), as before.
-    from sppnet.models.scoring import window_scores
     from sppnet.ops import class_nms, clip_boxes
 
     data, _, detector, _, _ = trained
     record = open_detection_dataset(data, "test").images[0]
-    generator = torch.Generator().manual_seed(0)
-    corners = torch.rand(700, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
-    proposals = torch.cat([corners, corners + 8 + torch.rand(700, 2, generator=generator) * 120], 1)
-    pooled, fc7 = detector.window_features(record, proposals)
+    proposals, pooled, scores = _scored_at_once(detector, record, 700, seed=0)
     model = detector.model
-    scores = window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
     window, labels, boxes, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
     regressed = clip_boxes(model.regressors.apply(pooled[window], boxes, labels), (record.height, record.width))
     model.fc6_block = 128  # several blocks
@@ -141,17 +149,12 @@ def test_box_voting_averages_every_windows_regression_pooled_at_once(trained):
     # With test.box_vote the kept boxes move to the score-weighted mean of the class's
     # regressed windows around them; the reference regresses the whole pooled matrix,
     # class by class, the detector its pooler's blocks.
-    from sppnet.models.scoring import window_scores
     from sppnet.ops import box_iou, class_nms, clip_boxes
 
     data, _, detector, _, _ = trained
     record = open_detection_dataset(data, "test").images[1]
-    generator = torch.Generator().manual_seed(2)
-    corners = torch.rand(400, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
-    proposals = torch.cat([corners, corners + 8 + torch.rand(400, 2, generator=generator) * 120], 1)
-    pooled, fc7 = detector.window_features(record, proposals)
+    proposals, pooled, scores = _scored_at_once(detector, record, 400, seed=2)
     model = detector.model
-    scores = window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
     window, labels, _, kept_scores = class_nms(proposals, scores, detector.test.nms, detector.test.top_k)
     size = (record.height, record.width)
     expected = []

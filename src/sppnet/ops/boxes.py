@@ -312,6 +312,19 @@ class BoxCoder:
         return out.reshape(deltas.shape).to(out_dtype)
 
 
+def _window_shapes(caller: str, boxes_name: str, boxes: Tensor, scores_name: str, scores: Tensor) -> tuple[int, int]:
+    """(R, K) of window ``scores`` (R, K), checked, with their ``boxes``
+    (R, 4) shared by all classes or (R, K, 4) per class."""
+    if scores.dim() != 2:
+        raise ValueError(f"{caller}: {scores_name} must have shape (R, K), got {tuple(scores.shape)}")
+    num_windows, num_classes = scores.shape
+    if tuple(boxes.shape) not in ((num_windows, 4), (num_windows, num_classes, 4)):
+        raise ValueError(f"{caller}: {boxes_name} must have shape ({num_windows}, 4) or "
+                         f"({num_windows}, {num_classes}, 4) for {scores_name} of shape {tuple(scores.shape)}, "
+                         f"got {tuple(boxes.shape)}")
+    return num_windows, num_classes
+
+
 def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, top_k: int,
               soft_sigma: float | None = None):
     """Per-class NMS over R windows and K object classes.
@@ -337,12 +350,7 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, t
             raise TypeError(f"class_nms: {name} must be a torch.Tensor, got {type(value).__name__}")
         if not value.is_floating_point():
             raise TypeError(f"class_nms: {name} must have a floating point dtype, got {value.dtype}")
-    if scores.dim() != 2:
-        raise ValueError(f"class_nms: scores must have shape (R, K), got {tuple(scores.shape)}")
-    num_windows, num_classes = scores.shape
-    if tuple(boxes.shape) not in ((num_windows, 4), (num_windows, num_classes, 4)):
-        raise ValueError(f"class_nms: boxes must have shape ({num_windows}, 4) or ({num_windows}, {num_classes}, 4) "
-                         f"for scores of shape {tuple(scores.shape)}, got {tuple(boxes.shape)}")
+    num_windows, num_classes = _window_shapes("class_nms", "boxes", boxes, "scores", scores)
     try:
         threshold = float(iou_threshold)
     except (TypeError, ValueError):
@@ -413,12 +421,8 @@ def vote_boxes(kept_boxes: Tensor, kept_labels: Tensor, candidate_boxes: Tensor,
     per class; ``candidate_scores`` (R, K), column k for class k + 1. A kept
     box with no positive weight around it (SVM margins all <= 0) keeps its
     box. Returns the voted boxes (D, 4); scores are not changed."""
-    if candidate_scores.dim() != 2:
-        raise ValueError(f"vote_boxes: candidate_scores must have shape (R, K), got {tuple(candidate_scores.shape)}")
-    num_windows, num_classes = candidate_scores.shape
-    if tuple(candidate_boxes.shape) not in ((num_windows, 4), (num_windows, num_classes, 4)):
-        raise ValueError(f"vote_boxes: candidate_boxes must have shape ({num_windows}, 4) or "
-                         f"({num_windows}, {num_classes}, 4), got {tuple(candidate_boxes.shape)}")
+    num_windows, num_classes = _window_shapes("vote_boxes", "candidate_boxes", candidate_boxes,
+                                              "candidate_scores", candidate_scores)
     if len(kept_boxes) != len(kept_labels):
         raise ValueError(f"vote_boxes: {len(kept_boxes)} kept boxes but {len(kept_labels)} labels")
     voted = kept_boxes.clone()

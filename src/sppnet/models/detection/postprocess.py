@@ -82,7 +82,8 @@ _REGRESSION_BLOCK = 256  # windows whose features are fetched at once (SPP-net: 
 
 
 def _regress_all(boxes: torch.Tensor, regressors: BoxRegressors,
-                 regression_features: Callable[[torch.Tensor], torch.Tensor], mirror: MirrorView | None) -> torch.Tensor:
+                 regression_features: Callable[[torch.Tensor], torch.Tensor],
+                 mirror: MirrorView | None) -> torch.Tensor:
     """Every window regressed by every class: ``(R, K, 4)``; with ``mirror``,
     averaged with its regression in the mirrored image (mirrored back), as
     ``postprocess`` does for the windows NMS kept."""
