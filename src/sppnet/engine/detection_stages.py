@@ -68,7 +68,8 @@ class TestConfig:
     nms_sigma: float | None = None
     # Box voting (Gidaris & Komodakis 2015): each kept detection's box becomes
     # the score-weighted mean of its class's scored (and regressed) windows
-    # that overlap it at IoU >= box_vote (the paper: 0.5). None: off.
+    # that overlap it at IoU >= box_vote (the paper: 0.5). None: off. Without
+    # box regression the windows vote as proposed.
     box_vote: float | None = None
 
     def __post_init__(self) -> None:
