@@ -37,6 +37,16 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
     assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json", str(flipped),
                  "--flip", "on", "--results", str(tmp_path / "flip")]) == 0
     assert 0.0 <= json.loads(flipped.read_text())["map"] <= 1.0
+    # Box voting, whatever the run's config says: at IoU 1 only a window's identical twins vote, as if off.
+    voted = {}
+    for vote in ("off", "1.0"):
+        voted[vote] = tmp_path / f"eval-vote-{vote}.json"
+        assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--json",
+                     str(voted[vote]), "--box-vote", vote, "--results", str(tmp_path / f"vote-{vote}")]) == 0
+    assert json.loads(voted["off"].read_text())["map"] == json.loads(voted["1.0"].read_text())["map"]
+    capsys.readouterr()
+    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--box-vote", "1.5"]) == 2
+    assert "expected an IoU in (0, 1] or off" in capsys.readouterr().err
     # R-CNN can score with its fine-tuned softmax instead of the SVMs; Fast R-CNN has only the softmax.
     softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
                "--results", str(tmp_path / "softmax")]

@@ -20,6 +20,19 @@ from sppnet.cli.detection_commands import (
 __all__ = ["build_parser", "main", "_config_class"]  # _config_class: the tests ask it which config a preset is
 
 
+def _iou_or_off(text: str) -> float | str:
+    """``--box-vote``'s value: an IoU in (0, 1], or "off"."""
+    if text == "off":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected an IoU in (0, 1] or off, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sppnet", description="Spatial pyramid pooling networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--flip", choices=("on", "off"), default=None,
                         help="flip testing: also score each window in the mirrored image and average "
                              "(default: the run's test.flip)")
+    detect.add_argument("--box-vote", type=_iou_or_off, default=None, metavar="IOU|off",
+                        help="box voting: move each kept detection to the score-weighted mean of its class's "
+                             "windows overlapping it at IoU >= IOU (default: the run's test.box_vote)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -222,6 +222,10 @@ class RunDetector:
     def set_flip(self, flip: bool) -> None:
         """Flip testing on or off (``TestConfig.flip``)."""
         self.model.flip = bool(flip)
+
+    def set_box_vote(self, iou: float | None) -> None:
+        """Box voting at this IoU, or off (None) (``TestConfig.box_vote``)."""
+        self.model.box_vote = replace(self.config.test, box_vote=iou).box_vote  # TestConfig checks the range
 
     @property
     def timer(self) -> StageTimer | None:
