@@ -45,8 +45,10 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
                      str(voted[vote]), "--box-vote", vote, "--results", str(tmp_path / f"vote-{vote}")]) == 0
     assert json.loads(voted["off"].read_text())["map"] == json.loads(voted["1.0"].read_text())["map"]
     capsys.readouterr()
-    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--box-vote", "1.5"]) == 2
-    assert "expected an IoU in (0, 1] or off" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--box-vote", "1.5"])
+    assert refused.value.code == 2
+    assert "expected an IoU in (0, 1] or off, got '1.5'" in capsys.readouterr().err
     # R-CNN can score with its fine-tuned softmax instead of the SVMs; Fast R-CNN has only the softmax.
     softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
                "--results", str(tmp_path / "softmax")]
