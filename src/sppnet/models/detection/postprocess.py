@@ -53,7 +53,8 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     ``mirror``: the windows in the mirrored image too (flip testing).
     ``soft_sigma``: Gaussian soft-NMS instead of ``nms`` (``class_nms``).
     ``box_vote``: box voting at this IoU (``vote_boxes``): every window is
-    then regressed by every class's regressor, to vote.
+    then regressed by every class's regressor, to vote; without
+    ``regressors`` the windows vote as they are.
     """
     if mirror is not None:
         scores = (scores + mirror.scores) / 2
@@ -62,16 +63,13 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     candidates = boxes
     if regressors is not None:
         with stage(timer, "classifier"):
-            if box_vote is not None:
-                candidates = clip_boxes(_regress_all(boxes, regressors, regression_features, mirror), image_size)
+            if box_vote is None:  # only the windows NMS kept, each for its class
+                regressed = _regress(window, boxes, regressors, regression_features, mirror)
+                out_boxes = regressed[torch.arange(len(window)), labels - 1]
+            else:  # every window by every class: they all vote
+                everyone = torch.arange(len(boxes))
+                candidates = clip_boxes(_regress(everyone, boxes, regressors, regression_features, mirror), image_size)
                 out_boxes = candidates[window, labels - 1]
-            else:
-                regressed = regressors.apply(regression_features(window), out_boxes, labels)
-                if mirror is not None:
-                    width = mirror.width
-                    seen = regressors.apply(mirror.regression_features(window), mirror_boxes(out_boxes, width), labels)
-                    regressed = (regressed + mirror_boxes(seen, width)) / 2
-                out_boxes = regressed
     if box_vote is not None:
         with stage(timer, "nms"):
             out_boxes = vote_boxes(out_boxes, labels, candidates, scores, box_vote)
@@ -81,19 +79,19 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
 _REGRESSION_BLOCK = 256  # windows whose features are fetched at once (SPP-net: 256 x 12,800 pool5 floats)
 
 
-def _regress_all(boxes: torch.Tensor, regressors: BoxRegressors,
-                 regression_features: Callable[[torch.Tensor], torch.Tensor],
-                 mirror: MirrorView | None) -> torch.Tensor:
-    """Every window regressed by every class: ``(R, K, 4)``; with ``mirror``,
-    averaged with its regression in the mirrored image (mirrored back), as
-    ``postprocess`` does for the windows NMS kept."""
-    blocks = []
-    for start in range(0, len(boxes), _REGRESSION_BLOCK):
-        window = torch.arange(start, min(start + _REGRESSION_BLOCK, len(boxes)))
-        regressed = regressors.all_classes(regression_features(window), boxes[window])
+def _regress(window: torch.Tensor, boxes: torch.Tensor, regressors: BoxRegressors,
+             regression_features: Callable[[torch.Tensor], torch.Tensor], mirror: MirrorView | None) -> torch.Tensor:
+    """The windows ``window`` (indices into ``boxes``) regressed by every
+    class, ``(W, K, 4)``, a block of windows' features at a time; with
+    ``mirror`` (flip testing), averaged with their regression in the mirrored
+    image, mirrored back."""
+    blocks = [boxes.new_zeros((0, regressors.weights.shape[0] - 1, 4))]
+    for start in range(0, len(window), _REGRESSION_BLOCK):
+        chosen = window[start: start + _REGRESSION_BLOCK]
+        regressed = regressors.all_classes(regression_features(chosen), boxes[chosen])
         if mirror is not None:
             width = mirror.width
-            seen = regressors.all_classes(mirror.regression_features(window), mirror_boxes(boxes[window], width))
+            seen = regressors.all_classes(mirror.regression_features(chosen), mirror_boxes(boxes[chosen], width))
             regressed = (regressed + mirror_boxes(seen.reshape(-1, 4), width).reshape(seen.shape)) / 2
         blocks.append(regressed)
     return torch.cat(blocks)
