@@ -140,3 +140,60 @@ def test_augment_draws_from_the_sampling_generator_and_resumes_bit_for_bit(tmp_p
                         log=lambda m: None, augment=shuffled)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _slow_hardest(network, inputs, labels, boxes, count, nms_iou):
+    """OHEM's selection by hand: losses one window at a time, then greedy NMS
+    over them, highest first."""
+    network.eval()
+    with torch.no_grad():
+        losses = [float(nn.functional.cross_entropy(network(inputs[i:i + 1]), labels[i:i + 1])) for i in range(len(labels))]
+    order = sorted(range(len(losses)), key=lambda i: -losses[i])
+    kept = []
+    for i in order:
+        if all(_iou(boxes[i], boxes[j]) <= nms_iou for j in kept):
+            kept.append(i)
+    return kept[:count]
+
+
+def _iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_hard_mining_trains_on_the_highest_loss_windows_left_by_nms():
+    """With ``hard_mining_nms`` every labelled window of the image is scored
+    (dropout off) and the batch is the highest-loss windows that survive NMS
+    over the losses; ignored windows (label -1) are never candidates."""
+    generator = torch.Generator().manual_seed(3)
+    count = 40
+    x = 2.0 * torch.arange(count, dtype=torch.float32)  # neighbours overlap at IoU 8/12, next-but-one at 6/14
+    boxes = torch.stack([x, torch.zeros(count), x + 10, torch.full((count,), 10.0)], 1)
+    labels = torch.randint(0, NUM_CLASSES, (count,), generator=generator)
+    labels[::7] = -1
+    inputs = torch.randn(count, DIM, generator=generator)
+    record = ImageRecord(image_id="im", image_path=Path("im.jpg"), width=100, height=100)
+    windows = {"im": LabelledWindows(boxes, labels, torch.zeros(count), torch.zeros(count, dtype=torch.long),
+                                     torch.zeros(count, NUM_CLASSES), torch.zeros(count, dtype=torch.bool))}
+    rows = {tuple(b.tolist()): i for i, b in enumerate(boxes)}
+
+    def window_inputs(record, chosen, flipped):
+        assert not flipped
+        return inputs[[rows[tuple(b.tolist())] for b in chosen]]
+
+    network = _network()
+    candidates = (labels >= 0).nonzero().flatten()
+    expected = candidates[_slow_hardest(network, inputs[candidates], labels[candidates], boxes[candidates].tolist(),
+                                        6, 0.5)]
+    trained_on = []
+    network.register_forward_hook(lambda module, args, out: trained_on.append(args[0]) if module.training else None)
+    tune = WindowFinetuneConfig(iterations=1, batch_size=6, images_per_batch=1, lr=0.05, flip=False,
+                                hard_mining_nms=0.5)
+    finetune_on_windows(network, list(network.parameters()), [record], windows, tune, window_inputs, None,
+                        log=lambda m: None)
+    assert len(trained_on) == 1 and len(expected) == 6
+    assert torch.equal(trained_on[0], inputs[expected])
+    with pytest.raises(ValueError, match="hard_mining_nms"):
+        WindowFinetuneConfig(hard_mining_nms=1.5)

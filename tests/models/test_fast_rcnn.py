@@ -8,7 +8,8 @@ from torch.nn import functional as F
 from sppnet.models.backbones import build_backbone
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import (
-    FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, load_head_fc, sample_rois, smooth_l1,
+    FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs, load_head_fc, roi_losses, sample_rois,
+    smooth_l1,
 )
 from sppnet.ops import BoxCoder, box_iou, mirror_boxes
 from tests.mirror import assert_mirror_symmetric
@@ -79,6 +80,37 @@ def test_sampling_ratios_and_overlap_ranges():
     boxes, labels, _ = sample_rois(far, gt, torch.tensor([1, 2]), 3, sampling, BoxCoder(stds=STDS), generator)
     assert int((labels > 0).sum()) == 2 and len(boxes) <= 64
     assert bool((labels >= 0).all())
+
+
+def test_each_rois_own_loss_hand_worked_and_summing_to_the_multi_task_loss():
+    logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [0.0, 0.0, 0.0]])
+    deltas = torch.zeros(2, 12)
+    deltas[0, 8:12] = torch.tensor([0.5, -2.0, 0.0, 1.0])
+    deltas[1, 0:4] = 100.0
+    targets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]])
+    labels = torch.tensor([2, 0])
+    losses = roi_losses(logits, deltas, labels, targets, box_weight=2.0)
+    assert losses.tolist() == pytest.approx([-math.log(2 / 4) + 2.0 * (0.125 + 1.5 + 0.0 + 0.5), -math.log(1 / 3)])
+    generator = torch.Generator().manual_seed(0)
+    logits, deltas = torch.randn(30, 4, generator=generator), torch.randn(30, 16, generator=generator)
+    labels, targets = torch.randint(0, 4, (30,), generator=generator), torch.randn(30, 4, generator=generator)
+    cls, box = fast_rcnn_loss(logits, deltas, labels, targets, box_weight=1.5)
+    assert roi_losses(logits, deltas, labels, targets, 1.5).mean().item() == pytest.approx((cls + box).item(), rel=1e-5)
+
+
+def test_hard_mining_takes_every_labelled_roi_and_refuses_a_bad_iou():
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.tensor([[50.0, 50.0, 150.0, 150.0]])
+    proposals = torch.cat([gt.repeat(30, 1) + torch.randn(30, 4, generator=generator) * 8,
+                           _random_proposals(300, generator)])
+    sampling = RoISampling(rois_per_image=8, bg_low=0.0, hard_mining_nms=0.7)
+    boxes, labels, targets = sample_rois(proposals, gt, torch.tensor([1]), 2, sampling, BoxCoder(stds=STDS), generator)
+    iou = box_iou(torch.cat([gt, proposals]), gt).max(1).values
+    assert len(boxes) == int((iou >= 0.0).sum()) == 331 and int((labels > 0).sum()) == int((iou >= 0.5).sum())
+    foreground = labels > 0
+    assert torch.allclose(targets[foreground], BoxCoder(stds=STDS).encode(boxes[foreground], gt.repeat(int(foreground.sum()), 1)))
+    with pytest.raises(ValueError, match="hard_mining_nms"):
+        RoISampling(hard_mining_nms=-0.1)
 
 
 def _tiny_fast_rcnn(frozen: int = 1, levels=(6,), scales=(96,)) -> FastRCNN:
@@ -205,3 +237,39 @@ def test_head_fc_loaded_into_a_pyramid_classifier_computes_the_heads_fc7_on_its_
     assert torch.count_nonzero(zeroed) == 0
     with pytest.raises(ValueError, match=r"levels \(7,\)"):
         load_head_fc(classifier, FastRCNNHead(nn.Sequential(nn.Linear(channels * 49, 32)), fc7, 4), (7,))
+
+
+def test_hard_mining_trains_the_head_on_each_images_highest_loss_rois_left_by_nms():
+    """The RoIs the head trains on are, per image, the highest-loss ones
+    (head in eval mode) that survive NMS over the losses, worked out here
+    one RoI at a time with a greedy NMS loop."""
+    model = _tiny_fast_rcnn().train()
+    model.sampling = RoISampling(rois_per_image=5, bg_low=0.0, hard_mining_nms=0.5)
+    image, proposals, target = _image_and_targets()
+    seen = []
+    model.head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    generator = torch.Generator().manual_seed(0)
+    model.losses([image], [proposals], [target], generator=generator)
+    assert len(seen) == 1 and len(seen[0]) == 5
+
+    # The reference: the same RoIs and pooled inputs, each RoI's loss on its own.
+    features, factors = model.feature_maps([image], [model.train_scales[0]])
+    boxes, labels, targets = sample_rois(proposals, target["boxes"], target["labels"], 3, model.sampling, model.box_coder)
+    pooled = model.pool(features, [boxes * factors[0]]).detach()
+    model.head.eval()
+    with torch.no_grad():
+        losses = []
+        for i in range(len(boxes)):
+            hidden = model.head.features(pooled[i:i + 1])
+            logits, deltas = model.head.cls_score(hidden), model.head.bbox_pred(hidden)
+            loss = F.cross_entropy(logits, labels[i:i + 1])
+            if labels[i] > 0:
+                own = deltas[0, 4 * labels[i]: 4 * labels[i] + 4]
+                loss = loss + smooth_l1(own - targets[i]).sum()
+            losses.append(float(loss))
+    order = sorted(range(len(losses)), key=lambda i: -losses[i])
+    kept = []
+    for i in order:
+        if all(float(box_iou(boxes[i:i + 1], boxes[j:j + 1])) <= 0.5 for j in kept):
+            kept.append(i)
+    assert torch.allclose(seen[0], pooled[kept[:5]], atol=1e-6)

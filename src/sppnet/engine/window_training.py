@@ -40,6 +40,7 @@ from sppnet.engine.schedule import step_lr
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
+from sppnet.ops import nms
 
 __all__ = [
     "WindowFinetuneConfig", "finetune_on_windows", "svm_stage", "box_regression_stage", "scoring_stages", "load_svms",
@@ -63,6 +64,12 @@ class WindowFinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     flip: bool = True  # each chosen image's windows come from its mirror with probability 1/2
+    # Online hard example mining (Shrivastava et al. 2016): 0 = off (the papers'
+    # sampling by fg_fraction); otherwise every labelled window of each chosen image
+    # is scored by the network (dropout off), overlapping windows are thinned by NMS
+    # at this IoU over their losses, and the batch_size / images_per_batch windows
+    # with the highest loss are trained on; fg_fraction is then unused.
+    hard_mining_nms: float = 0.0
     seed: int = 0
     checkpoint_every: int = 200  # iterations between crash-safe checkpoints
 
@@ -78,6 +85,8 @@ class WindowFinetuneConfig:
                              f"bg_high={self.bg_high}, fg_threshold={self.fg_threshold}")
         if not self.lr > 0:
             raise ValueError(f"finetune.lr must be positive, got {self.lr!r}")
+        if not 0.0 <= self.hard_mining_nms <= 1.0:
+            raise ValueError(f"finetune.hard_mining_nms must be in [0, 1] (0: off), got {self.hard_mining_nms!r}")
 
 
 def finetune_on_windows(
@@ -123,15 +132,23 @@ def finetune_on_windows(
         for index in chosen:
             record = records[index]
             labelled = windows[record.image_id]
-            fg = (labelled.labels > 0).nonzero().flatten()
-            bg = (labelled.labels == 0).nonzero().flatten()
-            fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
-            bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
-            picked = torch.cat([fg, bg])
+            if tune.hard_mining_nms > 0:
+                picked = (labelled.labels >= 0).nonzero().flatten()
+            else:
+                fg = (labelled.labels > 0).nonzero().flatten()
+                bg = (labelled.labels == 0).nonzero().flatten()
+                fg = fg[torch.randperm(len(fg), generator=generator)[:fg_per_image]]
+                bg = bg[torch.randperm(len(bg), generator=generator)[: per_image - len(fg)]]
+                picked = torch.cat([fg, bg])
             if len(picked) == 0:
                 continue
             flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
             batch = window_inputs(record, labelled.boxes[picked], flipped)
+            if tune.hard_mining_nms > 0:
+                hardest = _hardest_windows(network, batch, labelled.labels[picked], labelled.boxes[picked],
+                                           per_image, tune.hard_mining_nms)
+                (train_mode or network.train)()
+                batch, picked = batch[hardest], picked[hardest]
             inputs.append(augment(batch, generator) if augment is not None else batch)
             labels.append(labelled.labels[picked])
         done = iteration + 1
@@ -154,6 +171,18 @@ def finetune_on_windows(
             log(f"  fine-tune {done}/{tune.iterations}: loss {np.mean(losses[-50:]):.3f}, lr {lr:g} "
                 f"({time.perf_counter() - started:.0f} s)")
     network.eval()
+
+
+@torch.no_grad()
+def _hardest_windows(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+                     count: int, nms_iou: float) -> torch.Tensor:
+    """Indices of up to ``count`` windows with the highest loss under
+    ``network`` in eval mode, after NMS at ``nms_iou`` over the losses (OHEM's
+    selection: neighbouring windows have nearly equal losses, and one of them
+    is as informative as all)."""
+    network.eval()
+    losses = F.cross_entropy(network(inputs), labels, reduction="none")
+    return nms(boxes.float(), losses.float(), nms_iou)[:count]
 
 
 def load_svms(path: Path) -> tuple[LinearSVMs, float]:

@@ -33,12 +33,12 @@ from sppnet.data.transforms import normalise, scale_image
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.windows import WindowPooler, label_windows, one_image_rois, pooled_fc6
-from sppnet.ops import (BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, roi_spp,
+from sppnet.ops import (BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip_boxes, mirror_boxes, nms, roi_spp,
                         vote_boxes)
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "sample_rois", "freeze_first_convs",
+__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "roi_losses", "sample_rois", "freeze_first_convs",
            "fc6_for_levels", "load_head_fc"]
 
 FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
@@ -55,6 +55,15 @@ class RoISampling:
     fg_threshold: float = 0.5
     bg_low: float = 0.1
     bg_high: float = 0.5
+    # Online hard example mining (Shrivastava et al. 2016): 0 = off; otherwise every
+    # labelled RoI of the image is scored by the head (dropout off), NMS at this IoU
+    # over the RoIs' losses thins neighbours, and the rois_per_image RoIs with the
+    # highest loss are trained on (fg_fraction unused).
+    hard_mining_nms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hard_mining_nms <= 1.0:
+            raise ValueError(f"sampling.hard_mining_nms must be in [0, 1] (0: off), got {self.hard_mining_nms!r}")
 
 
 def smooth_l1(x: torch.Tensor) -> torch.Tensor:
@@ -73,19 +82,46 @@ def fast_rcnn_loss(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels:
     foreground = (labels > 0).nonzero().flatten()
     if len(foreground) == 0:
         return classification, box_deltas.sum() * 0
-    columns = labels[foreground, None] * 4 + torch.arange(4, device=labels.device)
-    predicted = box_deltas[foreground[:, None], columns]
-    box = smooth_l1(predicted - box_targets[foreground]).sum() / len(labels)
+    box = smooth_l1(_true_class_deltas(box_deltas, labels, foreground) - box_targets[foreground]).sum() / len(labels)
     return classification, box_weight * box
+
+
+def _true_class_deltas(box_deltas: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The 4 deltas of each of ``rows``' own class: ``(len(rows), 4)``."""
+    columns = labels[rows, None] * 4 + torch.arange(4, device=labels.device)
+    return box_deltas[rows[:, None], columns]
+
+
+def roi_losses(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch.Tensor, box_targets: torch.Tensor,
+               box_weight: float = 1.0) -> torch.Tensor:
+    """Each RoI's own multi-task loss ``(R,)``: its cross-entropy plus, for a
+    foreground RoI, ``box_weight`` times the smooth-L1 of its class's deltas
+    (what online hard example mining ranks RoIs by)."""
+    losses = F.cross_entropy(class_logits, labels, reduction="none")
+    foreground = (labels > 0).nonzero().flatten()
+    if len(foreground):
+        box = smooth_l1(_true_class_deltas(box_deltas, labels, foreground) - box_targets[foreground]).sum(1)
+        losses = losses.index_add(0, foreground, box_weight * box)
+    return losses
 
 
 def sample_rois(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, num_classes: int,
                 sampling: RoISampling, box_coder: BoxCoder, generator: torch.Generator | None = None,
                 gt_difficult: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's training RoIs: ``(boxes (S, 4), labels (S,), box targets (S, 4))``
-    with S <= rois_per_image; ground truth boxes join the proposals first."""
+    with S <= rois_per_image (with hard mining: every labelled RoI); ground
+    truth boxes join the proposals first."""
     windows = label_windows(proposals, gt_boxes, gt_labels, num_classes, sampling.fg_threshold,
                             (sampling.bg_low, sampling.bg_high), gt_difficult)
+    if sampling.hard_mining_nms > 0:  # every labelled RoI: the loss chooses (FastRCNN.losses)
+        chosen = (windows.labels >= 0).nonzero().flatten()
+        boxes, labels = windows.boxes[chosen], windows.labels[chosen]
+        targets = torch.zeros(len(chosen), 4)
+        foreground = labels > 0
+        if bool(foreground.any()):
+            targets[foreground] = box_coder.encode(boxes[foreground],
+                                                   gt_boxes.float()[windows.gt_index[chosen[foreground]]])
+        return boxes, labels, targets
     foreground = (windows.labels > 0).nonzero().flatten()
     background = (windows.labels == 0).nonzero().flatten()
     fg_count = min(len(foreground), round(sampling.rois_per_image * sampling.fg_fraction))
@@ -228,11 +264,36 @@ class FastRCNN(nn.Module):
             boxes.append(sampled[0] * factor)
             labels.append(sampled[1])
             box_targets.append(sampled[2])
-        class_logits, box_deltas = self.head(self.pool(features, boxes))
-        labels = torch.cat(labels).to(class_logits.device)
-        loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_deltas, labels,
-                                                   torch.cat(box_targets).to(box_deltas), self.box_weight)
+        pooled = self.pool(features, boxes)
+        labels, box_targets = torch.cat(labels).to(pooled.device), torch.cat(box_targets).to(pooled.device)
+        if self.sampling.hard_mining_nms > 0:
+            hardest = self._hardest_rois(pooled, boxes, labels, box_targets)
+            pooled, labels, box_targets = pooled[hardest], labels[hardest], box_targets[hardest]
+        class_logits, box_deltas = self.head(pooled)
+        loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_deltas, labels, box_targets.to(box_deltas),
+                                                   self.box_weight)
         return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box}
+
+    @torch.no_grad()
+    def _hardest_rois(self, pooled: torch.Tensor, boxes: Sequence[torch.Tensor], labels: torch.Tensor,
+                      box_targets: torch.Tensor) -> torch.Tensor:
+        """Rows of ``pooled`` to train on under online hard example mining:
+        per image, up to ``rois_per_image`` RoIs of highest loss (head in eval
+        mode) after NMS at ``hard_mining_nms`` over those losses."""
+        was_training = self.head.training
+        self.head.eval()
+        # The head's parts, not head(...): its forward hooks count the RoIs trained on.
+        hidden = self.head.features(pooled)
+        losses = roi_losses(self.head.cls_score(hidden).float(), self.head.bbox_pred(hidden).float(), labels,
+                            box_targets.float(), self.box_weight)
+        self.head.train(was_training)
+        chosen, start = [], 0
+        for image_boxes in boxes:
+            end = start + len(image_boxes)
+            kept = nms(image_boxes.float(), losses[start:end].cpu(), self.sampling.hard_mining_nms)
+            chosen.append(kept[: self.sampling.rois_per_image] + start)
+            start = end
+        return torch.cat(chosen).to(pooled.device)
 
     @torch.no_grad()
     def score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
