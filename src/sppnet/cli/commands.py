@@ -24,7 +24,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(DemoConfig(out=args.out, seed=args.seed, train_images=args.train_images, test_images=args.test_images,
                         epochs=args.epochs, detect_train=args.detect_train, detect_test=args.detect_test,
-                        finetune_iterations=args.finetune_iterations, context_iterations=args.context_iterations))
+                        finetune_iterations=args.finetune_iterations, context_iterations=args.context_iterations,
+                        hard_mining=args.hard_mining))
     return 0
 
 
