@@ -15,7 +15,8 @@ Stages, each written to the run folder and skipped on ``--resume`` when done:
 2. ``finetune.safetensors``: fc6, fc7 and a new (K+1)-way fc8 fine-tuned on
    windows pooled from the cached maps: foreground IoU >= 0.5, background IoU
    in [0.1, 0.5), 25% foreground per mini-batch of 128 drawn across images,
-   mirrored windows too.
+   mirrored windows too; or, with ``finetune.hard_mining_nms`` (the tiny
+   preset), the highest-loss windows of each image (online hard example mining).
    ``finetune-checkpoint.safetensors`` holds its progress every
    ``finetune.checkpoint_every`` iterations (``window_training``).
 3. ``svm.safetensors``: one linear SVM per class on fc7 features scaled to

@@ -68,7 +68,9 @@ class WindowFinetuneConfig:
     # sampling by fg_fraction); otherwise every labelled window of each chosen image
     # is scored by the network (dropout off), overlapping windows are thinned by NMS
     # at this IoU over their losses, and the batch_size / images_per_batch windows
-    # with the highest loss are trained on; fg_fraction is then unused.
+    # with the highest loss are trained on; fg_fraction is then unused. Scoring is a
+    # forward pass per window: cheap for SPP-net's fc layers on pooled windows (~4x the
+    # fine-tuning time), the whole network per warped window for R-CNN.
     hard_mining_nms: float = 0.0
     seed: int = 0
     checkpoint_every: int = 200  # iterations between crash-safe checkpoints
