@@ -7,6 +7,13 @@
 # voting 0.5). Held-out sets: benchmarks/heldout_set.py DATA/det-N --seed N (300 + 100 images).
 # Usage: DATA=dir-with-det-0..2 BASE=session20-step1-dir OUT=dir bash benchmarks/results/session22-2026-12-06.sh
 # VARIANTS: space-separated name=--set-args (commas separate --set items); SETS ('0 1 2'); SEEDS ('0').
+# The session's runs (RESULTS.md "Online hard example mining"): VARIANTS='base= ohem=...' (the default) with
+# SEEDS='0 1'; bglow0=finetune.bg_low=0; ohem01=finetune.hard_mining_nms=0.7;
+# ohemn2=finetune.hard_mining_nms=0.7,finetune.bg_low=0,finetune.images_per_batch=2;
+# ohem1500=finetune.hard_mining_nms=0.7,finetune.bg_low=0,finetune.iterations=1500,finetune.lr_steps=[1000];
+# and VARIANTS=ohem=... with BASE=the OUT of session22-fast-rcnn-2026-12-06.sh (the OHEM Fast R-CNN's trunks).
+# Since session 22 the preset itself mines (hard_mining_nms 0.7, bg_low 0): 'base=' then means
+# base=finetune.hard_mining_nms=0,finetune.bg_low=0.1 to repeat these runs.
 set -euo pipefail
 PY=${PY:-$PWD/.venv/bin/python}
 for variant in ${VARIANTS:-base= ohem=finetune.hard_mining_nms=0.7,finetune.bg_low=0}; do
