@@ -108,7 +108,8 @@ def test_hard_mining_takes_every_labelled_roi_and_refuses_a_bad_iou():
     iou = box_iou(torch.cat([gt, proposals]), gt).max(1).values
     assert len(boxes) == int((iou >= 0.0).sum()) == 331 and int((labels > 0).sum()) == int((iou >= 0.5).sum())
     foreground = labels > 0
-    assert torch.allclose(targets[foreground], BoxCoder(stds=STDS).encode(boxes[foreground], gt.repeat(int(foreground.sum()), 1)))
+    expected = BoxCoder(stds=STDS).encode(boxes[foreground], gt.repeat(int(foreground.sum()), 1))
+    assert torch.allclose(targets[foreground], expected)
     with pytest.raises(ValueError, match="hard_mining_nms"):
         RoISampling(hard_mining_nms=-0.1)
 

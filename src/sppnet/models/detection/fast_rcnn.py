@@ -38,8 +38,8 @@ from sppnet.ops import (BoxCoder, boxes_to_cells, boxes_to_rois, class_nms, clip
 from sppnet.ops.tracing import shape_of
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "roi_losses", "sample_rois", "freeze_first_convs",
-           "fc6_for_levels", "load_head_fc"]
+__all__ = ["RoISampling", "FastRCNNHead", "FastRCNN", "smooth_l1", "fast_rcnn_loss", "roi_losses", "sample_rois",
+           "freeze_first_convs", "fc6_for_levels", "load_head_fc"]
 
 FAST_RCNN_STDS = (0.1, 0.1, 0.2, 0.2)
 
