@@ -158,3 +158,26 @@ def test_warm_up_raises_the_lr_linearly_before_the_steps(detection_backbone, tmp
     assert [float(row.split(",")[1]) for row in rows] == pytest.approx([0.001, 0.002, 0.003, 0.003, 0.0003])
     with pytest.raises(ValueError, match="warmup_iterations must be >= 0"):
         load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["train.warmup_iterations=-1"])
+
+
+def test_bf16_training_follows_the_float32_run(detection_backbone, tmp_path):
+    """``train.precision: bf16`` (autocast, channels-last convs) trains the same
+    model: its losses agree with the float32 run's to bfloat16's precision, and
+    the saved weights are float32 and load onto the exact path."""
+    data, backbone = detection_backbone
+    overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps"))]
+    overrides += ["train.iterations=3", "train.lr_steps=[100]"]
+    train = open_detection_dataset(data, "train")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", overrides + [f"train.precision={precision}"])
+        train_fast_rcnn(config, train, data, tmp_path / precision, backbone=backbone, log=lambda message: None)
+        rows = (tmp_path / precision / "log.csv").read_text().splitlines()[1:]
+        losses[precision] = [float(value) for row in rows for value in row.split(",")[2:]]
+    assert len(losses["bf16"]) == 6
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.01)  # measured: within 0.1%
+    weights = load_weights(tmp_path / "bf16" / "model.safetensors")
+    assert all(value.dtype == torch.float32 for value in weights.values())
+    assert load_fast_rcnn(tmp_path / "bf16").model.precision == "fp32"
+    with pytest.raises(ValueError, match="train.precision must be one of fp32, bf16"):
+        load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["train.precision=fp16"])

@@ -27,6 +27,7 @@ from sppnet.engine.classification import load_classifier
 from sppnet.engine.detection_stages import RunDetector, TestConfig
 from sppnet.engine.pretrain import PretrainConfig
 from sppnet.engine.run_folder import read_classes, recorded_backbone
+from sppnet.fast_path import PRECISIONS
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FAST_RCNN_STDS, FastRCNN, FastRCNNHead, RoISampling, fc6_for_levels
 from sppnet.models.svd import compress_fc, compressed_ranks
@@ -54,10 +55,15 @@ class FastRCNNTrainConfig:
     channel_order: bool = False  # each image's colour channels in a random order (data.transforms.random_channel_order)
     checkpoint_every: int = 500
     seed: int = 0
+    # "bf16": convs and fc layers in bfloat16 autocast (channels-last; weights, optimizer state
+    # and losses stay float32), the CPU fast path of sppnet.fast_path, used for training too.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.warmup_iterations < 0:
             raise ValueError(f"train.warmup_iterations must be >= 0, got {self.warmup_iterations}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

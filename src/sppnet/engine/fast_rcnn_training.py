@@ -30,7 +30,9 @@ computed sharded (``dataset_proposals``); rank 0 alone logs and writes
 
 Conv layers above the first ``frozen_convs`` are fine-tuned with fc6, fc7 and
 the two output layers: SGD, momentum 0.9, weight decay 5e-4 on weights only,
-biases at twice the learning rate.
+biases at twice the learning rate. ``train.precision: bf16`` runs the forward
+and backward passes under bfloat16 autocast (channels-last convs); the
+weights, their gradients, the optimizer and the losses stay float32.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTr
 from sppnet.engine.pretrain import start_detector_run
 from sppnet.engine.schedule import step_lr, warmed_up_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
+from sppnet.fast_path import autocast
 from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
 from sppnet.ops import mirror_boxes
 
@@ -151,6 +154,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     if not records:
         raise ValueError(f"no usable training images in {train.split} (every image was skipped)")
     freeze_first_convs(model.trunk, settings.frozen_convs)
+    model.set_precision(settings.precision)  # channels-last weights for bf16, before the optimizer sees them
     optimizer = _optimizer(model, settings)
     checkpoint_path = run_dir / "checkpoint.safetensors"
     start = 0
@@ -192,7 +196,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
             generators.append(generator)
             dropout_seeds.append(dropout_seed)
-        classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
+        with autocast(settings.precision):
+            classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
         # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
         totals = distributed.all_reduce_sum(torch.tensor(
             [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
@@ -219,6 +224,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             log(f"  iteration {done}/{settings.iterations}: loss_cls {np.mean([r['loss_classifier'] for r in recent]):.3f}, "
                 f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, lr {lr:g} "
                 f"({time.perf_counter() - started:.0f} s)")
+    model.set_precision("fp32")  # inference starts on the exact path (the trunk's weights contiguous again)
     if main:
         save_weights(final, model.state_dict())
     distributed.barrier()

@@ -270,8 +270,9 @@ class FastRCNN(nn.Module):
             hardest = self._hardest_rois(pooled, boxes, labels, box_targets)
             pooled, labels, box_targets = pooled[hardest], labels[hardest], box_targets[hardest]
         class_logits, box_deltas = self.head(pooled)
-        loss_classifier, loss_box = fast_rcnn_loss(class_logits, box_deltas, labels, box_targets.to(box_deltas),
-                                                   self.box_weight)
+        # float32 losses under bf16 autocast too (a no-op in float32)
+        loss_classifier, loss_box = fast_rcnn_loss(class_logits.float(), box_deltas.float(), labels,
+                                                   box_targets.float(), self.box_weight)
         return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box}
 
     @torch.no_grad()
