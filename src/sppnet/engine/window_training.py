@@ -37,6 +37,7 @@ from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoi
 from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
 from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.engine.schedule import step_lr
+from sppnet.fast_path import PRECISIONS, autocast
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
@@ -72,6 +73,9 @@ class WindowFinetuneConfig:
     # forward pass per window: cheap for SPP-net's fc layers on pooled windows (~4x the
     # fine-tuning time), the whole network per warped window for R-CNN.
     hard_mining_nms: float = 0.0
+    # "bf16": the forward passes (OHEM's scoring included) under bfloat16 autocast, the CPU
+    # fast path of sppnet.fast_path; weights, gradients and the loss stay float32.
+    precision: str = "fp32"
     seed: int = 0
     checkpoint_every: int = 200  # iterations between crash-safe checkpoints
 
@@ -89,6 +93,8 @@ class WindowFinetuneConfig:
             raise ValueError(f"finetune.lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.hard_mining_nms <= 1.0:
             raise ValueError(f"finetune.hard_mining_nms must be in [0, 1] (0: off), got {self.hard_mining_nms!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"finetune.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 def finetune_on_windows(
@@ -147,15 +153,18 @@ def finetune_on_windows(
             flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
             batch = window_inputs(record, labelled.boxes[picked], flipped)
             if tune.hard_mining_nms > 0:
-                hardest = _hardest_windows(network, batch, labelled.labels[picked], labelled.boxes[picked],
-                                           per_image, tune.hard_mining_nms)
+                with autocast(tune.precision):
+                    hardest = _hardest_windows(network, batch, labelled.labels[picked], labelled.boxes[picked],
+                                               per_image, tune.hard_mining_nms)
                 (train_mode or network.train)()
                 batch, picked = batch[hardest], picked[hardest]
             inputs.append(augment(batch, generator) if augment is not None else batch)
             labels.append(labelled.labels[picked])
         done = iteration + 1
         if inputs:
-            loss = F.cross_entropy(network(torch.cat(inputs)), torch.cat(labels))
+            with autocast(tune.precision):
+                logits = network(torch.cat(inputs))
+            loss = F.cross_entropy(logits.float(), torch.cat(labels))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"fine-tuning loss became {loss.item()} at iteration {done}; stopped. The last good checkpoint "
@@ -183,7 +192,7 @@ def _hardest_windows(network: nn.Module, inputs: torch.Tensor, labels: torch.Ten
     selection: neighbouring windows have nearly equal losses, and one of them
     is as informative as all)."""
     network.eval()
-    losses = F.cross_entropy(network(inputs), labels, reduction="none")
+    losses = F.cross_entropy(network(inputs).float(), labels, reduction="none")
     return nms(boxes.float(), losses.float(), nms_iou)[:count]
 
 

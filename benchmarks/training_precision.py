@@ -1,0 +1,95 @@
+"""Fast R-CNN training steps in float32 vs bfloat16 autocast (issue 14, session 23).
+
+``detect-fast-rcnn-tiny``'s step (ZF-5 x 0.25, 2 images, 64 RoIs each,
+conv2 and up trained, SGD) at each of its training scales, the two precisions
+side by side in one process: interleaved, the same weights and inputs, the
+median of ``--repeat`` steps. ``bf16`` is ``train.precision: bf16``: the
+model's ``set_precision("bf16")`` (channels-last weights) and the step under
+``sppnet.fast_path.autocast``; weights, gradients and losses stay float32.
+Also prints the first step's losses of each, from the same weights.
+
+Run: .venv/bin/python benchmarks/training_precision.py [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from sppnet.fast_path import autocast
+from sppnet.models.backbones.zf5 import ZF5
+from sppnet.models.classifier import SPPClassifier
+from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_throughput import fast_rcnn_train_step, timed  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16")
+SCALES = (192, 384, 640)  # detect-fast-rcnn-tiny's train_scales
+
+
+def _inputs():
+    """Two 375 x 500 images (the held-out sets' typical size), 500 proposals each
+    around and away from two objects."""
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 375, 500, generator=generator) for _ in range(2)]
+    gt = torch.tensor([[40.0, 50.0, 200.0, 220.0], [250.0, 100.0, 400.0, 300.0]])
+    corners = torch.rand(460, 2, generator=generator) * 360
+    proposals = torch.cat([corners, corners + 12 + torch.rand(460, 2, generator=generator) * 200], 1)
+    proposals = torch.cat([gt.repeat(20, 1) + torch.randn(40, 4, generator=generator) * 8, proposals])
+    proposals[:, 2:] = proposals[:, 2:].clamp(max=499)
+    return images, [proposals, proposals], [{"boxes": gt, "labels": torch.tensor([1, 3])}] * 2
+
+
+def steps_at(scale: int) -> tuple[dict, dict]:
+    """One training step per precision at ``scale``, and its first losses."""
+    torch.manual_seed(0)
+    base = SPPClassifier(ZF5(0.25), 4, levels=(6,), hidden=256, dropout=0.3)
+    images, proposals, targets = _inputs()
+    steps, first = {}, {}
+    for precision in PRECISIONS:
+        classifier = SPPClassifier(ZF5(0.25), 4, levels=(6,), hidden=256, dropout=0.3)
+        classifier.load_state_dict(base.state_dict())
+        model = FastRCNN(classifier.trunk, FastRCNNHead(classifier.fc6, classifier.fc7, 4), (6,), scales=(scale,),
+                         max_side=2000, window_target=160.0, sampling=RoISampling(rois_per_image=64)).train()
+        freeze_first_convs(model.trunk, 1)
+        model.set_precision(precision)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        with torch.no_grad(), autocast(precision):
+            torch.manual_seed(0)
+            losses = model.losses(images, proposals, targets, torch.Generator().manual_seed(0))
+        first[precision] = {name: round(float(value), 4) for name, value in losses.items()}
+
+        def step(model=model, optimizer=optimizer, precision=precision):
+            with autocast(precision):
+                fast_rcnn_train_step(model, optimizer, images, proposals, targets)
+
+        steps[precision] = step
+    return steps, first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeat} steps")
+    print("| train scale | fp32 s/step | bf16 s/step | fp32 / bf16 | first losses fp32 | first losses bf16 |")
+    print("|---|---|---|---|---|---|")
+    totals = {precision: 0.0 for precision in PRECISIONS}
+    for scale in SCALES:
+        steps, first = steps_at(scale)
+        seconds = timed(steps, args.repeat)
+        for precision in PRECISIONS:
+            totals[precision] += seconds[precision] / len(SCALES)
+        print(f"| {scale} | {seconds['fp32']:.4f} | {seconds['bf16']:.4f} | {seconds['fp32'] / seconds['bf16']:.2f}x "
+              f"| {first['fp32']} | {first['bf16']} |")
+    print(f"| mean over the scales | {totals['fp32']:.4f} | {totals['bf16']:.4f} | "
+          f"**{totals['fp32'] / totals['bf16']:.2f}x** | | |")
+
+
+if __name__ == "__main__":
+    main()
