@@ -12,10 +12,13 @@ weights and the other trunks.
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
+
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "check_precision", "autocast", "prepare", "as_input"]
+__all__ = ["PRECISIONS", "check_precision", "autocast", "prepare", "as_input", "cpu_flags", "training_precision"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -43,3 +46,28 @@ def as_input(images: torch.Tensor, precision: str) -> torch.Tensor:
     if check_precision(precision) == "bf16":
         return images.contiguous(memory_format=torch.channels_last)
     return images
+
+
+@cache
+def cpu_flags() -> tuple[str | None, frozenset[str]]:
+    """The CPU's model name and feature flags, from /proc/cpuinfo's first core
+    (None and no flags where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None, frozenset()
+    first = text.split("\n\n", 1)[0]
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    return fields.get("model name"), frozenset(fields.get("flags", "").split())
+
+
+def training_precision(precision: str, log=print) -> str:
+    """The precision a training stage asked for ``precision`` runs in: bf16
+    only on CPUs with bfloat16 instructions (AVX-512 BF16 or AMX), where it is
+    the faster path; elsewhere oneDNN would emulate it, slower than float32,
+    so the stage trains in float32 and says so."""
+    if check_precision(precision) == "bf16" and not cpu_flags()[1] & {"avx512_bf16", "amx_bf16"}:
+        log("bf16 training asked for, but this CPU has no bfloat16 instructions (AVX-512 BF16, AMX): "
+            "training in float32")
+        return "fp32"
+    return precision

@@ -35,9 +35,11 @@ CLASSIFY = ["--config", "classify-tiny", "--no-progress", *_sets(
     "train.optimizer=sgd", "train.lr=0.01", "pretrain.generic_images=0")]
 
 # 3 images per iteration over 2 ranks (2 + 1): the RoI-count normalisation must be the global one.
+# In float32 (the preset's bf16 rounds differently with other thread counts: not this test's subject).
 FAST_RCNN = ["--method", "fast-rcnn", "--config", "detect-fast-rcnn-tiny", *_sets(
     "scales=[128]", "train_scales=null", "proposals=grid", "max_proposals=120", "train.iterations=3",
-    "train.images_per_batch=3", "train.sampling.rois_per_image=16", "train.lr=0.01", "train.checkpoint_every=2")]
+    "train.images_per_batch=3", "train.sampling.rois_per_image=16", "train.lr=0.01", "train.checkpoint_every=2",
+    "train.precision=fp32")]
 
 
 def _free_port() -> int:

@@ -56,7 +56,7 @@ from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTr
 from sppnet.engine.pretrain import start_detector_run
 from sppnet.engine.schedule import step_lr, warmed_up_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
-from sppnet.fast_path import autocast
+from sppnet.fast_path import autocast, training_precision
 from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
 from sppnet.ops import mirror_boxes
 
@@ -154,7 +154,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     if not records:
         raise ValueError(f"no usable training images in {train.split} (every image was skipped)")
     freeze_first_convs(model.trunk, settings.frozen_convs)
-    model.set_precision(settings.precision)  # channels-last weights for bf16, before the optimizer sees them
+    precision = training_precision(settings.precision, log)
+    model.set_precision(precision)  # channels-last weights for bf16, before the optimizer sees them
     optimizer = _optimizer(model, settings)
     checkpoint_path = run_dir / "checkpoint.safetensors"
     start = 0
@@ -196,7 +197,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
             generators.append(generator)
             dropout_seeds.append(dropout_seed)
-        with autocast(settings.precision):
+        with autocast(precision):
             classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
         # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
         totals = distributed.all_reduce_sum(torch.tensor(

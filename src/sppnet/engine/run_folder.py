@@ -18,21 +18,17 @@ from sppnet.atomic import atomic_write_text, remove_stale_temp_files
 from sppnet.config import from_dict, to_dict
 from sppnet.hashing import file_sha256
 from sppnet.engine import distributed
+from sppnet.fast_path import cpu_flags
 
 __all__ = ["open_run_folder", "read_classes", "record_backbone", "recorded_backbone", "record_environment"]
 
 
 def _cpu() -> dict:
     """The CPU's model name and the vector extensions that pick torch's kernels
-    (another CPU runs other kernels: other sums, other trained models), from
-    /proc/cpuinfo where there is one."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    (another CPU runs other kernels: other sums, other trained models)."""
+    model, flags = cpu_flags()
+    if model is None and not flags:
         return {}
-    first = text.split("\n\n", 1)[0]  # the first core's block
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
-    model, flags = fields.get("model name"), set(fields.get("flags", "").split())
     return {"cpu": model, "cpu_extensions": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
 
 

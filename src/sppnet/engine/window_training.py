@@ -37,7 +37,7 @@ from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoi
 from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
 from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.engine.schedule import step_lr
-from sppnet.fast_path import PRECISIONS, autocast
+from sppnet.fast_path import PRECISIONS, autocast, training_precision
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
@@ -127,6 +127,7 @@ def finetune_on_windows(
         generator.set_state(saved.generator_state)
         start = int(saved.extra["iteration"])
         log(f"  fine-tuning resumed at iteration {start} from {checkpoint_path}")
+    precision = training_precision(tune.precision, log)
     per_image = max(1, tune.batch_size // tune.images_per_batch)
     fg_per_image = max(1, round(per_image * tune.fg_fraction))
     (train_mode or network.train)()
@@ -153,7 +154,7 @@ def finetune_on_windows(
             flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
             batch = window_inputs(record, labelled.boxes[picked], flipped)
             if tune.hard_mining_nms > 0:
-                with autocast(tune.precision):
+                with autocast(precision):
                     hardest = _hardest_windows(network, batch, labelled.labels[picked], labelled.boxes[picked],
                                                per_image, tune.hard_mining_nms)
                 (train_mode or network.train)()
@@ -162,7 +163,7 @@ def finetune_on_windows(
             labels.append(labelled.labels[picked])
         done = iteration + 1
         if inputs:
-            with autocast(tune.precision):
+            with autocast(precision):
                 logits = network(torch.cat(inputs))
             loss = F.cross_entropy(logits.float(), torch.cat(labels))
             if not torch.isfinite(loss):
