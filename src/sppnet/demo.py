@@ -65,7 +65,9 @@ class DemoConfig:
     # 67.9 / 71.4 / 64.3 without; the demo takes 222 s instead of 169 s (seed 0).
     # With the Fast R-CNN preset's max_side 2000 (session 18; it trains the wider
     # images at 640 uncapped): 70.5 / 75.2 / 71.3, 199-203 s. With SPP-net's
-    # window target 160 (session 19): 84.9 / 81.3 / 75.6, 214-218 s.
+    # window target 160 (session 19): 84.9 / 81.3 / 75.6, 214-218 s. With the presets'
+    # bf16 training (session 23; float32 on CPUs without bfloat16 instructions):
+    # 84.6 / 80.6 / 74.1, 231-233 s against 248 s in float32 on that machine.
     # The warm-up: without it seed 2's Fast R-CNN collapsed to the class prior at
     # lr 0.01 and its trunk with it (6.3 mAP; benchmarks/RESULTS.md, session 17).
     # 0: no in-context stage. Only the trunk is handed over (measured so; the
