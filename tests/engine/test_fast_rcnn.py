@@ -184,3 +184,26 @@ def test_bf16_training_follows_the_float32_run(detection_backbone, tmp_path):
     assert load_fast_rcnn(tmp_path / "bf16").model.precision == "fp32"
     with pytest.raises(ValueError, match="train.precision must be one of fp32, bf16"):
         load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", ["train.precision=fp16"])
+
+
+def test_interrupted_bf16_run_resumes_to_identical_weights(detection_backbone, tmp_path):
+    """bf16 training repeats itself: interrupted and resumed from its
+    checkpoint, the run ends with the uninterrupted one's weights and log."""
+    data, backbone = detection_backbone
+    overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps", "train.precision"))]
+    config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", overrides + [
+        "train.iterations=60", "train.lr_steps=[50]", "train.checkpoint_every=20", "train.precision=bf16"])
+    train = open_detection_dataset(data, "train")
+    train_fast_rcnn(config, train, data, tmp_path / "straight", backbone=backbone, log=lambda message: None)
+
+    def interrupt(message):
+        if "iteration 42/60" in message:  # checkpoints every 20 iterations: it restarts from 40
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_fast_rcnn(config, train, data, tmp_path / "resumed", backbone=backbone, log=interrupt)
+    train_fast_rcnn(config, train, data, tmp_path / "resumed", backbone=backbone, resume=True, log=lambda message: None)
+    straight = load_weights(tmp_path / "straight" / "model.safetensors")
+    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert (tmp_path / "resumed" / "log.csv").read_text() == (tmp_path / "straight" / "log.csv").read_text()
