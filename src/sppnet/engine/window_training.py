@@ -194,7 +194,7 @@ def _hardest_windows(network: nn.Module, inputs: torch.Tensor, labels: torch.Ten
     is as informative as all)."""
     network.eval()
     losses = F.cross_entropy(network(inputs).float(), labels, reduction="none")
-    return nms(boxes.float(), losses.float(), nms_iou)[:count]
+    return nms(boxes.float(), losses, nms_iou)[:count]
 
 
 def load_svms(path: Path) -> tuple[LinearSVMs, float]:
