@@ -1,4 +1,4 @@
-"""Fast R-CNN training steps in float32 vs bfloat16 autocast (issue 14, session 23).
+"""Fast R-CNN and R-CNN training steps in float32 vs bfloat16 autocast (issue 14, sessions 23-24).
 
 ``detect-fast-rcnn-tiny``'s step (ZF-5 x 0.25, 2 images, 64 RoIs each,
 conv2 and up trained, SGD) at each of its training scales, the two precisions
@@ -9,7 +9,13 @@ model's ``set_precision("bf16")`` (channels-last weights) and the step under
 The weights are random (timing only): how the two precisions' losses agree
 on a trained trunk is tests/engine/test_fast_rcnn.py's subject.
 
-Run: .venv/bin/python benchmarks/training_precision.py [--repeat 15]
+R-CNN: one step of ``detect-rcnn-tiny``'s fine-tuning (128 windows warped to
+96 x 96, the whole network trained, SGD), ``finetune.precision`` fp32 vs bf16
+as the window fine-tuning runs it (contiguous weights and windows) vs bf16
+with channels-last weights and windows (Fast R-CNN's layout; not used there:
+session 24 measured no gain from it at these sizes).
+
+Run: .venv/bin/python benchmarks/training_precision.py [--repeat 15] [--only fast-rcnn|rcnn]
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from sppnet.fast_path import autocast
+from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.backbones.zf5 import ZF5
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, freeze_first_convs
+from sppnet.models.detection.rcnn import RCNNNetwork
 
 sys.path.insert(0, str(Path(__file__).parent))
 from training_throughput import fast_rcnn_train_step, timed  # noqa: E402
@@ -67,22 +74,66 @@ def steps_at(scale: int) -> dict:
     return steps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15)
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeat} steps")
+def rcnn_steps() -> dict:
+    """One R-CNN fine-tuning step per variant: fp32, bf16, bf16 channels-last."""
+    torch.manual_seed(0)
+    base = RCNNNetwork(SPPClassifier(ZF5(0.25), 4, levels=(6, 3, 2, 1), hidden=256, dropout=0.3), 5)
+    generator = torch.Generator().manual_seed(1)
+    windows = torch.rand(128, 3, 96, 96, generator=generator)
+    labels = torch.randint(0, 5, (128,), generator=generator)
+    steps = {}
+    for variant, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("bf16 channels-last", "bf16")):
+        network = RCNNNetwork(SPPClassifier(ZF5(0.25), 4, levels=(6, 3, 2, 1), hidden=256, dropout=0.3), 5)
+        network.load_state_dict(base.state_dict())
+        network.train()
+        if variant == "bf16 channels-last":
+            prepare(network, precision)
+        optimizer = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(network=network, optimizer=optimizer, precision=precision, layout=variant == "bf16 channels-last"):
+            with autocast(precision):
+                logits = network(as_input(windows, precision) if layout else windows)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        steps[variant] = step
+    return steps
+
+
+def fast_rcnn_table(repeat: int) -> None:
     print("| train scale | fp32 s/step | bf16 s/step | fp32 / bf16 |")
     print("|---|---|---|---|")
     totals = {precision: 0.0 for precision in PRECISIONS}
     for scale in SCALES:
         steps = steps_at(scale)
-        seconds = timed(steps, args.repeat)
+        seconds = timed(steps, repeat)
         for precision in PRECISIONS:
             totals[precision] += seconds[precision] / len(SCALES)
         print(f"| {scale} | {seconds['fp32']:.4f} | {seconds['bf16']:.4f} | {seconds['fp32'] / seconds['bf16']:.2f}x |")
     print(f"| mean over the scales | {totals['fp32']:.4f} | {totals['bf16']:.4f} | "
           f"**{totals['fp32'] / totals['bf16']:.2f}x** |")
+
+
+def rcnn_table(repeat: int) -> None:
+    seconds = timed(rcnn_steps(), repeat)
+    print("\n| R-CNN fine-tuning step (128 windows, 96 x 96) | s/step | fp32 / it |")
+    print("|---|---|---|")
+    for variant, value in seconds.items():
+        print(f"| {variant} | {value:.4f} | {seconds['fp32'] / value:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--only", choices=("fast-rcnn", "rcnn"), help="time one detector's step only")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeat} steps")
+    if args.only != "rcnn":
+        fast_rcnn_table(args.repeat)
+    if args.only != "fast-rcnn":
+        rcnn_table(args.repeat)
 
 
 if __name__ == "__main__":
