@@ -3,10 +3,11 @@ import torch
 
 from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
-from sppnet.engine.checkpoint import load_weights
+from sppnet.engine.checkpoint import TrainingDiverged, load_weights
 from sppnet.engine.detection_stages import detect_dataset
 from sppnet.engine.fast_rcnn import FastRCNNConfig, load_fast_rcnn
 from sppnet.engine.fast_rcnn_training import train_fast_rcnn
+from sppnet.fast_path import training_precision
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
@@ -207,3 +208,59 @@ def test_interrupted_bf16_run_resumes_to_identical_weights(detection_backbone, t
     resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert (tmp_path / "resumed" / "log.csv").read_text() == (tmp_path / "straight" / "log.csv").read_text()
+
+
+def _glitching_head(monkeypatch, when):
+    """Build the model as training does, with a fault in its head: on the calls
+    ``when(call, autocast_enabled)`` picks, the head's class scores come out
+    NaN (a stand-in for a kernel that returns garbage)."""
+    import sppnet.engine.fast_rcnn_training as training
+    real_build, calls = training.build_fast_rcnn, []
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+
+        def glitch(module, inputs, outputs):
+            calls.append(torch.is_autocast_enabled("cpu"))
+            if when(len(calls), calls[-1]):
+                return outputs[0] * float("nan"), outputs[1]
+            return outputs
+
+        model.head.register_forward_hook(glitch)
+        return model
+
+    monkeypatch.setattr(training, "build_fast_rcnn", build)
+    return calls
+
+
+def test_a_non_finite_bf16_step_is_taken_again_in_float32(detection_backbone, tmp_path, monkeypatch):
+    """A NaN loss under bf16 autocast does not stop the run: that step is
+    computed again in float32 from the same images, RoIs and dropout, and the
+    run goes on in bf16. A NaN in float32 too still stops it."""
+    if training_precision("bf16", log=lambda message: None) != "bf16":
+        pytest.skip("this CPU has no bfloat16 instructions: bf16 training runs in float32 here")
+    data, backbone = detection_backbone
+    overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps", "train.precision"))]
+    overrides += ["train.iterations=3", "train.lr_steps=[100]"]
+    train = open_detection_dataset(data, "train")
+    for precision in ("fp32", "bf16"):
+        config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", overrides + [f"train.precision={precision}"])
+        if precision == "bf16":
+            # The second image of iteration 2 (head calls 3 and 4 are iteration 2's two images).
+            calls = _glitching_head(monkeypatch, lambda call, autocast_on: call == 4)
+        messages = []
+        train_fast_rcnn(config, train, data, tmp_path / precision, backbone=backbone, log=messages.append)
+    assert calls == [True, True, True, True, False, False, True, True]  # iteration 2 again, without autocast
+    assert any("iteration 2: the loss in bfloat16 is nan; this step is computed again in float32" in m
+               for m in messages), messages
+    rows = {p: (tmp_path / p / "log.csv").read_text().splitlines()[1:] for p in ("fp32", "bf16")}
+    # Iteration 2 is the float32 step itself, on bf16-trained weights: within bf16's precision of the float32 run.
+    step = {p: [float(v) for v in rows[p][1].split(",")[2:]] for p in rows}
+    assert step["bf16"] == pytest.approx(step["fp32"], rel=0.01)
+    weights = load_weights(tmp_path / "bf16" / "model.safetensors")
+    assert all(bool(torch.isfinite(value).all()) for value in weights.values())
+
+    monkeypatch.undo()
+    _glitching_head(monkeypatch, lambda call, autocast_on: call >= 3)  # NaN in both precisions
+    with pytest.raises(TrainingDiverged, match="Fast R-CNN loss became nan at iteration 2;"):
+        train_fast_rcnn(config, train, data, tmp_path / "diverged", backbone=backbone, log=lambda message: None)

@@ -12,6 +12,7 @@ from sppnet.data.records import ImageRecord
 from sppnet.engine.checkpoint import TrainingDiverged, load_checkpoint
 from sppnet.data.transforms import random_channel_order
 from sppnet.engine.window_training import WindowFinetuneConfig, finetune_on_windows
+from sppnet.fast_path import training_precision
 from sppnet.models.windows import LabelledWindows
 
 NUM_CLASSES, DIM, WINDOWS = 3, 10, 40
@@ -227,3 +228,38 @@ def test_bf16_fine_tuning_follows_the_float32_run():
     assert len(picked["bf16", 0.7] & picked["fp32", 0.7]) >= 10
     with pytest.raises(ValueError, match="finetune.precision must be one of fp32, bf16"):
         WindowFinetuneConfig(precision="fp16")
+
+
+def test_a_non_finite_bf16_step_is_taken_again_in_float32():
+    """A NaN loss under bf16 autocast (here a fault put into the network's
+    output on one call, a stand-in for a kernel returning garbage) does not
+    stop fine-tuning: the step is computed again in float32 with the same
+    windows and dropout masks, so it is the float32 step to bf16's precision.
+    A NaN in float32 too stops the run as before."""
+    if training_precision("bf16", log=lambda m: None) != "bf16":
+        pytest.skip("this CPU has no bfloat16 instructions: bf16 fine-tuning runs in float32 here")
+    records, windows, window_inputs = _problem()
+    start = _network().state_dict()
+    steps, messages = {}, []
+    for precision in ("fp32", "bf16"):
+        network, autocast_on = _network(), []
+
+        def glitch(module, args, out, autocast_on=autocast_on):
+            autocast_on.append(torch.is_autocast_enabled("cpu"))
+            return out * float("nan") if autocast_on[-1] else out
+
+        network.register_forward_hook(glitch)
+        finetune_on_windows(network, list(network.parameters()), records, windows,
+                            replace(TUNE, iterations=1, precision=precision), window_inputs, None, log=messages.append)
+        steps[precision] = torch.cat([(value - start[name]).flatten() for name, value in network.state_dict().items()])
+    assert autocast_on == [True, False]
+    assert any("fine-tune 1: the loss in bfloat16 is nan; this step is computed again in float32" in m
+               for m in messages), messages
+    difference = float((steps["bf16"] - steps["fp32"]).norm() / steps["fp32"].norm())
+    assert difference < 1e-6, difference  # the float32 step itself, the same dropout masks
+
+    network = _network()
+    network.register_forward_hook(lambda module, args, out: out * float("nan"))
+    with pytest.raises(TrainingDiverged, match="fine-tuning loss became nan at iteration 1"):
+        finetune_on_windows(network, list(network.parameters()), records, windows,
+                            replace(TUNE, iterations=1, precision="bf16"), window_inputs, None, log=lambda m: None)

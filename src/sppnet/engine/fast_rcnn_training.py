@@ -169,12 +169,11 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
     rows = read_rows_csv(log_path, "iteration", start) if start else []
     summed_losses = distributed.wrap_ddp(_SummedLosses(model))
     summed_losses.train()
-    started = time.perf_counter()
-    iteration = start
-    for iteration in range(start, settings.iterations):
-        lr = warmed_up_lr(step_lr(settings.lr, settings.lr_steps, iteration), iteration, settings.warmup_iterations)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_factor"]
+
+    def mini_batch(iteration: int) -> tuple[list, ...]:
+        """This rank's images of the iteration with their proposals, targets,
+        generators and dropout seeds (drawn afresh from (seed, iteration, j)
+        at each call)."""
         images, boxes, targets, generators, dropout_seeds = [], [], [], [], []
         batch = _batch_indices(len(records), iteration, settings.images_per_batch, settings.seed)
         for position in distributed.shard(range(len(batch))):  # this rank's images of the global mini-batch
@@ -197,16 +196,37 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             targets.append({"boxes": gt_boxes, "labels": record.labels, "difficult": record.difficult})
             generators.append(generator)
             dropout_seeds.append(dropout_seed)
+        return images, boxes, targets, generators, dropout_seeds
+
+    def summed(iteration: int, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mini-batch's summed losses and their totals over all ranks
+        (classification, box, RoI count; float64)."""
         with autocast(precision):
-            classification, box, count = summed_losses(images, boxes, targets, generators, dropout_seeds)
-        # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
-        totals = distributed.all_reduce_sum(torch.tensor(
+            classification, box, count = summed_losses(*mini_batch(iteration))
+        return classification, box, distributed.all_reduce_sum(torch.tensor(
             [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
+
+    started = time.perf_counter()
+    iteration = start
+    for iteration in range(start, settings.iterations):
+        lr = warmed_up_lr(step_lr(settings.lr, settings.lr_steps, iteration), iteration, settings.warmup_iterations)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+        classification, box, totals = summed(iteration, precision)
+        if precision == "bf16" and not bool(torch.isfinite(totals).all()):
+            # bfloat16 autocast gave a NaN loss twice in ~16,000 iterations of runs with online hard
+            # example mining, from weights whose loss is finite when the run resumes from its last
+            # checkpoint (RESULTS.md, sessions 23-24): the step is taken again in float32 (the same
+            # images, RoIs and dropout), and only a non-finite float32 loss stops the run.
+            log(f"  iteration {iteration + 1}: the loss in bfloat16 is {totals[0].item() + totals[1].item()}; "
+                "this step is computed again in float32")
+            classification, box, totals = summed(iteration, "fp32")
+        # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
         rois = totals[2].item()
         loss_classifier, loss_box = (totals[:2] / max(rois, 1)).tolist()
         if not np.isfinite(loss_classifier + loss_box):
             raise TrainingDiverged(
-                f"Fast R-CNN loss became {loss_classifier + loss_box} at iteration {iteration}; stopped. The last good "
+                f"Fast R-CNN loss became {loss_classifier + loss_box} at iteration {iteration + 1}; stopped. The last good "
                 f"checkpoint ({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
         optimizer.zero_grad()
         # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.

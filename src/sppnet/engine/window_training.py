@@ -163,9 +163,17 @@ def finetune_on_windows(
             labels.append(labelled.labels[picked])
         done = iteration + 1
         if inputs:
+            batch, batch_labels, dropout_state = torch.cat(inputs), torch.cat(labels), torch.get_rng_state()
             with autocast(precision):
-                logits = network(torch.cat(inputs))
-            loss = F.cross_entropy(logits.float(), torch.cat(labels))
+                loss = F.cross_entropy(network(batch).float(), batch_labels)
+            if precision == "bf16" and not torch.isfinite(loss):
+                # As Fast R-CNN's training (fast_rcnn_training.py): a non-finite loss under bf16
+                # autocast is computed again in float32 (the same windows and dropout masks);
+                # only a non-finite float32 loss stops the run.
+                log(f"  fine-tune {done}: the loss in bfloat16 is {loss.item()}; this step is computed again "
+                    "in float32")
+                torch.set_rng_state(dropout_state)
+                loss = F.cross_entropy(network(batch).float(), batch_labels)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"fine-tuning loss became {loss.item()} at iteration {done}; stopped. The last good checkpoint "
