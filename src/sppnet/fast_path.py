@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "check_precision", "autocast", "prepare", "as_input", "cpu_flags", "training_precision"]
+__all__ = ["PRECISIONS", "check_precision", "autocast", "prepare", "as_input", "cpu_flags", "training_precision",
+           "gradients_finite"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -71,3 +72,10 @@ def training_precision(precision: str, log=print) -> str:
             "training in float32")
         return "fp32"
     return precision
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite (one sum per
+    tensor: a NaN or infinity anywhere in it makes the sum non-finite)."""
+    sums = [p.grad.sum() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not sums or bool(torch.isfinite(torch.stack(sums)).all())

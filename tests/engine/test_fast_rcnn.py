@@ -212,8 +212,9 @@ def test_interrupted_bf16_run_resumes_to_identical_weights(detection_backbone, t
 
 def _glitching_head(monkeypatch, when):
     """Build the model as training does, with a fault in its head: on the calls
-    ``when(call, autocast_enabled)`` picks, the head's class scores come out
-    NaN (a stand-in for a kernel that returns garbage)."""
+    where ``when(call, autocast_enabled)`` says "output", the head's class
+    scores come out NaN; where it says "gradient", their gradient does (a
+    stand-in for a kernel that returns garbage)."""
     import sppnet.engine.fast_rcnn_training as training
     real_build, calls = training.build_fast_rcnn, []
 
@@ -222,8 +223,11 @@ def _glitching_head(monkeypatch, when):
 
         def glitch(module, inputs, outputs):
             calls.append(torch.is_autocast_enabled("cpu"))
-            if when(len(calls), calls[-1]):
+            fault = when(len(calls), calls[-1])
+            if fault == "output":
                 return outputs[0] * float("nan"), outputs[1]
+            if fault == "gradient":
+                outputs[0].register_hook(lambda grad: grad * float("nan"))
             return outputs
 
         model.head.register_forward_hook(glitch)
@@ -234,33 +238,37 @@ def _glitching_head(monkeypatch, when):
 
 
 def test_a_non_finite_bf16_step_is_taken_again_in_float32(detection_backbone, tmp_path, monkeypatch):
-    """A NaN loss under bf16 autocast does not stop the run: that step is
-    computed again in float32 from the same images, RoIs and dropout, and the
-    run goes on in bf16. A NaN in float32 too still stops it."""
+    """A NaN loss, or NaN gradients from a finite loss, under bf16 autocast do
+    not stop the run: that step is computed again in float32 from the same
+    images, RoIs and dropout, and the run goes on in bf16. A NaN in float32
+    too still stops it."""
     if training_precision("bf16", log=lambda message: None) != "bf16":
         pytest.skip("this CPU has no bfloat16 instructions: bf16 training runs in float32 here")
     data, backbone = detection_backbone
     overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps", "train.precision"))]
     overrides += ["train.iterations=3", "train.lr_steps=[100]"]
     train = open_detection_dataset(data, "train")
-    for precision in ("fp32", "bf16"):
+    rows = {}
+    for fault in (None, "output", "gradient"):
+        precision = "fp32" if fault is None else "bf16"
         config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", overrides + [f"train.precision={precision}"])
-        if precision == "bf16":
-            # The second image of iteration 2 (head calls 3 and 4 are iteration 2's two images).
-            calls = _glitching_head(monkeypatch, lambda call, autocast_on: call == 4)
+        monkeypatch.undo()
+        # The second image of iteration 2 (head calls 3 and 4 are iteration 2's two images).
+        calls = _glitching_head(monkeypatch, lambda call, autocast_on: fault if call == 4 else None)
         messages = []
-        train_fast_rcnn(config, train, data, tmp_path / precision, backbone=backbone, log=messages.append)
-    assert calls == [True, True, True, True, False, False, True, True]  # iteration 2 again, without autocast
-    assert any("iteration 2: the loss in bfloat16 is nan; this step is computed again in float32" in m
-               for m in messages), messages
-    rows = {p: (tmp_path / p / "log.csv").read_text().splitlines()[1:] for p in ("fp32", "bf16")}
-    # Iteration 2 is the float32 step itself, on bf16-trained weights: within bf16's precision of the float32 run.
-    step = {p: [float(v) for v in rows[p][1].split(",")[2:]] for p in rows}
-    assert step["bf16"] == pytest.approx(step["fp32"], rel=0.01)
-    weights = load_weights(tmp_path / "bf16" / "model.safetensors")
-    assert all(bool(torch.isfinite(value).all()) for value in weights.values())
+        train_fast_rcnn(config, train, data, tmp_path / str(fault), backbone=backbone, log=messages.append)
+        rows[fault] = (tmp_path / str(fault) / "log.csv").read_text().splitlines()[1:]
+        if fault is not None:
+            assert calls == [True, True, True, True, False, False, True, True], fault  # iteration 2 again in float32
+            assert any("iteration 2: the loss or its gradients in bfloat16 are not finite" in m
+                       and "this step is computed again in float32" in m for m in messages), messages
+            weights = load_weights(tmp_path / str(fault) / "model.safetensors")
+            assert all(bool(torch.isfinite(value).all()) for value in weights.values())
+            # Iteration 2 is the float32 step on bf16-trained weights: within bf16's precision of the float32 run.
+            step = {key: [float(v) for v in rows[key][1].split(",")[2:]] for key in (None, fault)}
+            assert step[fault] == pytest.approx(step[None], rel=0.01)
 
     monkeypatch.undo()
-    _glitching_head(monkeypatch, lambda call, autocast_on: call >= 3)  # NaN in both precisions
+    _glitching_head(monkeypatch, lambda call, autocast_on: "output" if call >= 3 else None)  # in both precisions
     with pytest.raises(TrainingDiverged, match="Fast R-CNN loss became nan at iteration 2;"):
         train_fast_rcnn(config, train, data, tmp_path / "diverged", backbone=backbone, log=lambda message: None)

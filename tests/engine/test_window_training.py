@@ -231,32 +231,39 @@ def test_bf16_fine_tuning_follows_the_float32_run():
 
 
 def test_a_non_finite_bf16_step_is_taken_again_in_float32():
-    """A NaN loss under bf16 autocast (here a fault put into the network's
-    output on one call, a stand-in for a kernel returning garbage) does not
-    stop fine-tuning: the step is computed again in float32 with the same
-    windows and dropout masks, so it is the float32 step to bf16's precision.
-    A NaN in float32 too stops the run as before."""
+    """A NaN loss, or NaN gradients from a finite loss, under bf16 autocast
+    (here a fault put into the network's output or its gradient on one call,
+    a stand-in for a kernel returning garbage) do not stop fine-tuning: the
+    step is computed again in float32 with the same windows and dropout
+    masks, so it is the float32 step itself. A NaN in float32 too stops the
+    run as before."""
     if training_precision("bf16", log=lambda m: None) != "bf16":
         pytest.skip("this CPU has no bfloat16 instructions: bf16 fine-tuning runs in float32 here")
     records, windows, window_inputs = _problem()
     start = _network().state_dict()
-    steps, messages = {}, []
-    for precision in ("fp32", "bf16"):
-        network, autocast_on = _network(), []
+    steps = {}
+    for precision, fault in (("fp32", None), ("bf16", "output"), ("bf16", "gradient")):
+        network, autocast_on, messages = _network(), [], []
 
-        def glitch(module, args, out, autocast_on=autocast_on):
+        def glitch(module, args, out, autocast_on=autocast_on, fault=fault):
             autocast_on.append(torch.is_autocast_enabled("cpu"))
-            return out * float("nan") if autocast_on[-1] else out
+            if autocast_on[-1] and fault == "output":
+                return out * float("nan")
+            if autocast_on[-1] and fault == "gradient":
+                out.register_hook(lambda grad: grad * float("nan"))
+            return out
 
         network.register_forward_hook(glitch)
         finetune_on_windows(network, list(network.parameters()), records, windows,
                             replace(TUNE, iterations=1, precision=precision), window_inputs, None, log=messages.append)
-        steps[precision] = torch.cat([(value - start[name]).flatten() for name, value in network.state_dict().items()])
-    assert autocast_on == [True, False]
-    assert any("fine-tune 1: the loss in bfloat16 is nan; this step is computed again in float32" in m
-               for m in messages), messages
-    difference = float((steps["bf16"] - steps["fp32"]).norm() / steps["fp32"].norm())
-    assert difference < 1e-6, difference  # the float32 step itself, the same dropout masks
+        steps[fault] = torch.cat([(value - start[name]).flatten() for name, value in network.state_dict().items()])
+        if fault is not None:
+            assert autocast_on == [True, False], fault
+            assert any("fine-tune 1: the loss or its gradients in bfloat16 are not finite" in m for m in messages), \
+                messages
+    for fault in ("output", "gradient"):
+        difference = float((steps[fault] - steps[None]).norm() / steps[None].norm())
+        assert difference < 1e-6, (fault, difference)  # the float32 step itself, the same dropout masks
 
     network = _network()
     network.register_forward_hook(lambda module, args, out: out * float("nan"))

@@ -56,7 +56,7 @@ from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTr
 from sppnet.engine.pretrain import start_detector_run
 from sppnet.engine.schedule import step_lr, warmed_up_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
-from sppnet.fast_path import autocast, training_precision
+from sppnet.fast_path import autocast, gradients_finite, training_precision
 from sppnet.models.detection.fast_rcnn import FastRCNN, freeze_first_convs
 from sppnet.ops import mirror_boxes
 
@@ -198,13 +198,18 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             dropout_seeds.append(dropout_seed)
         return images, boxes, targets, generators, dropout_seeds
 
-    def summed(iteration: int, precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The mini-batch's summed losses and their totals over all ranks
-        (classification, box, RoI count; float64)."""
+    def forward_backward(iteration: int, precision: str) -> torch.Tensor:
+        """The mini-batch's losses and their gradients (when finite): returns
+        the totals over all ranks (classification, box, RoI count; float64)."""
         with autocast(precision):
             classification, box, count = summed_losses(*mini_batch(iteration))
-        return classification, box, distributed.all_reduce_sum(torch.tensor(
+        totals = distributed.all_reduce_sum(torch.tensor(
             [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
+        if bool(torch.isfinite(totals).all()):
+            optimizer.zero_grad()
+            # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.
+            ((classification + box) * (distributed.world() / max(totals[2].item(), 1))).backward()
+        return totals
 
     started = time.perf_counter()
     iteration = start
@@ -212,15 +217,15 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         lr = warmed_up_lr(step_lr(settings.lr, settings.lr_steps, iteration), iteration, settings.warmup_iterations)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
-        classification, box, totals = summed(iteration, precision)
-        if precision == "bf16" and not bool(torch.isfinite(totals).all()):
-            # bfloat16 autocast gave a NaN loss twice in ~16,000 iterations of runs with online hard
-            # example mining, from weights whose loss is finite when the run resumes from its last
-            # checkpoint (RESULTS.md, sessions 23-24): the step is taken again in float32 (the same
-            # images, RoIs and dropout), and only a non-finite float32 loss stops the run.
-            log(f"  iteration {iteration + 1}: the loss in bfloat16 is {totals[0].item() + totals[1].item()}; "
-                "this step is computed again in float32")
-            classification, box, totals = summed(iteration, "fp32")
+        totals = forward_backward(iteration, precision)
+        if precision == "bf16" and not (bool(torch.isfinite(totals).all()) and gradients_finite(optimizer)):
+            # A bf16 run with online hard example mining stopped twice on a NaN loss (~16,000
+            # iterations), from weights whose loss is finite when the run resumes from its last
+            # checkpoint (RESULTS.md, sessions 23-24): the step is taken again in float32 (the
+            # same images, RoIs and dropout), and only a non-finite float32 loss stops the run.
+            log(f"  iteration {iteration + 1}: the loss or its gradients in bfloat16 are not finite "
+                f"(loss {totals[0].item() + totals[1].item()}); this step is computed again in float32")
+            totals = forward_backward(iteration, "fp32")
         # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
         rois = totals[2].item()
         loss_classifier, loss_box = (totals[:2] / max(rois, 1)).tolist()
@@ -228,9 +233,6 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             raise TrainingDiverged(
                 f"Fast R-CNN loss became {loss_classifier + loss_box} at iteration {iteration + 1}; stopped. The last good "
                 f"checkpoint ({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
-        optimizer.zero_grad()
-        # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.
-        ((classification + box) * (distributed.world() / max(rois, 1))).backward()
         if rois == 0:
             continue
         optimizer.step()

@@ -37,7 +37,7 @@ from sppnet.engine.checkpoint import Checkpoint, TrainingDiverged, load_checkpoi
 from sppnet.engine.detection_stages import MiningConfig, WindowFeatures, train_box_regression, train_svms
 from sppnet.engine.run_folder import read_classes, recorded_backbone
 from sppnet.engine.schedule import step_lr
-from sppnet.fast_path import PRECISIONS, autocast, training_precision
+from sppnet.fast_path import PRECISIONS, autocast, gradients_finite, training_precision
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.models.windows import LabelledWindows
@@ -132,6 +132,16 @@ def finetune_on_windows(
     fg_per_image = max(1, round(per_image * tune.fg_fraction))
     (train_mode or network.train)()
     started, losses = time.perf_counter(), []
+
+    def forward_backward(batch: torch.Tensor, labels: torch.Tensor, precision: str) -> torch.Tensor:
+        """The mini-batch's loss and, when it is finite, its gradients."""
+        with autocast(precision):
+            loss = F.cross_entropy(network(batch).float(), labels)
+        if torch.isfinite(loss):
+            optimizer.zero_grad()
+            loss.backward()
+        return loss
+
     for iteration in range(start, tune.iterations):
         lr = step_lr(tune.lr, tune.lr_steps, iteration)
         for group in optimizer.param_groups:
@@ -164,23 +174,20 @@ def finetune_on_windows(
         done = iteration + 1
         if inputs:
             batch, batch_labels, dropout_state = torch.cat(inputs), torch.cat(labels), torch.get_rng_state()
-            with autocast(precision):
-                loss = F.cross_entropy(network(batch).float(), batch_labels)
-            if precision == "bf16" and not torch.isfinite(loss):
-                # As Fast R-CNN's training (fast_rcnn_training.py): a non-finite loss under bf16
-                # autocast is computed again in float32 (the same windows and dropout masks);
-                # only a non-finite float32 loss stops the run.
-                log(f"  fine-tune {done}: the loss in bfloat16 is {loss.item()}; this step is computed again "
-                    "in float32")
+            loss = forward_backward(batch, batch_labels, precision)
+            if precision == "bf16" and not (torch.isfinite(loss) and gradients_finite(optimizer)):
+                # As Fast R-CNN's training (fast_rcnn_training.py): a bf16 step whose loss or
+                # gradients are not finite is computed again in float32 (the same windows and
+                # dropout masks); only a non-finite float32 loss stops the run.
+                log(f"  fine-tune {done}: the loss or its gradients in bfloat16 are not finite (loss "
+                    f"{loss.item()}); this step is computed again in float32")
                 torch.set_rng_state(dropout_state)
-                loss = F.cross_entropy(network(batch).float(), batch_labels)
+                loss = forward_backward(batch, batch_labels, "fp32")
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"fine-tuning loss became {loss.item()} at iteration {done}; stopped. The last good checkpoint "
                     f"({checkpoint_path if checkpoint_path and checkpoint_path.exists() else 'none'}) is kept; "
                     "lower finetune.lr")
-            optimizer.zero_grad()
-            loss.backward()
             optimizer.step()
             losses.append(loss.item())
         if checkpoint_path is not None and done % tune.checkpoint_every == 0 and done < tune.iterations:
