@@ -224,7 +224,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             # checkpoint (RESULTS.md, sessions 23-24): the step is taken again in float32 (the
             # same images, RoIs and dropout), and only a non-finite float32 loss stops the run.
             log(f"  iteration {iteration + 1}: the loss or its gradients in bfloat16 are not finite "
-                f"(loss {totals[0].item() + totals[1].item()}); this step is computed again in float32")
+                f"(loss {(totals[0] + totals[1]).item() / max(totals[2].item(), 1):.4g}); this step is computed "
+                "again in float32")
             totals = forward_backward(iteration, "fp32")
         # Sums over the whole mini-batch (all ranks): its RoI count normalises the losses.
         rois = totals[2].item()
