@@ -24,7 +24,10 @@ OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fa
              "test.flip=false",
              # and in float32 (the preset trains in bf16 since session 23, on CPUs that have it:
              # another CPU would train another model; test_bf16_training_follows_the_float32_run).
-             "train.precision=fp32"]
+             "train.precision=fp32",
+             # and with the papers' RoI sampling (the preset mines hard examples since session 25).
+             "train.sampling.hard_mining_nms=0.0", "train.sampling.bg_low=0.1",
+             "test.box_vote=null"]  # and without box voting (the preset's since session 25)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from sppnet.data.records import BACKGROUND, DetectionDataset, ImageRecord
@@ -105,7 +106,7 @@ def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backb
 
     data, crop_run = detection_backbone
     config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=3, context_fc=True,
-                            context_warmup_iterations=2)
+                            context_warmup_iterations=2, context_overrides=("train.sampling.bg_low=0.05",))
     out = train_in_context(config, open_detection_dataset(data, "train"), data, tmp_path / "run", crop_run,
                            log=lambda message: None)
     crop = load_file(crop_run / "model.safetensors")
@@ -120,6 +121,22 @@ def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backb
     torch.testing.assert_close(context["fc8.weight"], crop["fc8.weight"], rtol=0, atol=0)
     rows = (tmp_path / "run" / "pretrain-context-fast-rcnn" / "log.csv").read_text().splitlines()[1:]
     assert [float(row.split(",")[1]) for row in rows[:2]] == pytest.approx([0.005, 0.01])  # the preset's lr 0.01
+    recorded = yaml.safe_load((tmp_path / "run" / "pretrain-context-fast-rcnn" / "config.yaml").read_text())
+    assert recorded["train"]["sampling"]["bg_low"] == 0.05
+
+
+def test_context_overrides_change_the_preset_before_its_iterations_are_scaled():
+    """The overrides apply first: the lr step they set is scaled to context_iterations
+    as the preset's own would be; the preset's pre-training of its own is switched off."""
+    from sppnet.engine.pretrain import context_fast_rcnn_config
+
+    config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=300,
+                            context_overrides=("train.iterations=900", "train.lr_steps=[600]",
+                                               "train.sampling.hard_mining_nms=0.0"))
+    fast = context_fast_rcnn_config(config)
+    assert (fast.train.iterations, fast.train.lr_steps) == (300, (200,))
+    assert fast.train.sampling.hard_mining_nms == 0.0 and fast.pretrain.context_preset is None
+    assert context_fast_rcnn_config(PretrainConfig(context_preset="detect-fast-rcnn-tiny")).train.sampling.hard_mining_nms == 0.7
 
 
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
@@ -135,7 +152,11 @@ def test_a_given_backbone_is_used_as_it_is(tmp_path):
     ("context_preset", "no-such-preset", "neither a preset"),
     ("context_iterations", 0, "context_iterations"),
     ("context_warmup_iterations", -1, "context_warmup_iterations"),
+    ("context_overrides", ("train.samplin.bg_low=0.1",), "unknown config key 'train.samplin'"),
+    ("context_overrides", ("train.sampling.hard_mining_nms=2",), "hard_mining_nms must be in"),
 ])
 def test_in_context_settings_are_checked(field, value, message):
     with pytest.raises(ValueError, match=message):
-        PretrainConfig(**{field: value})
+        PretrainConfig(**{"context_preset": "detect-fast-rcnn-tiny", field: value})
+    with pytest.raises(ValueError, match="need a pretrain.context_preset"):
+        PretrainConfig(context_overrides=("train.sampling.bg_low=0.1",))

@@ -35,6 +35,8 @@ from whole-image maps, before the detector freezes it. ``RUN/pretrain-context-fa
 ``RUN/pretrain-context`` the classifier run the detector then uses: the
 first trunk's classifier with the in-context trunk, and with
 ``pretrain.context_fc`` (SPP-net's tiny preset) the Fast R-CNN's fc6/fc7 too.
+``pretrain.context_overrides`` change that preset for this stage only (SPP-net's
+tiny preset keeps the papers' RoI sampling there, without Fast R-CNN's OHEM).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "start_detector_run", "pretrain_classify_config",
-           "write_pretrain_crops", "torchvision_architecture", "train_in_context"]
+           "write_pretrain_crops", "torchvision_architecture", "train_in_context", "context_fast_rcnn_config"]
 
 
 def torchvision_architecture(weights: str | Path) -> str:
@@ -98,6 +100,9 @@ class PretrainConfig:
     # pre-trained here further, on the detection set's windows pooled from whole
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
+    # ``--set``-style changes to that preset for this stage only (``train.sampling.bg_low=0.1``),
+    # applied before ``context_iterations`` and ``context_warmup_iterations``
+    context_overrides: tuple[str, ...] = ()
     context_iterations: int | None = None  # None: the preset's
     context_warmup_iterations: int | None = None  # the Fast R-CNN's lr warm-up; None: the preset's
     # True: the in-context classifier takes the Fast R-CNN's fc6 and fc7 too
@@ -133,6 +138,11 @@ class PretrainConfig:
             raise ValueError("pretrain.crop_stage=false starts the detector from the generic classifier: it needs "
                              f"pretrain.generic_images > 0 and no pretrain.weights (got {self.generic_images} and "
                              f"{self.weights}); set pretrain.crop_stage=true to pre-train on the set's crops instead")
+        if self.context_overrides:
+            if self.context_preset is None:
+                raise ValueError(f"pretrain.context_overrides {list(self.context_overrides)} need a "
+                                 "pretrain.context_preset to change")
+            context_fast_rcnn_config(self)  # a wrong key or value is told now, not after the stages before it
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")
         if self.context_warmup_iterations is not None and self.context_warmup_iterations < 0:
@@ -222,14 +232,36 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
     return train_in_context(config, train, data_root, run_dir, classifier_run, log)
 
 
+def context_fast_rcnn_config(config: PretrainConfig):
+    """The in-context stage's Fast R-CNN config: ``config.context_preset`` with
+    ``context_overrides``, ``context_iterations`` (lr steps scaled with it) and
+    ``context_warmup_iterations``, and no pre-training of its own (the trunk is given)."""
+    from sppnet.config import ConfigError
+    from sppnet.engine.fast_rcnn import FastRCNNConfig
+
+    try:
+        fast_config = load_config(FastRCNNConfig, config.context_preset, list(config.context_overrides))
+    except ConfigError as error:
+        raise ValueError(f"pretrain.context_overrides {list(config.context_overrides)} on "
+                         f"{config.context_preset}: {error}") from None
+    fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
+    if config.context_iterations is not None:
+        preset = fast_config.train
+        steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
+        fast_config = replace(fast_config, train=replace(preset, iterations=config.context_iterations, lr_steps=steps))
+    if config.context_warmup_iterations is not None:
+        fast_config = replace(fast_config, train=replace(fast_config.train,
+                                                         warmup_iterations=config.context_warmup_iterations))
+    return fast_config
+
+
 def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root: Path | None, run_dir: Path,
                      trunk_run: Path, log=print) -> Path:
     """``trunk_run``'s classifier with its trunk trained as a Fast R-CNN
-    (``config.context_preset``, ``config.context_iterations``) on ``train``:
+    (``context_fast_rcnn_config``) on ``train``:
     ``RUN/pretrain-context`` (made now unless done; an interrupted Fast R-CNN
     run is resumed)."""
     from sppnet.engine.checkpoint import save_weights
-    from sppnet.engine.fast_rcnn import FastRCNNConfig
     from sppnet.engine.fast_rcnn_training import train_fast_rcnn
     from sppnet.engine.classification import load_classifier
     from sppnet.models.detection.fast_rcnn import load_head_fc
@@ -239,17 +271,10 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
         return out
     if data_root is None:
         raise ValueError("training the trunk in context needs the data root (for its proposal cache)")
-    fast_config = load_config(FastRCNNConfig, config.context_preset)
-    # The trunk is given: the preset's own pre-training (and any in-context stage of its own) does not run.
-    fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
-    if config.context_iterations is not None:
-        preset = fast_config.train
-        steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
-        fast_config = replace(fast_config, train=replace(preset, iterations=config.context_iterations, lr_steps=steps))
-    if config.context_warmup_iterations is not None:
-        fast_config = replace(fast_config, train=replace(fast_config.train,
-                                                         warmup_iterations=config.context_warmup_iterations))
-    log(f"training the trunk in context: Fast R-CNN ({config.context_preset}, {fast_config.train.iterations} iterations) "
+    fast_config = context_fast_rcnn_config(config)
+    changes = "".join(f", {change}" for change in config.context_overrides)
+    log(f"training the trunk in context: Fast R-CNN ({config.context_preset}{changes}, "
+        f"{fast_config.train.iterations} iterations) "
         "on windows pooled from whole training images")
     fast_run = run_dir / "pretrain-context-fast-rcnn"
     detector = train_fast_rcnn(fast_config, train, data_root, fast_run, backbone=trunk_run, resume=fast_run.is_dir(),
