@@ -44,12 +44,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
 from sppnet.atomic import atomic_replace
-from sppnet.config import load_config, preset_names
+from sppnet.config import ConfigError, load_config, preset_names
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.records import DetectionDataset
 from sppnet.engine import distributed
@@ -58,6 +59,9 @@ from sppnet.engine.generic_pretrain import generic_classifier, generic_classify_
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
 from sppnet.ops import box_iou
+
+if TYPE_CHECKING:  # engine.fast_rcnn's config holds a PretrainConfig: imported where used
+    from sppnet.engine.fast_rcnn import FastRCNNConfig
 
 __all__ = ["PretrainConfig", "grown_box", "pretrain_backbone", "start_detector_run", "pretrain_classify_config",
            "write_pretrain_crops", "torchvision_architecture", "train_in_context", "context_fast_rcnn_config"]
@@ -232,18 +236,17 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
     return train_in_context(config, train, data_root, run_dir, classifier_run, log)
 
 
-def context_fast_rcnn_config(config: PretrainConfig):
+def context_fast_rcnn_config(config: PretrainConfig) -> FastRCNNConfig:
     """The in-context stage's Fast R-CNN config: ``config.context_preset`` with
     ``context_overrides``, ``context_iterations`` (lr steps scaled with it) and
     ``context_warmup_iterations``, and no pre-training of its own (the trunk is given)."""
-    from sppnet.config import ConfigError
     from sppnet.engine.fast_rcnn import FastRCNNConfig
 
     try:
         fast_config = load_config(FastRCNNConfig, config.context_preset, list(config.context_overrides))
     except ConfigError as error:
-        raise ValueError(f"pretrain.context_overrides {list(config.context_overrides)} on "
-                         f"{config.context_preset}: {error}") from None
+        raise ValueError(f"the in-context stage's preset {config.context_preset} with pretrain.context_overrides "
+                         f"{list(config.context_overrides)}: {error}") from None
     fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
     if config.context_iterations is not None:
         preset = fast_config.train

@@ -264,11 +264,17 @@ class FastRCNN(nn.Module):
             boxes.append(sampled[0] * factor)
             labels.append(sampled[1])
             box_targets.append(sampled[2])
-        pooled = self.pool(features, boxes)
-        labels, box_targets = torch.cat(labels).to(pooled.device), torch.cat(box_targets).to(pooled.device)
+        labels, box_targets = torch.cat(labels).to(features.device), torch.cat(box_targets).to(features.device)
         if self.sampling.hard_mining_nms > 0:
-            hardest = self._hardest_rois(pooled, boxes, labels, box_targets)
-            pooled, labels, box_targets = pooled[hardest], labels[hardest], box_targets[hardest]
+            # Every RoI is pooled outside the graph to be scored; only the chosen ones are pooled
+            # again with gradients, so backward does not carry zero rows for the rest through roi_spp.
+            with torch.no_grad():
+                kept = self._hardest_rois(self.pool(features, boxes), boxes, labels, box_targets)
+            offsets = torch.tensor([0] + [len(image_boxes) for image_boxes in boxes[:-1]]).cumsum(0)
+            hardest = torch.cat([rows + offset for rows, offset in zip(kept, offsets)]).to(features.device)
+            boxes = [image_boxes[rows] for image_boxes, rows in zip(boxes, kept)]
+            labels, box_targets = labels[hardest], box_targets[hardest]
+        pooled = self.pool(features, boxes)
         class_logits, box_deltas = self.head(pooled)
         # float32 losses under bf16 autocast too (a no-op in float32)
         loss_classifier, loss_box = fast_rcnn_loss(class_logits.float(), box_deltas.float(), labels,
@@ -277,10 +283,11 @@ class FastRCNN(nn.Module):
 
     @torch.no_grad()
     def _hardest_rois(self, pooled: torch.Tensor, boxes: Sequence[torch.Tensor], labels: torch.Tensor,
-                      box_targets: torch.Tensor) -> torch.Tensor:
-        """Rows of ``pooled`` to train on under online hard example mining:
-        per image, up to ``rois_per_image`` RoIs of highest loss (head in eval
-        mode) after NMS at ``hard_mining_nms`` over those losses."""
+                      box_targets: torch.Tensor) -> list[torch.Tensor]:
+        """Per image, the indices into its ``boxes`` (rows of ``pooled``, image
+        after image) to train on under online hard example mining: up to
+        ``rois_per_image`` RoIs of highest loss (head in eval mode), highest
+        first, after NMS at ``hard_mining_nms`` over those losses."""
         was_training = self.head.training
         self.head.eval()
         # The head's parts, not head(...): its forward hooks count the RoIs trained on.
@@ -292,9 +299,9 @@ class FastRCNN(nn.Module):
         for image_boxes in boxes:
             end = start + len(image_boxes)
             kept = nms(image_boxes.float(), losses[start:end].cpu(), self.sampling.hard_mining_nms)
-            chosen.append(kept[: self.sampling.rois_per_image] + start)
+            chosen.append(kept[: self.sampling.rois_per_image])
             start = end
-        return torch.cat(chosen).to(pooled.device)
+        return chosen
 
     @torch.no_grad()
     def score(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
