@@ -10,9 +10,11 @@ put under the crop classifier's fc layers) and writes the classifier run to
 --backbone-of OUT`` trains a detector on it (use one OUT per data seed, or
 move the folder to ``OUT/seed-N/run/pretrain``). This is how RESULTS.md's
 "Pre-training in context" table compares SPP-net on the crop trunk and on
-the in-context trunk. ``--set`` overrides the Fast R-CNN preset (as the
-CLI's ``--set`` does); the preset so changed is written to ``OUT/preset.yaml``
-and used from there.
+the in-context trunk. The stage runs as in ``detect-sppnet-tiny``: the Fast
+R-CNN preset with that preset's ``pretrain.context_overrides`` (the papers'
+RoI sampling, not OHEM), then ``--set`` changes (``KEY=VALUE`` of the Fast
+R-CNN preset, as the CLI's ``--set``), recorded in the Fast R-CNN run's
+``config.yaml``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ import argparse
 import shutil
 from pathlib import Path
 
-import yaml
-
-from sppnet.config import load_config, to_dict
+from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
-from sppnet.engine.fast_rcnn import FastRCNNConfig
 from sppnet.engine.pretrain import PretrainConfig, train_in_context
+from sppnet.engine.sppnet_detection import SPPNetConfig
 
 
 def main() -> None:
@@ -42,15 +42,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the Fast R-CNN preset (repeatable)")
     args = parser.parse_args()
-    preset = args.preset
-    if args.set:
-        changed = load_config(FastRCNNConfig, preset, args.set)
-        args.out.mkdir(parents=True, exist_ok=True)
-        preset = str(args.out / "preset.yaml")
-        Path(preset).write_text(yaml.safe_dump(to_dict(changed), sort_keys=False), encoding="utf-8")
+    sppnet_overrides = load_config(SPPNetConfig, "detect-sppnet-tiny").pretrain.context_overrides
     train = open_detection_dataset(args.data, "train")
     work = args.out / "work"
-    config = PretrainConfig(context_preset=preset, context_iterations=args.iterations, context_fc=args.context_fc)
+    config = PretrainConfig(context_preset=args.preset, context_overrides=(*sppnet_overrides, *args.set),
+                            context_iterations=args.iterations, context_fc=args.context_fc)
     trunk = train_in_context(config, train, args.data, work, args.crop_run, log=print)
     target = args.out / f"seed-{args.seed}" / "run" / "pretrain"
     target.parent.mkdir(parents=True, exist_ok=True)
