@@ -219,10 +219,11 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             group["lr"] = lr * group["lr_factor"]
         totals = forward_backward(iteration, precision)
         if precision == "bf16" and not (bool(torch.isfinite(totals).all()) and gradients_finite(optimizer)):
-            # bf16 runs with online hard example mining met a NaN loss twice and NaN gradients
-            # once in ~41,000 iterations, not reproduced from the same weights (RESULTS.md,
-            # sessions 23-24): the step is taken again in float32 (the same images, RoIs and
-            # dropout), and only a non-finite float32 loss stops the run.
+            # oneDNN's AMX kernel for a convolution's weight gradient reads memory it did not
+            # write: where freed memory held a NaN, a finite step's gradients come out NaN (about
+            # once in 4500 iterations here, at random: the same step again is finite; RESULTS.md
+            # session 25, benchmarks/results/bf16-nan-amx-2026-12-06.py). The step is taken again
+            # in float32 (the same images, RoIs and dropout); only a non-finite float32 loss stops the run.
             log(f"  iteration {iteration + 1}: the loss or its gradients in bfloat16 are not finite "
                 f"(loss {(totals[0] + totals[1]).item() / max(totals[2].item(), 1):.4g}); this step is computed "
                 "again in float32")

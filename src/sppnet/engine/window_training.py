@@ -176,9 +176,10 @@ def finetune_on_windows(
             batch, batch_labels, dropout_state = torch.cat(inputs), torch.cat(labels), torch.get_rng_state()
             loss = forward_backward(batch, batch_labels, precision)
             if precision == "bf16" and not (torch.isfinite(loss) and gradients_finite(optimizer)):
-                # As Fast R-CNN's training (fast_rcnn_training.py): a bf16 step whose loss or
-                # gradients are not finite is computed again in float32 (the same windows and
-                # dropout masks); only a non-finite float32 loss stops the run.
+                # As Fast R-CNN's training (fast_rcnn_training.py, where oneDNN's AMX weight
+                # gradients are why): a bf16 step whose loss or gradients are not finite is
+                # computed again in float32 (the same windows and dropout masks); only a
+                # non-finite float32 loss stops the run.
                 log(f"  fine-tune {done}: the loss or its gradients in bfloat16 are not finite (loss "
                     f"{loss.item()}); this step is computed again in float32")
                 torch.set_rng_state(dropout_state)
