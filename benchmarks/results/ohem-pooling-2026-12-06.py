@@ -23,8 +23,7 @@ import torch
 from sppnet.fast_path import autocast, training_precision
 from sppnet.models.classifier import SPPClassifier
 from sppnet.models.backbones.zf5 import ZF5
-from sppnet.models.detection.fast_rcnn import (FastRCNN, FastRCNNHead, RoISampling, _valid, fast_rcnn_loss,
-                                               freeze_first_convs, sample_rois)
+from sppnet.models.detection.fast_rcnn import FastRCNN, FastRCNNHead, RoISampling, fast_rcnn_loss, freeze_first_convs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training_precision import SCALES, _inputs  # noqa: E402
@@ -35,18 +34,8 @@ class AllRoIsInTheGraph(FastRCNN):
     """Session 24's OHEM: every labelled RoI pooled with gradients, the chosen rows indexed out."""
 
     def losses(self, images, proposals, targets, generator=None):
-        scales = [self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=generator))]
-                  for _ in images]
-        features, factors = self.feature_maps(images, scales)
-        boxes, labels, box_targets = [], [], []
-        for image_proposals, target, factor in zip(proposals, targets, factors):
-            sampled = sample_rois(_valid(image_proposals), target["boxes"], target["labels"], self.head.num_classes,
-                                  self.sampling, self.box_coder, generator, target.get("difficult"))
-            boxes.append(sampled[0] * factor)
-            labels.append(sampled[1])
-            box_targets.append(sampled[2])
+        features, boxes, labels, box_targets = self.sampled_rois(images, proposals, targets, generator)
         pooled = self.pool(features, boxes)
-        labels, box_targets = torch.cat(labels), torch.cat(box_targets)
         kept = self._hardest_rois(pooled.detach(), boxes, labels, box_targets)
         offsets = torch.tensor([0] + [len(image_boxes) for image_boxes in boxes[:-1]]).cumsum(0)
         hardest = torch.cat([rows + offset for rows, offset in zip(kept, offsets)])

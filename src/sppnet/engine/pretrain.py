@@ -105,7 +105,8 @@ class PretrainConfig:
     # images (see the module docstring); None: the crop-trained trunk is used.
     context_preset: str | None = None
     # ``--set``-style changes to that preset for this stage only (``train.sampling.bg_low=0.1``),
-    # applied before ``context_iterations`` and ``context_warmup_iterations``
+    # applied before ``context_iterations`` and ``context_warmup_iterations``; unused without
+    # a context_preset (so that ``--set pretrain.context_preset=null`` alone turns the stage off)
     context_overrides: tuple[str, ...] = ()
     context_iterations: int | None = None  # None: the preset's
     context_warmup_iterations: int | None = None  # the Fast R-CNN's lr warm-up; None: the preset's
@@ -142,10 +143,7 @@ class PretrainConfig:
             raise ValueError("pretrain.crop_stage=false starts the detector from the generic classifier: it needs "
                              f"pretrain.generic_images > 0 and no pretrain.weights (got {self.generic_images} and "
                              f"{self.weights}); set pretrain.crop_stage=true to pre-train on the set's crops instead")
-        if self.context_overrides:
-            if self.context_preset is None:
-                raise ValueError(f"pretrain.context_overrides {list(self.context_overrides)} need a "
-                                 "pretrain.context_preset to change")
+        if self.context_overrides and self.context_preset is not None:
             context_fast_rcnn_config(self)  # a wrong key or value is told now, not after the stages before it
         if self.context_iterations is not None and self.context_iterations < 1:
             raise ValueError(f"pretrain.context_iterations must be >= 1 or null, got {self.context_iterations}")

@@ -254,7 +254,10 @@ class FastRCNN(nn.Module):
             return self.losses(images, proposals, targets)
         return self.predict(images, proposals)
 
-    def losses(self, images, proposals, targets, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sampled_rois(self, images, proposals, targets, generator: torch.Generator | None = None):
+        """Each image at a training scale drawn from ``generator``, its RoIs sampled:
+        the conv batch, each image's RoI boxes (in its scaled pixels), and the
+        labels and box targets of all RoIs, image after image."""
         scales = [self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=generator))] for _ in images]
         features, factors = self.feature_maps(images, scales)
         boxes, labels, box_targets = [], [], []
@@ -264,7 +267,10 @@ class FastRCNN(nn.Module):
             boxes.append(sampled[0] * factor)
             labels.append(sampled[1])
             box_targets.append(sampled[2])
-        labels, box_targets = torch.cat(labels).to(features.device), torch.cat(box_targets).to(features.device)
+        return features, boxes, torch.cat(labels).to(features.device), torch.cat(box_targets).to(features.device)
+
+    def losses(self, images, proposals, targets, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        features, boxes, labels, box_targets = self.sampled_rois(images, proposals, targets, generator)
         if self.sampling.hard_mining_nms > 0:
             # Every RoI is pooled outside the graph to be scored; only the chosen ones are pooled
             # again with gradients, so backward does not carry zero rows for the rest through roi_spp.
