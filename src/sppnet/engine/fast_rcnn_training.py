@@ -220,8 +220,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         totals = forward_backward(iteration, precision)
         if precision == "bf16" and not (bool(torch.isfinite(totals).all()) and gradients_finite(optimizer)):
             # oneDNN's AMX kernel for a convolution's weight gradient reads memory it did not
-            # write: where freed memory held a NaN, a finite step's gradients come out NaN (about
-            # once in 4500 iterations here, at random: the same step again is finite; RESULTS.md
+            # write: where freed memory held a NaN, a finite step's gradients come out NaN (7 times
+            # in ~68,000 iterations, at random: the same step again is mostly finite; RESULTS.md
             # session 25, benchmarks/results/bf16-nan-amx-2026-12-06.py). The step is taken again
             # in float32 (the same images, RoIs and dropout); only a non-finite float32 loss stops the run.
             log(f"  iteration {iteration + 1}: the loss or its gradients in bfloat16 are not finite "
