@@ -1,11 +1,12 @@
 """Why bf16 training steps are sometimes not finite (session 25): oneDNN's AMX
 kernel for a convolution's weight gradient reads memory it did not write.
 
-Fast R-CNN's bf16 runs met NaN gradients from a finite loss about once in
-4500 iterations, always in conv2's weight (``trunk.features.4``: 24 input
-channels at width 0.25), and the same step taken again in the same process
-came out finite most of the time (17 of 100 tries NaN from the same weights
-and images; 0 of 100 with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``). This
+Fast R-CNN's bf16 runs met NaN gradients from a finite loss (7 times in
+~68,000 iterations, sessions 23-25), in conv2's weight where it was looked
+at (``trunk.features.4``: 24 input channels at width 0.25), and the same
+step taken again in a fresh process came out finite most of the time (17
+of 100 tries NaN from the same weights and images; 0 of 100 with
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``). This
 script makes it without a detector: the weight gradient of conv2's shape
 (bf16, channels-last, finite random inputs) after memory freed by torch was
 filled with NaN. Finite results are bit-identical from try to try, so the
