@@ -128,6 +128,8 @@ def test_in_context_stage_can_hand_over_the_fast_rcnns_fc_layers(detection_backb
 def test_context_overrides_change_the_preset_before_its_iterations_are_scaled():
     """The overrides apply first: the lr step they set is scaled to context_iterations
     as the preset's own would be; the preset's pre-training of its own is switched off."""
+    from sppnet.config import load_config
+    from sppnet.engine.fast_rcnn import FastRCNNConfig
     from sppnet.engine.pretrain import context_fast_rcnn_config
 
     config = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_iterations=300,
@@ -136,7 +138,10 @@ def test_context_overrides_change_the_preset_before_its_iterations_are_scaled():
     fast = context_fast_rcnn_config(config)
     assert (fast.train.iterations, fast.train.lr_steps) == (300, (200,))
     assert fast.train.sampling.hard_mining_nms == 0.0 and fast.pretrain.context_preset is None
-    assert context_fast_rcnn_config(PretrainConfig(context_preset="detect-fast-rcnn-tiny")).train.sampling.hard_mining_nms == 0.7
+    # No overrides: the preset's own sampling (OHEM, since session 25), not a default.
+    preset = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny").train.sampling
+    assert preset.hard_mining_nms > 0
+    assert context_fast_rcnn_config(PretrainConfig(context_preset="detect-fast-rcnn-tiny")).train.sampling == preset
 
 
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
