@@ -69,6 +69,24 @@ def test_warp_matches_slow_reference_with_subpixel_and_outside_boxes():
     assert warped[4].abs().max() == 0
 
 
+def test_warp_matches_torchvision_roi_align_on_the_zero_padded_image():
+    # roi_align (aligned, one sample per bin) clamps samples within a pixel of the border to the edge pixel;
+    # with a pixel of zeros around the image it extends the image by zeros, as warp_windows does.
+    from torchvision.ops import roi_align
+
+    generator = torch.Generator().manual_seed(3)
+    image = torch.randn(3, 57, 71, generator=generator, dtype=torch.float64)
+    corners = torch.rand(40, 2, generator=generator, dtype=torch.float64) * torch.tensor([90.0, 75.0]) - 10
+    sizes = torch.rand(40, 2, generator=generator, dtype=torch.float64) * 60 + 1
+    boxes = torch.cat([corners, corners + sizes], dim=1)
+    warped = warp_windows(image, boxes, 24, 3)
+    windows = context_boxes(boxes, 24, 3) + 1
+    rois = torch.cat([torch.zeros(40, 1, dtype=torch.float64), windows], dim=1)
+    expected = roi_align(F.pad(image, (1, 1, 1, 1))[None], rois, output_size=(24, 24), spatial_scale=1.0,
+                         sampling_ratio=1, aligned=True)
+    torch.testing.assert_close(warped, expected, atol=1e-10, rtol=1e-10)
+
+
 def test_context_enlarges_about_the_centre_by_hand_worked_numbers():
     # 224 / (224 - 32) = 7/6: a 40 x 80 box centred at (30, 60) becomes 46.67 x 93.33.
     boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
@@ -88,9 +106,14 @@ def test_warped_box_fills_the_middle_with_context_around_it():
     warped = warp_windows(image, torch.tensor([[10.0, 10.0, 74.0, 74.0]]), 96, 16)[0]
     assert torch.all(warped[:, 16:80, 16:80] == 1.0)  # the box fills the middle 64 pixels
     assert torch.all(warped[:, 6:16, 16:80] == 2.0)  # 16 - 6 rows of image context
-    assert torch.all(warped[:, :6] == 0) and torch.all(warped[:, :, :6] == 0)  # outside the image: mean
-    assert torch.all(warped[:, 90:] == 0) and torch.all(warped[:, :, 90:] == 0)
-    assert torch.all(warped[:, 80:90, 16:80] == 0)  # image below the box (zeros there)
+    # Outside the image: the mean (zero), to float32 rounding of the sample positions (grid_sample's own
+    # arithmetic: the last row above the image, exactly on its edge, takes ~2e-6 of the row below).
+    zero = dict(atol=1e-5, rtol=0)
+    torch.testing.assert_close(warped[:, :6], torch.zeros(3, 6, 96), **zero)
+    torch.testing.assert_close(warped[:, :, :6], torch.zeros(3, 96, 6), **zero)
+    torch.testing.assert_close(warped[:, 90:], torch.zeros(3, 6, 96), **zero)
+    torch.testing.assert_close(warped[:, :, 90:], torch.zeros(3, 96, 6), **zero)
+    torch.testing.assert_close(warped[:, 80:90, 16:80], torch.zeros(3, 10, 64), **zero)  # image below the box
 
 
 def test_mirrored_windows_of_the_mirrored_image_are_the_mirrored_warps():
