@@ -87,6 +87,33 @@ def test_warp_matches_torchvision_roi_align_on_the_zero_padded_image():
     torch.testing.assert_close(warped, expected, atol=1e-10, rtol=1e-10)
 
 
+def test_decoded_images_are_the_loaded_ones_and_stay_within_their_bytes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sppnet.data.images import load_image
+    from sppnet.data.records import ImageRecord
+    from sppnet.data.transforms import to_tensor
+    from sppnet.engine.rcnn import _DecodedImages
+
+    records = []
+    for k, (height, width) in enumerate([(20, 30), (20, 30), (20, 30), (60, 90)]):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(str(k), path, width, height))
+    one = 3 * 20 * 30 * 4  # bytes of one small normalised image
+    decoded = _DecodedImages(max_bytes=2 * one)
+    for record in records[:3] + records[1:3]:
+        assert torch.equal(decoded(record), to_tensor(load_image(record.image_path)))
+    assert list(decoded.kept) == [records[1].image_path, records[2].image_path] and decoded.bytes == 2 * one
+    decoded(records[1])  # used last: the other is dropped first
+    decoded(records[0])
+    assert list(decoded.kept) == [records[1].image_path, records[0].image_path]
+    # An image larger than the whole budget is decoded, not kept, and keeps nothing else out.
+    assert torch.equal(decoded(records[3]), to_tensor(load_image(records[3].image_path)))
+    assert list(decoded.kept) == [records[1].image_path, records[0].image_path] and decoded.bytes == 2 * one
+
+
 def test_context_enlarges_about_the_centre_by_hand_worked_numbers():
     # 224 / (224 - 32) = 7/6: a 40 x 80 box centred at (30, 60) becomes 46.67 x 93.33.
     boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
