@@ -173,7 +173,7 @@ def test_torchvision_architecture_is_told_by_the_file(alexnet_weights, tmp_path)
                 "pretrain.context_preset=null"]),
     ("fast-rcnn", ["scales=[224]", "train_scales=null", "train.iterations=2", "train.checkpoint_every=2"]),
     ("rcnn", ["finetune.iterations=2", "finetune.batch_size=16", "finetune.images_per_batch=4", "warp_size=96",
-              "context=7"]),
+              "context=7", "pretrain.context_preset=null"]),
 ])
 def test_local_imagenet_weights_plug_into_every_detector(method, overrides, alexnet_weights, detection_backbone,
                                                          tmp_path, capsys):
