@@ -61,7 +61,7 @@ def main() -> None:
             batch.append((record, torch.cat([corner, corner + 8 + torch.rand(WINDOWS, 2, generator=generator) * 150], 1)))
         for name, inputs in (("before", before), ("after", after)):
             started = time.perf_counter()
-            outputs = [inputs(record, boxes) for record, boxes in batch]
+            [inputs(record, boxes) for record, boxes in batch]
             times[name].append(time.perf_counter() - started)
         difference = max((a - b).abs().max().item() for a, b in zip(
             [before(r, b) for r, b in batch[:1]], [after(r, b) for r, b in batch[:1]]))
