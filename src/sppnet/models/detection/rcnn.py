@@ -48,7 +48,8 @@ def warp_windows(image: torch.Tensor, boxes: torch.Tensor, size: int, context: i
     normalisation, so parts of a window outside the image are mean-filled.
     One ``grid_sample`` call samples every window: the same values as
     torchvision's ``roi_align`` (aligned, one sample per bin) on the image
-    padded by a pixel of zeros, ~4x faster, as it loops over windows."""
+    padded by a pixel of zeros, which loops over the windows and took 2.4x
+    as long for a training step's 16 windows of 96 x 96."""
     if image.dim() != 3:
         raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
     # The sample positions in float64, rounded once when handed over (a window's pixel coordinates
