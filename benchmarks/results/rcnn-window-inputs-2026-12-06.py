@@ -2,7 +2,7 @@
 
 Before: each of the step's 8 images decoded and normalised again, its 16 windows
 warped by torchvision's ``roi_align`` on the image padded by a pixel of zeros.
-After: images kept in memory once decoded (``engine.rcnn._DecodedImages``) and the
+After: images kept in memory once decoded (``engine.memory_cache.MemoryCache``) and the
 windows warped by one ``grid_sample`` call (``models.detection.rcnn.warp_windows``).
 Both on the same batches of a generated set's training images, side by side,
 interleaved, median of rounds::
@@ -21,7 +21,7 @@ from torchvision.ops import roi_align
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.data.images import load_image
 from sppnet.data.transforms import to_tensor
-from sppnet.engine.rcnn import DECODED_IMAGE_BYTES, _DecodedImages
+from sppnet.engine.memory_cache import TRAINING_IMAGE_BYTES, MemoryCache
 from sppnet.models.detection.rcnn import context_boxes, warp_windows
 
 SIZE, CONTEXT, IMAGES, WINDOWS = 96, 7, 8, 16  # detect-rcnn-tiny's step: 8 images x 16 windows of 96 x 96
@@ -44,12 +44,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     records = open_detection_dataset(args.data, "train").images
     generator = torch.Generator().manual_seed(0)
-    decoded = _DecodedImages(DECODED_IMAGE_BYTES)
+    decoded = MemoryCache(lambda path: to_tensor(load_image(path)), TRAINING_IMAGE_BYTES)
     for record in records:  # a run's later steps: every image decoded once already
-        decoded(record)
+        decoded(record.image_path)
 
     def after(record, boxes):
-        return warp_windows(decoded(record), boxes, SIZE, CONTEXT)
+        return warp_windows(decoded(record.image_path), boxes, SIZE, CONTEXT)
 
     times = {"before": [], "after": []}
     for _ in range(args.rounds):

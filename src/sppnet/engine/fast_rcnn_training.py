@@ -17,7 +17,9 @@ randomness of the j-th image of iteration i (mirroring, scale, RoI sampling,
 dropout) from (seed, i, j): a resumed run repeats the uninterrupted one
 exactly. Each image goes through the network on its own (no padded batch),
 and the losses are those of the whole mini-batch: cross-entropy and
-smooth-L1 summed over its RoIs and divided by their number.
+smooth-L1 summed over its RoIs and divided by their number. Each training
+image is decoded, and its proposals read from the cache, once per run
+(``engine.memory_cache``), not at every iteration.
 
 Data-parallel training (``torchrun --nproc_per_node N -m sppnet train detect
 --method fast-rcnn ...``, see ``sppnet.engine.distributed``): rank r takes
@@ -53,6 +55,7 @@ from sppnet.engine.checkpoint import (
 )
 from sppnet.engine.detection_stages import dataset_proposals
 from sppnet.engine.fast_rcnn import FastRCNNConfig, FastRCNNDetector, FastRCNNTrainConfig, build_fast_rcnn, image_tensor
+from sppnet.engine.memory_cache import TRAINING_IMAGE_BYTES, TRAINING_PROPOSAL_BYTES, MemoryCache
 from sppnet.engine.pretrain import start_detector_run
 from sppnet.engine.schedule import step_lr, warmed_up_lr
 from sppnet.engine.training_log import read_rows_csv, write_rows_csv
@@ -167,6 +170,8 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         log(f"resumed at iteration {start} from {checkpoint_path}")
     log_path = run_dir / "log.csv"
     rows = read_rows_csv(log_path, "iteration", start) if start else []
+    decoded = MemoryCache(image_tensor, TRAINING_IMAGE_BYTES)
+    boxes_of = MemoryCache(proposals.__getitem__, TRAINING_PROPOSAL_BYTES)
     summed_losses = distributed.wrap_ddp(_SummedLosses(model))
     summed_losses.train()
 
@@ -181,11 +186,11 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
             generator = _generator(settings.seed, iteration, position)
             dropout_seed = int(torch.randint(2**62, (1,), generator=generator))
             try:
-                image = image_tensor(record.image_path)
+                image = decoded(record.image_path)
             except ImageError as error:
                 log(f"skipped: {error}")
                 continue
-            proposals_i, gt_boxes = proposals[record.image_id].float(), record.boxes.float()
+            proposals_i, gt_boxes = boxes_of(record.image_id).float(), record.boxes.float()
             if settings.flip and bool(torch.rand(1, generator=generator) < 0.5):
                 image = image.flip(-1)
                 proposals_i, gt_boxes = mirror_boxes(proposals_i, record.width), mirror_boxes(gt_boxes, record.width)
