@@ -87,33 +87,6 @@ def test_warp_matches_torchvision_roi_align_on_the_zero_padded_image():
     torch.testing.assert_close(warped, expected, atol=1e-10, rtol=1e-10)
 
 
-def test_decoded_images_are_the_loaded_ones_and_stay_within_their_bytes(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from sppnet.data.images import load_image
-    from sppnet.data.records import ImageRecord
-    from sppnet.data.transforms import to_tensor
-    from sppnet.engine.rcnn import _DecodedImages
-
-    records = []
-    for k, (height, width) in enumerate([(20, 30), (20, 30), (20, 30), (60, 90)]):
-        path = tmp_path / f"{k}.png"
-        Image.fromarray(np.random.default_rng(k).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-        records.append(ImageRecord(str(k), path, width, height))
-    one = 3 * 20 * 30 * 4  # bytes of one small normalised image
-    decoded = _DecodedImages(max_bytes=2 * one)
-    for record in records[:3] + records[1:3]:
-        assert torch.equal(decoded(record), to_tensor(load_image(record.image_path)))
-    assert list(decoded.kept) == [records[1].image_path, records[2].image_path] and decoded.bytes == 2 * one
-    decoded(records[1])  # used last: the other is dropped first
-    decoded(records[0])
-    assert list(decoded.kept) == [records[1].image_path, records[0].image_path]
-    # An image larger than the whole budget is decoded, not kept, and keeps nothing else out.
-    assert torch.equal(decoded(records[3]), to_tensor(load_image(records[3].image_path)))
-    assert list(decoded.kept) == [records[1].image_path, records[0].image_path] and decoded.bytes == 2 * one
-
-
 def test_context_enlarges_about_the_centre_by_hand_worked_numbers():
     # 224 / (224 - 32) = 7/6: a 40 x 80 box centred at (30, 60) becomes 46.67 x 93.33.
     boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
@@ -166,6 +139,8 @@ def test_config_presets_load_and_bad_values_are_refused():
         load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.images_per_batch=0"])
     with pytest.raises(ValueError, match="bg_low"):
         load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.bg_low=0.6"])
+    with pytest.raises(ValueError, match="frozen_convs"):
+        load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.frozen_convs=-1"])
 
 
 # The R-CNN cost is one forward pass per window, so the run is kept to
@@ -280,6 +255,24 @@ def test_fc_only_fine_tuning_keeps_the_trunk_and_divergence_is_an_error(trained)
     diverging = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=10, lr=1e30))
     with pytest.raises(TrainingDiverged, match="loss became"):
         _finetune(copy.deepcopy(detector.model.network), train, windows, diverging, log=lambda m: None)
+
+
+def test_frozen_convs_stay_as_pre_trained_and_the_layers_above_learn(trained):
+    data, _, detector, _, config = trained
+    train = open_detection_dataset(data, "train")
+    windows = label_dataset(train, dataset_proposals(train, config.proposal_config, data, log=lambda m: None))
+    network = copy.deepcopy(detector.model.network)
+    frozen = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, iterations=3, frozen_convs=1))
+    _finetune(network, train, windows, frozen, log=lambda m: None)
+    convs = [name for name, module in network.trunk.named_modules() if isinstance(module, torch.nn.Conv2d)]
+    before, after = detector.model.network.trunk.state_dict(), network.trunk.state_dict()
+    for suffix in ("weight", "bias"):
+        assert torch.equal(before[f"{convs[0]}.{suffix}"], after[f"{convs[0]}.{suffix}"])
+        assert not torch.equal(before[f"{convs[1]}.{suffix}"], after[f"{convs[1]}.{suffix}"])
+    assert all(parameter.requires_grad for parameter in network.parameters())  # frozen for the fine-tuning only
+    too_many = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, frozen_convs=len(convs) + 1))
+    with pytest.raises(ValueError, match="frozen_convs"):
+        _finetune(copy.deepcopy(detector.model.network), train, windows, too_many, log=lambda m: None)
 
 
 def test_resume_skips_finished_stages_and_refuses_other_configs(trained):

@@ -33,7 +33,6 @@ while the other ranks wait, then load them from the run folder.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import random_channel_order, to_tensor
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
+from sppnet.engine.memory_cache import TRAINING_IMAGE_BYTES, MemoryCache
 from sppnet.engine.detection_stages import (
     MiningConfig,
     StagedRunDetector,
@@ -59,6 +59,7 @@ from sppnet.engine.window_training import (
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
+from sppnet.models.detection.fast_rcnn import freeze_first_convs
 from sppnet.models.detection.rcnn import RCNN, RCNNNetwork, warp_windows
 from sppnet.models.svm import LinearSVMs, SVMConfig
 from sppnet.ops import mirror_boxes
@@ -77,10 +78,18 @@ class RCNNFinetuneConfig(WindowFinetuneConfig):
     # bounded. R-CNN took every window below fg_threshold as background
     # (bg_low 0.0).
     train_conv: bool = True  # R-CNN fine-tunes the whole network; False: fc6, fc7, fc8 only (as SPP-net)
+    # With train_conv, the first frozen_convs conv layers stay as pre-trained
+    # (Fast R-CNN's train.frozen_convs: its small networks keep conv1).
+    frozen_convs: int = 0
     # Each image's warped windows with their colour channels in one random order
     # (data.transforms.random_channel_order), as Fast R-CNN's train.channel_order
     # shuffles its whole training images.
     channel_order: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.frozen_convs, bool) or not isinstance(self.frozen_convs, int) or self.frozen_convs < 0:
+            raise ValueError(f"finetune.frozen_convs must be an integer >= 0, got {self.frozen_convs!r}")
 
 
 @dataclass(frozen=True)
@@ -136,39 +145,6 @@ class RCNNDetector(StagedRunDetector):
         return self.model.detect_image(to_tensor(load_image(record.image_path)), boxes, regression)
 
 
-# Decoded, normalised training images kept in memory by the fine-tuning (~1.6 MB each at
-# 350 x 390): every step draws 8 images, whose decoding and normalising took ~12% of a step.
-DECODED_IMAGE_BYTES = 1 << 30
-
-
-class _DecodedImages:
-    """``to_tensor(load_image(...))`` of records, the least recently used
-    dropped once they hold more than ``max_bytes`` (a tensor read from here
-    must not be changed in place)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.kept: OrderedDict[Path, torch.Tensor] = OrderedDict()
-        self.bytes = 0
-
-    def __call__(self, record: ImageRecord) -> torch.Tensor:
-        path = Path(record.image_path)
-        image = self.kept.get(path)
-        if image is not None:
-            self.kept.move_to_end(path)
-            return image
-        image = to_tensor(load_image(path))
-        size = image.numel() * image.element_size()
-        if size > self.max_bytes:
-            return image
-        while self.bytes + size > self.max_bytes:
-            _, dropped = self.kept.popitem(last=False)
-            self.bytes -= dropped.numel() * dropped.element_size()
-        self.kept[path] = image
-        self.bytes += size
-        return image
-
-
 def _model(network: RCNNNetwork, svms: LinearSVMs | None, svm_scale: float, regressors: BoxRegressors | None,
            config: RCNNConfig) -> RCNN:
     return RCNN(network.eval(), svms, svm_scale, regressors, config.warp_size, config.context, config.window_batch,
@@ -186,16 +162,17 @@ def _train_mode(network: RCNNNetwork, train_conv: bool) -> None:
 
 def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, config: RCNNConfig, log=print,
               checkpoint: Path | None = None) -> None:
-    """Fine-tune on warped windows: the whole network, or with
-    ``finetune.train_conv`` False fc6, fc7 and fc8 only."""
+    """Fine-tune on warped windows: the whole network but its first
+    ``finetune.frozen_convs`` conv layers, or with ``finetune.train_conv``
+    False fc6, fc7 and fc8 only."""
     tune = config.finetune
 
-    decoded = _DecodedImages(DECODED_IMAGE_BYTES)
+    decoded = MemoryCache(lambda path: to_tensor(load_image(path)), TRAINING_IMAGE_BYTES)
 
     def warped_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
         # Images with proposals were decoded by the proposal stage (its
         # cache is keyed by file content), so they load here too.
-        image = decoded(record)
+        image = decoded(record.image_path)
         if flipped:
             image, boxes = image.flip(-1), mirror_boxes(boxes, record.width)
         return warp_windows(image, boxes, config.warp_size, config.context)
@@ -203,6 +180,8 @@ def _finetune(network: RCNNNetwork, train: DetectionDataset, windows: dict, conf
     for parameter in network.trunk.parameters():
         parameter.requires_grad_(tune.train_conv)
     try:
+        if tune.train_conv:
+            freeze_first_convs(network.trunk, tune.frozen_convs)
         finetune_on_windows(network, [p for p in network.parameters() if p.requires_grad], train.images, windows,
                             tune, warped_windows, checkpoint, log, lambda: _train_mode(network, tune.train_conv),
                             augment=random_channel_order if tune.channel_order else None)
