@@ -79,7 +79,9 @@ class RCNNFinetuneConfig(WindowFinetuneConfig):
     # (bg_low 0.0).
     train_conv: bool = True  # R-CNN fine-tunes the whole network; False: fc6, fc7, fc8 only (as SPP-net)
     # With train_conv, the first frozen_convs conv layers stay as pre-trained
-    # (Fast R-CNN's train.frozen_convs: its small networks keep conv1).
+    # (Fast R-CNN's train.frozen_convs: its small networks keep conv1). On
+    # detect-rcnn-tiny, 1 makes a step 28% faster (no backward through conv1's
+    # LRN) but costs 1.5 +- 1.1 mAP on three held-out sets (RESULTS.md, session 27).
     frozen_convs: int = 0
     # Each image's warped windows with their colour channels in one random order
     # (data.transforms.random_channel_order), as Fast R-CNN's train.channel_order
