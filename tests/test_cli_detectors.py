@@ -49,7 +49,7 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--box-vote", "1.5"])
     assert refused.value.code == 2
     assert "expected an IoU in (0, 1] or off, got '1.5'" in capsys.readouterr().err
-    # R-CNN can score with its fine-tuned softmax instead of the SVMs; Fast R-CNN has only the softmax.
+    # R-CNN scores with its fine-tuned softmax (its preset trains no SVMs); Fast R-CNN has only the softmax.
     softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
                "--results", str(tmp_path / "softmax")]
     assert main(softmax) == (0 if method == "rcnn" else 2)
@@ -58,6 +58,10 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
     else:
         scores = [float(line.split()[1]) for f in (tmp_path / "softmax").glob("*.txt") for line in f.read_text().splitlines()]
         assert scores and all(0.0 <= s <= 1.0 for s in scores)
+        assert not (run / "svm.safetensors").exists()
+        capsys.readouterr()
+        assert main(softmax[:-4] + ["--scorer", "svm"]) == 2
+        assert f"{run}: this run trained no SVMs (svm.train: false)" in capsys.readouterr().err
     image = sorted((data / "JPEGImages").glob("test_*"))[0]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")

@@ -141,6 +141,12 @@ def test_config_presets_load_and_bad_values_are_refused():
         load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.bg_low=0.6"])
     with pytest.raises(ValueError, match="frozen_convs"):
         load_config(RCNNConfig, "detect-rcnn-tiny", ["finetune.frozen_convs=-1"])
+    assert not tiny.svm.train and tiny.test.scorer == "softmax" and paper.svm.train
+    for scorer in ("svm", "null"):  # null: the SVMs
+        with pytest.raises(ValueError, match="svm.train is false, so test.scorer must be softmax"):
+            load_config(RCNNConfig, "detect-rcnn-tiny", [f"test.scorer={scorer}"])
+    with pytest.raises(ValueError, match="svm.train: expected true or false"):
+        load_config(RCNNConfig, "detect-rcnn-tiny", ["svm.train=1"])
 
 
 # The R-CNN cost is one forward pass per window, so the run is kept to
@@ -165,6 +171,7 @@ OVERRIDES = [
     "test.flip=false",  # the margins below were measured without flip testing; it has its own test
     "finetune.channel_order=false",  # and without the channel order of the preset's fine-tuning (session 19)
     "test.box_vote=null",  # and without box voting (the preset's since session 21)
+    "svm.train=true",  # the SVM stage under test too (the preset skips it since session 27; the softmax scores)
 ]
 
 
@@ -273,6 +280,32 @@ def test_frozen_convs_stay_as_pre_trained_and_the_layers_above_learn(trained):
     too_many = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, frozen_convs=len(convs) + 1))
     with pytest.raises(ValueError, match="frozen_convs"):
         _finetune(copy.deepcopy(detector.model.network), train, windows, too_many, log=lambda m: None)
+
+
+def test_a_run_without_svms_scores_with_the_softmax_and_refuses_the_svm_scorer(trained, tmp_path):
+    data, run, detector, _, config = trained
+    train = open_detection_dataset(data, "train")
+    no_svms = dataclasses.replace(config, svm=dataclasses.replace(config.svm, train=False),
+                                  finetune=dataclasses.replace(config.finetune, iterations=2))
+    messages = []
+    trained_without = train_rcnn(no_svms, train, data, tmp_path / "run", backbone=run / "pretrain", log=messages.append)
+    assert not (tmp_path / "run" / "svm.safetensors").exists() and (tmp_path / "run" / "bbox.safetensors").is_file()
+    assert any("no SVMs (svm.train: false)" in m for m in messages)
+    assert not any("SVMs: retrains per class" in m for m in messages)
+    reloaded = load_rcnn(tmp_path / "run")
+    assert reloaded.model.svms is None and reloaded.model.scorer == "softmax"
+    record = open_detection_dataset(data, "test").images[0]
+    proposals = torch.tensor([[0.0, 0.0, 50.0, 50.0], [10.0, 20.0, 90.0, 120.0]])
+    a, b = trained_without.detect(record, proposals), reloaded.detect(record, proposals)
+    assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["boxes"], b["boxes"])
+    with pytest.raises(ValueError, match="trained no SVMs"):
+        reloaded.set_scorer("svm")
+    # A run that trained its SVMs still needs them.
+    (tmp_path / "copy").mkdir()
+    for name in ("config.yaml", "classes.txt", "backbone.txt", "finetune.safetensors", "bbox.safetensors"):
+        (tmp_path / "copy" / name).write_bytes((run / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="svm.safetensors is missing"):
+        load_rcnn(tmp_path / "copy")
 
 
 def test_resume_skips_finished_stages_and_refuses_other_configs(trained):

@@ -138,7 +138,10 @@ def _evaluate_run(args: argparse.Namespace) -> int:
             if method_of_run(run).name == "fast-rcnn":
                 raise ValueError(f"{run} is a Fast R-CNN run: it scores with its softmax only (--scorer is for "
                                  "SPP-net and R-CNN)")
-            detector.set_scorer(args.scorer)
+            try:
+                detector.set_scorer(args.scorer)
+            except ValueError as error:
+                raise ValueError(f"{run}: {error}") from None
     if any(d.classes != dataset.classes for d in detectors):
         raise ValueError(f"the run's classes {detectors[0].classes} differ from the dataset's {dataset.classes}")
     data_root = dataset_root(args.data)

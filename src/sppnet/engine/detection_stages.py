@@ -34,7 +34,8 @@ from sppnet.ops import batched_nms, fuse_detections
 from sppnet.timing import StageTimer
 
 __all__ = [
-    "MiningConfig", "TestConfig", "WindowFeatures", "RunDetector", "StagedRunDetector", "dataset_proposals", "label_dataset",
+    "MiningConfig", "TestConfig", "WindowFeatures", "RunDetector", "StagedRunDetector", "check_svm_scorer",
+    "dataset_proposals", "label_dataset",
     "train_svms", "train_box_regression", "detect_dataset",
 ]
 
@@ -257,8 +258,19 @@ class StagedRunDetector(RunDetector):
         self.set_scorer(self.config.test.scorer or "svm")
 
     def set_scorer(self, scorer: str) -> None:
-        """``"svm"`` or ``"softmax"`` (the fine-tuned fc8)."""
-        self.model.scorer = check_scorer(scorer)
+        """``"svm"`` (a run that trained its SVMs) or ``"softmax"`` (the fine-tuned fc8)."""
+        if check_scorer(scorer) == "svm" and not self.config.svm.train:
+            raise ValueError("this run trained no SVMs (svm.train: false): score it with the fine-tuned softmax "
+                             "(--scorer softmax), or train a run with --set svm.train=true")
+        self.model.scorer = scorer
+
+
+def check_svm_scorer(config) -> None:
+    """An SPP-net or R-CNN config that skips the SVMs (``svm.train: false``)
+    must score with the softmax: say so when the config is made, not at test time."""
+    if not config.svm.train and config.test.scorer != "softmax":
+        raise ValueError(f"svm.train is false, so test.scorer must be softmax (got {config.test.scorer!r}; "
+                         "null means the SVMs)")
 
 
 class Detector(Protocol):

@@ -45,17 +45,18 @@ from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.data.transforms import random_channel_order, to_tensor
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
-from sppnet.engine.memory_cache import TRAINING_IMAGE_BYTES, MemoryCache
 from sppnet.engine.detection_stages import (
     MiningConfig,
     StagedRunDetector,
     TestConfig,
+    check_svm_scorer,
     dataset_proposals,
     label_dataset,
 )
+from sppnet.engine.memory_cache import TRAINING_IMAGE_BYTES, MemoryCache
 from sppnet.engine.pretrain import PretrainConfig, start_detector_run
 from sppnet.engine.window_training import (
-    WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
+    WindowFinetuneConfig, finetune_on_windows, load_regressors, read_staged_run, scoring_stages,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
@@ -115,6 +116,7 @@ class RCNNConfig(ProposalSettings):
         if isinstance(self.context, bool) or not isinstance(self.context, int) or not 0 <= 2 * self.context < self.warp_size:
             raise ValueError(f"RCNNConfig.context must be an integer with 0 <= 2 * context < warp_size "
                              f"({self.warp_size}), got {self.context!r}")
+        check_svm_scorer(self)
 
 
 def _check_warp(network: RCNNNetwork, size: int, backbone: Path) -> None:
@@ -244,10 +246,9 @@ def train_rcnn(
 
 def load_rcnn(run_dir: str | Path) -> RCNNDetector:
     run_dir = Path(run_dir)
-    config, classes, classifier = read_staged_run(run_dir, RCNNConfig, "R-CNN")
+    config, classes, classifier, (svms, svm_scale) = read_staged_run(run_dir, RCNNConfig, "R-CNN")
     # The classifier gives the architecture; every weight is the fine-tuned one.
     network = RCNNNetwork(classifier, len(classes))
     network.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
-    svms, svm_scale = load_svms(run_dir / "svm.safetensors")
     return RCNNDetector(_model(network, svms, svm_scale, load_regressors(run_dir / "bbox.safetensors"), config),
                         config, classes)

@@ -48,12 +48,12 @@ from sppnet.data.records import DetectionDataset, ImageRecord
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights, save_weights
 from sppnet.engine.detection_stages import (
-    MiningConfig, StagedRunDetector, TestConfig, dataset_proposals, label_dataset,
+    MiningConfig, StagedRunDetector, TestConfig, check_svm_scorer, dataset_proposals, label_dataset,
 )
 from sppnet.engine.feature_cache import CacheRun, FeatureCache, MapsInMemory
 from sppnet.engine.pretrain import PretrainConfig, start_detector_run
 from sppnet.engine.window_training import (
-    WindowFinetuneConfig, finetune_on_windows, load_regressors, load_svms, read_staged_run, scoring_stages,
+    WindowFinetuneConfig, finetune_on_windows, load_regressors, read_staged_run, scoring_stages,
 )
 from sppnet.models.box_regression import BoxRegressorConfig, BoxRegressors
 from sppnet.models.detection.postprocess import empty_detections
@@ -78,6 +78,9 @@ class SPPNetConfig(ProposalSettings):
     mining: MiningConfig = field(default_factory=MiningConfig)
     bbox: BoxRegressorConfig = field(default_factory=BoxRegressorConfig)
     test: TestConfig = field(default_factory=TestConfig)
+
+    def __post_init__(self) -> None:
+        check_svm_scorer(self)
 
 
 @dataclass
@@ -218,10 +221,9 @@ def _test_cache(run_dir: Path, trunk: nn.Module, config: SPPNetConfig) -> Featur
 
 def load_sppnet(run_dir: str | Path) -> SPPNetDetector:
     run_dir = Path(run_dir)
-    config, classes, classifier = read_staged_run(run_dir, SPPNetConfig, "SPP-net")
+    config, classes, classifier, (svms, svm_scale) = read_staged_run(run_dir, SPPNetConfig, "SPP-net")
     head = SPPNetHead(classifier.fc6, classifier.fc7, len(classes))
     head.load_state_dict(load_weights(run_dir / "finetune.safetensors"))
-    svms, svm_scale = load_svms(run_dir / "svm.safetensors")
     model = _model(classifier.trunk, classifier.spp.levels, head, svms, svm_scale,
                    load_regressors(run_dir / "bbox.safetensors"), config)
     return SPPNetDetector(model, config, classes, cache=_test_cache(run_dir, classifier.trunk, config))

@@ -257,14 +257,18 @@ def box_regression_stage(path: Path, features: WindowFeatures, records: Sequence
 def scoring_stages(detector, run_dir: Path, records: Sequence[ImageRecord], windows: dict[str, LabelledWindows],
                    config, num_classes: int, seconds: dict[str, float], log=print) -> None:
     """SPP-net's and R-CNN's stages after fine-tuning: the per-class SVMs
-    (``config.svm``, ``config.mining``) on fc7 and the box regressors
+    (``config.svm``, ``config.mining``; none when ``svm.train`` is false) on fc7 and the box regressors
     (``config.bbox``) on pool5 of ``detector.window_features``, each read
     from ``run_dir`` when a finished run left it; both go into
     ``detector.model`` and their seconds into ``seconds``."""
     clock = time.perf_counter()
-    svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, records, windows,
-                                config.svm, config.mining, num_classes, log)
-    seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
+    svms, svm_scale = None, 1.0
+    if config.svm.train:
+        svms, svm_scale = svm_stage(run_dir / "svm.safetensors", detector.window_features, records, windows,
+                                    config.svm, config.mining, num_classes, log)
+        seconds["SVMs"], clock = time.perf_counter() - clock, time.perf_counter()
+    else:
+        log("no SVMs (svm.train: false): the fine-tuned softmax scores the windows")
     regressors = box_regression_stage(run_dir / "bbox.safetensors", detector.window_features, records, windows,
                                       config.bbox, num_classes, log)
     seconds["box regression"] = time.perf_counter() - clock
@@ -276,12 +280,16 @@ STAGED_RUN_FILES = ("config.yaml", "classes.txt", "backbone.txt", "finetune.safe
 
 
 def read_staged_run(run_dir: Path, config_type, method: str):
-    """A finished SPP-net or R-CNN run's config, classes and pinned trunk
-    classifier (``load_classifier`` of its ``backbone.txt``, hash checked);
-    a missing stage file is named."""
-    for name in STAGED_RUN_FILES:
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a finished {method} run: {name} is missing")
+    """A finished SPP-net or R-CNN run's config, classes, pinned trunk
+    classifier (``load_classifier`` of its ``backbone.txt``, hash checked)
+    and SVMs with their feature scale (``(None, 1.0)`` for a run trained
+    with ``svm.train: false``); a missing stage file is named."""
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished {method} run: config.yaml is missing")
     config = from_dict(config_type, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    for name in STAGED_RUN_FILES:
+        if not (run_dir / name).is_file() and (name != "svm.safetensors" or config.svm.train):
+            raise FileNotFoundError(f"{run_dir} is not a finished {method} run: {name} is missing")
     classifier, _, _ = load_classifier(recorded_backbone(run_dir))
-    return config, read_classes(run_dir), classifier
+    svms = load_svms(run_dir / "svm.safetensors") if config.svm.train else (None, 1.0)
+    return config, read_classes(run_dir), classifier, svms

@@ -72,8 +72,14 @@ class SVMConfig:
     # R-CNN ran; at 1e-3 the solver hit max_iter on small, nearly separable
     # sets. SPP-net on the demo's set: 26.7 mAP at 0.1, 24.7 at 1e-3 (RESULTS.md).
     tol: float = 0.1
+    # Whether the detector trains its SVMs at all. A preset that scores with the
+    # fine-tuned softmax (test.scorer: softmax) may skip them: then the run has
+    # no svm.safetensors and cannot be scored with --scorer svm.
+    train: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.train, bool):
+            raise ValueError(f"SVMConfig.train must be true or false, got {self.train!r}")
         for name in ("C", "positive_weight", "bias_feature", "tol"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
