@@ -21,9 +21,10 @@ Stages, each written to the run folder and skipped on ``--resume`` when done
    (K+1)-way fc8) fine-tuned on warped windows: foreground IoU >= 0.5,
    background IoU in [bg_low, 0.5), 25% foreground per mini-batch of 128
    (R-CNN's 32 + 96), mirrored images too. Unlike SPP-net the conv layers are
-   updated (``finetune.train_conv``).
-3. ``svm.safetensors`` and 4. ``bbox.safetensors``: the SPP-net stages
-   (``detection_stages``), fed with fc7 and pool5 of warped windows.
+   updated (``finetune.train_conv``; all but the first ``finetune.frozen_convs``).
+3. ``svm.safetensors`` (not with ``svm.train: false``, as in the tiny preset,
+   which scores with the softmax) and 4. ``bbox.safetensors``: the SPP-net
+   stages (``detection_stages``), fed with fc7 and pool5 of warped windows.
 
 Under torchrun (``sppnet.engine.distributed``): stage 0 is data-parallel
 (DDP), stage 1 sharded over the ranks, and stages 2-4 run on rank 0 alone
