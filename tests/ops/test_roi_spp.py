@@ -246,6 +246,7 @@ def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, paralle
     module = importlib.import_module("sppnet.ops.roi_spp")
 
     monkeypatch.setattr(module, "_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
+    monkeypatch.setattr(module, "_BACKWARD_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
     g = torch.Generator().manual_seed(9)
     features = torch.randn(2, 16, 21, 17, generator=g)
     rois = random_rois(300, 2, 21, 17, g)

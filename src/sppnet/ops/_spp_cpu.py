@@ -19,6 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from sppnet.ops.threads import cached_kernel
+
 
 
 @numba.njit(inline="always")
@@ -177,7 +179,7 @@ def _spp_backward(grad_out, argmax, batch_index, channel_of_column, grad_partial
 # Each kernel is compiled twice: multi-threaded for large inputs, and serial
 # for small ones (a training batch of whole-map SPP), where waking a thread
 # pool costs more than the work and competes with torch's own threads.
-spp_forward_parallel = numba.njit(parallel=True, cache=True)(_spp_forward)
-spp_forward_serial = numba.njit(cache=True)(_spp_forward)
-spp_backward_parallel = numba.njit(parallel=True, cache=True)(_spp_backward)
-spp_backward_serial = numba.njit(cache=True)(_spp_backward)
+spp_forward_parallel = cached_kernel(_spp_forward, parallel=True)
+spp_forward_serial = cached_kernel(_spp_forward, parallel=False)
+spp_backward_parallel = cached_kernel(_spp_backward, parallel=True)
+spp_backward_serial = cached_kernel(_spp_backward, parallel=False)

@@ -55,7 +55,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 from torch.autograd.function import once_differentiable
 
-from sppnet.ops.threads import torch_thread_count_kept
+from sppnet.ops.threads import cached_kernel, torch_thread_count_kept
 from sppnet.ops.tracing import is_exporting
 
 __all__ = ["LocalResponseNorm", "local_response_norm"]
@@ -374,7 +374,7 @@ def _backward_tile(x, grad_out, grad_in, size, params, mode, img, p0, width, sq,
 
 # Each kernel compiled twice: multi-threaded, and serial for small inputs.
 _KERNELS = {
-    (name, parallel): numba.njit(parallel=parallel, cache=True, error_model="numpy")(fn)
+    (name, parallel): cached_kernel(fn, parallel, error_model="numpy")
     for name, fn in (("forward_cl", _forward_cl), ("forward_nchw", _forward_nchw),
                      ("backward_cl", _backward_cl), ("backward_nchw", _backward_nchw))
     for parallel in (False, True)
