@@ -1,6 +1,7 @@
 """The window fine-tuning loop SPP-net and R-CNN share: checkpoints resume bit
 for bit, a diverging loss stops with the last good checkpoint intact."""
 
+import importlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,38 +166,52 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_hard_mining_trains_on_the_highest_loss_windows_left_by_nms():
-    """With ``hard_mining_nms`` every labelled window of the image is scored
-    (dropout off) and the batch is the highest-loss windows that survive NMS
-    over the losses; ignored windows (label -1) are never candidates."""
+@pytest.mark.parametrize("images, per_group", [(1, 1), (3, 2), (3, 3)])
+def test_hard_mining_trains_on_the_highest_loss_windows_left_by_nms(monkeypatch, images, per_group):
+    """With ``hard_mining_nms`` every labelled window of each image is scored
+    (dropout off) and its share of the batch is its highest-loss windows that
+    survive NMS over the losses (each image on its own, however many images'
+    windows go through the network together); ignored windows (label -1) are
+    never candidates."""
     generator = torch.Generator().manual_seed(3)
     count = 40
     x = 2.0 * torch.arange(count, dtype=torch.float32)  # neighbours overlap at IoU 8/12, next-but-one at 6/14
     boxes = torch.stack([x, torch.zeros(count), x + 10, torch.full((count,), 10.0)], 1)
-    labels = torch.randint(0, NUM_CLASSES, (count,), generator=generator)
-    labels[::7] = -1
-    inputs = torch.randn(count, DIM, generator=generator)
-    record = ImageRecord(image_id="im", image_path=Path("im.jpg"), width=100, height=100)
-    windows = {"im": LabelledWindows(boxes, labels, torch.zeros(count), torch.zeros(count, dtype=torch.long),
-                                     torch.zeros(count, NUM_CLASSES), torch.zeros(count, dtype=torch.bool))}
+    records, windows, inputs = [], {}, {}
+    for n in range(images):
+        labels = torch.randint(0, NUM_CLASSES, (count,), generator=generator)
+        labels[n::7] = -1
+        records.append(ImageRecord(image_id=f"im{n}", image_path=Path(f"im{n}.jpg"), width=100, height=100))
+        windows[f"im{n}"] = LabelledWindows(boxes, labels, torch.zeros(count), torch.zeros(count, dtype=torch.long),
+                                            torch.zeros(count, NUM_CLASSES), torch.zeros(count, dtype=torch.bool))
+        inputs[f"im{n}"] = torch.randn(count, DIM, generator=generator)
     rows = {tuple(b.tolist()): i for i, b in enumerate(boxes)}
 
     def window_inputs(record, chosen, flipped):
         assert not flipped
-        return inputs[[rows[tuple(b.tolist())] for b in chosen]]
+        return inputs[record.image_id][[rows[tuple(b.tolist())] for b in chosen]]
 
+    module = importlib.import_module("sppnet.engine.window_training")
+    # each image's candidates are 34-35 windows of DIM values: groups of per_group images
+    monkeypatch.setattr(module, "_SCORING_VALUES", per_group * 35 * DIM)
     network = _network()
-    candidates = (labels >= 0).nonzero().flatten()
-    expected = candidates[_slow_hardest(network, inputs[candidates], labels[candidates], boxes[candidates].tolist(),
-                                        6, 0.5)]
-    trained_on = []
-    network.register_forward_hook(lambda module, args, out: trained_on.append(args[0]) if module.training else None)
-    tune = WindowFinetuneConfig(iterations=1, batch_size=6, images_per_batch=1, lr=0.05, flip=False,
+    expected = set()
+    for record in records:
+        labels = windows[record.image_id].labels
+        candidates = (labels >= 0).nonzero().flatten()
+        kept = candidates[_slow_hardest(network, inputs[record.image_id][candidates], labels[candidates],
+                                        boxes[candidates].tolist(), 6, 0.5)]
+        assert len(kept) == 6
+        expected |= {tuple(row.tolist()) for row in inputs[record.image_id][kept]}
+    scored, trained_on = [], []
+    network.register_forward_hook(lambda module, args, out: (trained_on if module.training else scored).append(args[0]))
+    tune = WindowFinetuneConfig(iterations=1, batch_size=6 * images, images_per_batch=images, lr=0.05, flip=False,
                                 hard_mining_nms=0.5)
-    finetune_on_windows(network, list(network.parameters()), [record], windows, tune, window_inputs, None,
+    finetune_on_windows(network, list(network.parameters()), records, windows, tune, window_inputs, None,
                         log=lambda m: None)
-    assert len(trained_on) == 1 and len(expected) == 6
-    assert torch.equal(trained_on[0], inputs[expected])
+    assert len(trained_on) == 1 and len(trained_on[0]) == 6 * images
+    assert {tuple(row.tolist()) for row in trained_on[0]} == expected
+    assert len(scored) == -(-images // per_group)  # forward passes of the scoring
     with pytest.raises(ValueError, match="hard_mining_nms"):
         WindowFinetuneConfig(hard_mining_nms=1.5)
 

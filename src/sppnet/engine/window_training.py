@@ -147,7 +147,7 @@ def finetune_on_windows(
         for group in optimizer.param_groups:
             group["lr"] = lr
         chosen = torch.randperm(len(records), generator=generator)[: tune.images_per_batch].tolist()
-        inputs, labels = [], []
+        inputs, labels, to_mine = [], [], []
         for index in chosen:
             record = records[index]
             labelled = windows[record.image_id]
@@ -164,13 +164,17 @@ def finetune_on_windows(
             flipped = tune.flip and bool(torch.rand(1, generator=generator) < 0.5)
             batch = window_inputs(record, labelled.boxes[picked], flipped)
             if tune.hard_mining_nms > 0:
-                with autocast(precision):
-                    hardest = _hardest_windows(network, batch, labelled.labels[picked], labelled.boxes[picked],
-                                               per_image, tune.hard_mining_nms)
-                (train_mode or network.train)()
-                batch, picked = batch[hardest], picked[hardest]
+                to_mine.append((labelled, picked, batch))  # scored together below
+                continue
             inputs.append(augment(batch, generator) if augment is not None else batch)
             labels.append(labelled.labels[picked])
+        if to_mine:
+            with autocast(precision):
+                hardest = _hardest_windows(network, to_mine, per_image, tune.hard_mining_nms)
+            (train_mode or network.train)()
+            for (labelled, picked, batch), rows in zip(to_mine, hardest):
+                inputs.append(augment(batch[rows], generator) if augment is not None else batch[rows])
+                labels.append(labelled.labels[picked[rows]])
         done = iteration + 1
         if inputs:
             batch, batch_labels, dropout_state = torch.cat(inputs), torch.cat(labels), torch.get_rng_state()
@@ -201,16 +205,42 @@ def finetune_on_windows(
     network.eval()
 
 
+# Input values per forward pass of OHEM's scoring. The windows of several images
+# go through the network together (SPP-net: the ~4,000 pooled windows of 8 images,
+# 13 million values, in one pass instead of eight), and a whole-network input
+# (R-CNN: 27,648 values per warped window) is scored image by image.
+_SCORING_VALUES = 1 << 24
+
+
 @torch.no_grad()
-def _hardest_windows(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
-                     count: int, nms_iou: float) -> torch.Tensor:
-    """Indices of up to ``count`` windows with the highest loss under
-    ``network`` in eval mode, after NMS at ``nms_iou`` over the losses (OHEM's
-    selection: neighbouring windows have nearly equal losses, and one of them
-    is as informative as all)."""
+def _hardest_windows(network: nn.Module, images: Sequence[tuple[LabelledWindows, torch.Tensor, torch.Tensor]],
+                     count: int, nms_iou: float) -> list[torch.Tensor]:
+    """For each ``(labelled windows, picked rows, their inputs)`` of ``images``:
+    the indices (into its inputs) of up to ``count`` windows with the highest
+    loss under ``network`` in eval mode, after NMS at ``nms_iou`` over the
+    losses (OHEM's selection: neighbouring windows have nearly equal losses,
+    and one of them is as informative as all). Images are scored in groups of
+    up to ``_SCORING_VALUES`` input values (one image at least)."""
     network.eval()
-    losses = F.cross_entropy(network(inputs).float(), labels, reduction="none")
-    return nms(boxes.float(), losses, nms_iou)[:count]
+    losses: list[torch.Tensor] = []
+    group: list[int] = []
+
+    def score(group: list[int]) -> None:
+        batch = torch.cat([images[i][2] for i in group]) if len(group) > 1 else images[group[0]][2]
+        targets = torch.cat([images[i][0].labels[images[i][1]] for i in group])
+        losses.extend(F.cross_entropy(network(batch).float(), targets, reduction="none")
+                      .split([len(images[i][2]) for i in group]))
+
+    values = 0
+    for i, (_, _, batch) in enumerate(images):
+        if group and values + batch.numel() > _SCORING_VALUES:
+            score(group)
+            group, values = [], 0
+        group.append(i)
+        values += batch.numel()
+    score(group)
+    return [nms(labelled.boxes[picked].float(), loss, nms_iou)[:count]
+            for (labelled, picked, _), loss in zip(images, losses)]
 
 
 def load_svms(path: Path) -> tuple[LinearSVMs, float]:
