@@ -230,3 +230,35 @@ def test_flip_testing_is_mirror_symmetric_and_reads_the_cached_mirror_maps(train
     assert_mirror_symmetric(out, mirrored, record.width)
     for key in ("boxes", "labels", "scores"):
         assert torch.equal(from_cache[key], out[key]), key
+
+
+def test_hard_mining_fine_tuning_pools_each_image_once_and_trains_the_same(detection_backbone, tmp_path,
+                                                                           monkeypatch):
+    """With hard mining each step pools every labelled window of its images;
+    those vectors are kept (float16, the maps' own values) for each image and
+    mirror: the same weights come out as when every step pools again."""
+    from safetensors.torch import load_file
+
+    import sppnet.engine.sppnet_detection as module
+
+    data, backbone = detection_backbone
+    config = load_config(SPPNetConfig, "detect-sppnet-tiny", [
+        "scales=[96, 160]", "train_scales=null", "proposals=grid", "max_proposals=30", "finetune.iterations=12",
+        "finetune.lr_steps=[8]", "finetune.images_per_batch=2", "finetune.precision=fp32",
+        "pretrain.context_preset=null", "svm.train=false", "test.scorer=softmax"])
+    assert config.finetune.hard_mining_nms > 0
+    train = open_detection_dataset(data, "train")
+    pooled = []
+    pool_windows = module.pool_windows
+    monkeypatch.setattr(module, "pool_windows", lambda *a, **k: pooled.append(len(a[1])) or pool_windows(*a, **k))
+    weights, calls = {}, {}
+    for budget in (0, module.TRAINING_POOLED_BYTES):  # 0: nothing kept, every step pools
+        monkeypatch.setattr(module, "TRAINING_POOLED_BYTES", budget)
+        pooled.clear()
+        train_sppnet(config, train, data, tmp_path / str(budget), backbone=backbone, log=lambda *_: None)
+        weights[budget] = load_file(str(tmp_path / str(budget) / "finetune.safetensors"))
+        calls[budget] = len(pooled)
+    kept = module.TRAINING_POOLED_BYTES
+    assert weights[0].keys() == weights[kept].keys()
+    assert all(torch.equal(weights[0][name], weights[kept][name]) for name in weights[0])
+    assert calls[0] == 12 * 2 and calls[kept] <= 2 * len(train.images) and calls[kept] < calls[0]

@@ -51,6 +51,7 @@ from sppnet.engine.detection_stages import (
     MiningConfig, StagedRunDetector, TestConfig, check_svm_scorer, dataset_proposals, label_dataset,
 )
 from sppnet.engine.feature_cache import CacheRun, FeatureCache, MapsInMemory
+from sppnet.engine.memory_cache import TRAINING_POOLED_BYTES, MemoryCache
 from sppnet.engine.pretrain import PretrainConfig, start_detector_run
 from sppnet.engine.window_training import (
     WindowFinetuneConfig, finetune_on_windows, load_regressors, read_staged_run, scoring_stages,
@@ -127,13 +128,29 @@ def _model(trunk: nn.Module, levels: tuple[int, ...], head: SPPNetHead, svms: Li
 
 def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], train: DetectionDataset, windows: dict,
               config: SPPNetConfig, log=print, checkpoint: Path | None = None) -> None:
-    """Fine-tune fc6, fc7 and fc8 on windows pooled from the cached maps."""
+    """Fine-tune fc6, fc7 and fc8 on windows pooled from the cached maps.
+
+    With hard mining every step pools every labelled window of its images
+    (``finetune_on_windows``), from maps that never change: each image's and
+    mirror's pooled windows are kept in float16 (pooling picks values of the
+    float16 maps, so they are exact) and pooled again only when dropped."""
     geometry = cache.trunk.geometry
     maps = MapsInMemory(cache)
+    records = {record.image_id: record for record in train.images}
+    candidates = {image_id: labelled.boxes[labelled.labels >= 0] for image_id, labelled in windows.items()}
 
-    def pooled_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
+    def pool(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
         return pool_windows(maps.load(record, flipped=flipped), boxes, geometry, levels,
                             target=config.window_target, flipped=flipped, image_width=record.width)
+
+    every_window = MemoryCache(lambda key: pool(records[key[0]], candidates[key[0]], key[1]).half(),
+                               TRAINING_POOLED_BYTES)
+
+    def pooled_windows(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
+        every = candidates[record.image_id]
+        if boxes.shape == every.shape and torch.equal(boxes, every):
+            return every_window((record.image_id, flipped)).float()
+        return pool(record, boxes, flipped)
 
     finetune_on_windows(head, list(head.parameters()), train.images, windows, config.finetune, pooled_windows,
                         checkpoint, log)
