@@ -111,7 +111,9 @@ def finetune_on_windows(
     the network in training mode (default ``network.train()``). ``augment``
     (None: none) maps each image's window inputs to new ones with the sampling
     generator, so its draws are checkpointed with the rest; it draws only when
-    given, so runs without it keep their draws."""
+    given, so runs without it keep their draws. With hard mining the step's
+    images are drawn first, their windows scored together (``_hardest_windows``),
+    then each image's chosen windows augmented in turn."""
     generator = torch.Generator().manual_seed(tune.seed)  # images, windows, flips
     torch.manual_seed(tune.seed)  # dropout
     optimizer = torch.optim.SGD(parameters, lr=tune.lr, momentum=tune.momentum, weight_decay=tune.weight_decay)
@@ -206,8 +208,8 @@ def finetune_on_windows(
 
 
 # Input values per forward pass of OHEM's scoring. The windows of several images
-# go through the network together (SPP-net: the ~4,000 pooled windows of 8 images,
-# 13 million values, in one pass instead of eight), and a whole-network input
+# go through the network together (SPP-net: the 2,000-4,000 pooled windows of 8
+# images, up to 13 million values, in one pass instead of eight), and a whole-network input
 # (R-CNN: 27,648 values per warped window) is scored image by image.
 _SCORING_VALUES = 1 << 24
 
