@@ -232,11 +232,13 @@ def test_flip_testing_is_mirror_symmetric_and_reads_the_cached_mirror_maps(train
         assert torch.equal(from_cache[key], out[key]), key
 
 
-def test_hard_mining_fine_tuning_pools_each_image_once_and_trains_the_same(detection_backbone, tmp_path,
-                                                                           monkeypatch):
-    """With hard mining each step pools every labelled window of its images;
-    those vectors are kept (float16, the maps' own values) for each image and
-    mirror: the same weights come out as when every step pools again."""
+@pytest.mark.parametrize("sampling", [["finetune.hard_mining_nms=0.7"],
+                                      ["finetune.hard_mining_nms=0.0", "finetune.bg_low=0.1"]])
+def test_fine_tuning_pools_each_image_once_and_trains_the_same(detection_backbone, tmp_path, monkeypatch, sampling):
+    """Each image's and mirror's labelled windows are pooled once and kept
+    (float16, the maps' own values); a step takes its rows (all of them with
+    hard mining, the sampled ones without): the same weights come out as when
+    every step pools again."""
     from safetensors.torch import load_file
 
     import sppnet.engine.sppnet_detection as module
@@ -245,8 +247,7 @@ def test_hard_mining_fine_tuning_pools_each_image_once_and_trains_the_same(detec
     config = load_config(SPPNetConfig, "detect-sppnet-tiny", [
         "scales=[96, 160]", "train_scales=null", "proposals=grid", "max_proposals=30", "finetune.iterations=12",
         "finetune.lr_steps=[8]", "finetune.images_per_batch=2", "finetune.precision=fp32",
-        "pretrain.context_preset=null", "svm.train=false", "test.scorer=softmax"])
-    assert config.finetune.hard_mining_nms > 0
+        "pretrain.context_preset=null", "svm.train=false", "test.scorer=softmax", *sampling])
     train = open_detection_dataset(data, "train")
     pooled = []
     pool_windows = module.pool_windows

@@ -130,14 +130,16 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], tr
               config: SPPNetConfig, log=print, checkpoint: Path | None = None) -> None:
     """Fine-tune fc6, fc7 and fc8 on windows pooled from the cached maps.
 
-    With hard mining every step pools every labelled window of its images
-    (``finetune_on_windows``), from maps that never change: each image's and
-    mirror's pooled windows are kept in float16 (pooling picks values of the
-    float16 maps, so they are exact) and pooled again only when dropped."""
+    The maps never change, and every step pools windows of its images again
+    (with hard mining every labelled window of 8 images): each image's and
+    mirror's labelled windows are pooled once and kept in float16 (pooling
+    picks values of the float16 maps, so they are exact), and a step takes its
+    rows; they are pooled again only when dropped from the memory budget."""
     geometry = cache.trunk.geometry
     maps = MapsInMemory(cache)
     records = {record.image_id: record for record in train.images}
     candidates = {image_id: labelled.boxes[labelled.labels >= 0] for image_id, labelled in windows.items()}
+    row_of: dict[str, dict[tuple, int]] = {}
 
     def pool(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
         return pool_windows(maps.load(record, flipped=flipped), boxes, geometry, levels,
@@ -150,7 +152,14 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], tr
         every = candidates[record.image_id]
         if boxes.shape == every.shape and torch.equal(boxes, every):
             return every_window((record.image_id, flipped)).float()
-        return pool(record, boxes, flipped)
+        if record.image_id not in row_of:
+            row_of[record.image_id] = {tuple(box): row for row, box in enumerate(every.tolist())}
+        rows = row_of[record.image_id]
+        try:
+            chosen = torch.tensor([rows[tuple(box)] for box in boxes.tolist()], dtype=torch.long)
+        except KeyError:  # a window that is not labelled: pooled on its own
+            return pool(record, boxes, flipped)
+        return every_window((record.image_id, flipped))[chosen].float()
 
     finetune_on_windows(head, list(head.parameters()), train.images, windows, config.finetune, pooled_windows,
                         checkpoint, log)
