@@ -4,7 +4,9 @@
 # `sppnet train detect` run alone on the machine; the logs give each stage's seconds, and the runs' weights
 # are compared file by file (the same to the bit in every pair measured).
 #
-#   BEFORE=SRC AFTER=SRC DATA=.../det-0 OUT=DIR STAGE=NAME bash benchmarks/results/session28-2026-12-06.sh
+#   BEFORE=SRC AFTER=SRC DATA=.../det-0 OUT=DIR STAGE=NAME TRUNK=... bash benchmarks/results/session28-2026-12-06.sh [--set ...]
+# (further arguments go to every `sppnet train detect`, e.g. the papers' sampling for SPP-net's fine-tuning:
+#  --set finetune.hard_mining_nms=0.0 --set finetune.bg_low=0.1)
 #
 # STAGE:
 #   sppnet-finetune   SPP-net's fc fine-tuning (the preset's OHEM, bf16), 600 iterations, from a preset
@@ -28,7 +30,7 @@ for round in 1 2; do
   for tree in BEFORE AFTER; do
     run="$OUT/$STAGE-$tree-$round"
     rm -rf "$run"
-    PYTHONPATH="${!tree}" python -m sppnet train detect --data "$DATA" --out "$run" --backbone "$TRUNK" "${args[@]}" \
+    PYTHONPATH="${!tree}" python -m sppnet train detect --data "$DATA" --out "$run" --backbone "$TRUNK" "${args[@]}" "$@" \
       > "$run.log" 2>&1
     echo "$tree round $round: $(grep -E 'stages done|iteration 900/' "$run.log")"
   done
