@@ -17,9 +17,10 @@ __all__ = ["MemoryCache", "TRAINING_IMAGE_BYTES", "TRAINING_POOLED_BYTES", "TRAI
 # of ~400 x 300 are ~1.4 MB each as float32 and ~8 kB of boxes each.
 TRAINING_IMAGE_BYTES = 1 << 30
 TRAINING_PROPOSAL_BYTES = 256 << 20
-# SPP-net's fine-tuning with hard mining pools every labelled window of 8 images per
-# step from frozen maps; the vectors (float16) of 300 images and their mirrors at
-# ~230 windows each and 3,200 values (the tiny trunk) are ~0.9 GB.
+# SPP-net's fine-tuning pools windows of 8 images per step (with hard mining, every
+# labelled window) from frozen maps; every labelled window's vector (float16) of 300
+# images and their mirrors, at ~230 windows each and 3,200 values (the tiny trunk),
+# is ~0.9 GB.
 TRAINING_POOLED_BYTES = 1 << 30
 
 

@@ -139,7 +139,8 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], tr
     maps = MapsInMemory(cache)
     records = {record.image_id: record for record in train.images}
     candidates = {image_id: labelled.boxes[labelled.labels >= 0] for image_id, labelled in windows.items()}
-    row_of: dict[str, dict[tuple, int]] = {}
+    row_of = {image_id: {tuple(box): row for row, box in enumerate(boxes.tolist())}
+              for image_id, boxes in candidates.items()}
 
     def pool(record: ImageRecord, boxes: torch.Tensor, flipped: bool) -> torch.Tensor:
         return pool_windows(maps.load(record, flipped=flipped), boxes, geometry, levels,
@@ -152,8 +153,6 @@ def _finetune(head: SPPNetHead, cache: FeatureCache, levels: tuple[int, ...], tr
         every = candidates[record.image_id]
         if boxes.shape == every.shape and torch.equal(boxes, every):
             return every_window((record.image_id, flipped)).float()
-        if record.image_id not in row_of:
-            row_of[record.image_id] = {tuple(box): row for row, box in enumerate(every.tolist())}
         rows = row_of[record.image_id]
         try:
             chosen = torch.tensor([rows[tuple(box)] for box in boxes.tolist()], dtype=torch.long)

@@ -224,25 +224,21 @@ def _hardest_windows(network: nn.Module, images: Sequence[tuple[LabelledWindows,
     and one of them is as informative as all). Images are scored in groups of
     up to ``_SCORING_VALUES`` input values (one image at least)."""
     network.eval()
-    losses: list[torch.Tensor] = []
-    group: list[int] = []
-
-    def score(group: list[int]) -> None:
-        batch = torch.cat([images[i][2] for i in group]) if len(group) > 1 else images[group[0]][2]
-        targets = torch.cat([images[i][0].labels[images[i][1]] for i in group])
-        losses.extend(F.cross_entropy(network(batch).float(), targets, reduction="none")
-                      .split([len(images[i][2]) for i in group]))
-
-    values = 0
-    for i, (_, _, batch) in enumerate(images):
-        if group and values + batch.numel() > _SCORING_VALUES:
-            score(group)
-            group, values = [], 0
-        group.append(i)
-        values += batch.numel()
-    score(group)
-    return [nms(labelled.boxes[picked].float(), loss, nms_iou)[:count]
-            for (labelled, picked, _), loss in zip(images, losses)]
+    groups, values = [[]], 0
+    for labelled, picked, inputs in images:
+        if groups[-1] and values + inputs.numel() > _SCORING_VALUES:
+            groups.append([])
+            values = 0
+        groups[-1].append((labelled, picked, inputs))
+        values += inputs.numel()
+    chosen = []
+    for group in groups:
+        batch = torch.cat([inputs for _, _, inputs in group]) if len(group) > 1 else group[0][2]
+        labels = torch.cat([labelled.labels[picked] for labelled, picked, _ in group])
+        losses = F.cross_entropy(network(batch).float(), labels, reduction="none")
+        for (labelled, picked, _), loss in zip(group, losses.split([len(picked) for _, picked, _ in group])):
+            chosen.append(nms(labelled.boxes[picked].float(), loss, nms_iou)[:count])
+    return chosen
 
 
 def load_svms(path: Path) -> tuple[LinearSVMs, float]:
