@@ -1,5 +1,7 @@
 """The numba kernels on 1 and 2 threads (session 28): LRN forward + backward on
-a conv1-sized map and roi_spp's forward on 1800 windows of a conv5 map.
+a conv1-sized map and roi_spp's forward on 1800 windows of a conv5 map; and
+roi_spp's serial and parallel forward on 10 and 40 windows (where it turns
+parallel).
 
     PYTHONPATH=SRC python benchmarks/results/numba-builds-2026-12-06.py
 
@@ -51,6 +53,21 @@ def main() -> None:
     rois = torch.stack([torch.zeros(count, dtype=torch.long), x0, y0, x1, y1], 1)
     cases["roi_spp forward, 1800 windows of 64x40x53, levels 6/3/2/1"] = lambda: roi_spp(features, rois, (6, 3, 2, 1))
     before = torch.get_num_threads()
+    # Where roi_spp's forward should turn parallel (its _PARALLEL_MIN_OUTPUTS): the
+    # serial and the parallel build on 2 threads, a few windows at a time.
+    import importlib
+
+    module = importlib.import_module("sppnet.ops.roi_spp")
+    threshold = module._PARALLEL_MIN_OUTPUTS
+    torch.set_num_threads(2)
+    for windows in (10, 40):
+        figures = []
+        for forced in (2**62, 0):  # serial, parallel
+            module._PARALLEL_MIN_OUTPUTS = forced
+            figures.append(timed(lambda: roi_spp(features, rois[:windows], (6, 3, 2, 1)), calls=50))
+        print(f"roi_spp forward, {windows} windows, 2 threads: serial {figures[0]:.2f} ms, parallel {figures[1]:.2f} ms")
+    module._PARALLEL_MIN_OUTPUTS = threshold
+    torch.set_num_threads(before)
     for name, step in cases.items():
         figures = []
         for threads in (1, 2):

@@ -45,8 +45,8 @@ _BACKWARD_TASKS = 8
 _BACKWARD_BUFFER_BYTES = 512 * 2**20
 # Below this many output values (K * D) the serial forward kernel runs: the
 # work is too small to pay for waking numba's thread pool. Two threads, 64
-# channels, levels (6, 3, 2, 1): 40 RoIs 0.43 ms serial / 0.31 ms parallel, 10
-# RoIs 0.23 / 0.25 ms (the kernels built apart, ops.threads.cached_kernel).
+# channels, levels (6, 3, 2, 1) (benchmarks/results/numba-builds-2026-12-06.py):
+# 40 RoIs 0.52-0.53 ms serial / 0.40-0.42 ms parallel, 10 RoIs 0.34-0.36 ms both.
 _PARALLEL_MIN_OUTPUTS = 2**16
 # The backward's threshold sets how many tasks sum the RoIs' gradients, hence
 # their float rounding; it stays where it was when the builds were not apart.
