@@ -236,6 +236,21 @@ def test_min_size_is_measured_in_original_pixels():
     check_valid(boxes, 160, 120, config)
 
 
+def test_detector_config_sets_the_minimum_box_size():
+    """A 10 x 11 object: no box of 16 px or more a side reaches IoU 0.5 with it
+    (at most 110 / 256), so only a detector config with a smaller minimum can
+    propose it; the setting also names another proposal cache."""
+    from sppnet.config import load_config
+    from sppnet.engine.sppnet_detection import SPPNetConfig
+
+    image = make_image(((70, 50, 80, 61),), seed=0)
+    default = load_config(SPPNetConfig, "detect-sppnet-tiny", ["proposal_min_size=16"]).proposal_config
+    smaller = load_config(SPPNetConfig, "detect-sppnet-tiny", ["proposal_min_size=8"]).proposal_config
+    assert (default.min_size, smaller.min_size) == (16, 8) and default.key() != smaller.key()
+    assert best_iou([(70, 50, 80, 61)], propose(image, default)).item() < 0.5
+    assert best_iou([(70, 50, 80, 61)], propose(image, smaller)).item() >= 0.9
+
+
 def test_propose_rejects_bad_images():
     with pytest.raises(ValueError, match="uint8"):
         propose(np.zeros((10, 10, 3), np.float32), SS_FAST)

@@ -147,7 +147,13 @@ class ProposalSettings:
     proposals: str = "selective-search-fast"  # or selective-search-quality | edge-boxes | grid
     max_proposals: int = 2000
     proposal_resize: int | None = 500  # shorter side images are searched at; None = native size
+    proposal_min_size: int = 16  # drop boxes narrower or lower than this, in the image's own pixels
 
     @property
     def proposal_config(self) -> ProposalConfig:
-        return ProposalConfig(method=self.proposals, max_proposals=self.max_proposals, resize_to=self.proposal_resize)
+        return ProposalConfig(
+            method=self.proposals,
+            max_proposals=self.max_proposals,
+            resize_to=self.proposal_resize,
+            min_size=self.proposal_min_size,
+        )
