@@ -119,3 +119,70 @@ def test_window_pooler_from_boxes_pools_fast_rcnn_rois_at_each_windows_scale():
         roi_spp(maps[1], boxes_to_rois([boxes[1:] * 2], geometry, "fast-rcnn", feature_size=(50, 50)), (2, 1)),
     ])
     assert torch.equal(pooler.pool(), expected)
+
+
+@pytest.mark.parametrize("windows, dim", [(30, 200), (300, 20)])  # dual and primal forms
+def test_held_out_errors_match_a_ridge_fitted_per_lambda(windows, dim):
+    from sppnet.models.box_regression import _held_out_errors, _ridge
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(windows, dim, generator=generator, dtype=torch.float64)
+    t = torch.randn(windows, 4, generator=generator, dtype=torch.float64)
+    x_val = torch.randn(17, dim, generator=generator, dtype=torch.float64)
+    t_val = torch.randn(17, 4, generator=generator, dtype=torch.float64)
+    ridges = [0.5, 10.0, 300.0]
+    expected = torch.stack([((x_val @ _ridge(x, t, ridge) - t_val) ** 2).sum() for ridge in ridges])
+    torch.testing.assert_close(_held_out_errors(x, t, x_val, t_val, ridges), expected, rtol=1e-9, atol=1e-9)
+
+
+def _windows_of_images(images: int, per_image: int, signal: float, seed: int, dim: int = 64):
+    """Windows around one 60 x 80 object per image, offset from it by an
+    image-wide shift plus their own jitter; features: the offsets times
+    ``signal`` plus noise shared by the image's windows and their own."""
+    generator = torch.Generator().manual_seed(seed)
+    gt = torch.tensor([40.0, 40.0, 100.0, 120.0])
+    offsets = (torch.randn(images, 1, 4, generator=generator) * 5
+               + torch.randn(images, per_image, 4, generator=generator) * 0.5)
+    boxes = (gt + offsets).reshape(-1, 4)
+    image_noise = torch.randn(images, 1, dim, generator=generator)
+    own_noise = torch.randn(images, per_image, dim, generator=generator) * 0.1
+    features = torch.cat([offsets * signal, torch.zeros(images, per_image, dim - 4)], 2) + image_noise + own_noise
+    groups = torch.arange(images).repeat_interleave(per_image)
+    count = images * per_image
+    return (features.reshape(count, dim), boxes, gt.expand(count, 4), torch.ones(count, dtype=torch.long),
+            box_iou(boxes, gt[None])[:, 0], groups)
+
+
+def test_cross_validation_chooses_a_small_lambda_when_features_carry_the_offsets():
+    from sppnet.models.box_regression import choose_ridge
+
+    features, boxes, targets, labels, overlaps, groups = _windows_of_images(40, 6, signal=1.0, seed=0)
+    config = BoxRegressorConfig(min_overlap=0.0, ridge_choices=(1.0, 1000.0, 100000.0))
+    ridge, errors = choose_ridge(features, boxes, targets, labels, overlaps, groups, 2, config)
+    assert ridge == 1.0 and errors[1.0] < errors[100000.0] / 5
+    regressors = fit_box_regressors(features, boxes, targets, labels, overlaps, 2, config, groups=groups)
+    assert regressors.ridge == 1.0 and regressors.held_out_errors == errors
+
+
+def test_cross_validation_keeps_an_images_windows_together():
+    """Features that name the image, not the offset: a small lambda learns
+    each training image's shift from its noise, which predicts the windows of
+    images it has seen, so folds that split images would choose it; held-out
+    images show that it predicts nothing."""
+    from sppnet.models.box_regression import choose_ridge
+
+    features, boxes, targets, labels, overlaps, groups = _windows_of_images(40, 6, signal=0.0, seed=1)
+    config = BoxRegressorConfig(min_overlap=0.0, ridge_choices=(1.0, 100000.0))
+    assert choose_ridge(features, boxes, targets, labels, overlaps, groups, 2, config)[0] == 100000.0
+    by_window = torch.arange(len(groups))  # every window its own "image": the folds split images
+    assert choose_ridge(features, boxes, targets, labels, overlaps, by_window, 2, config)[0] == 1.0
+
+
+def test_ridge_choices_need_the_windows_images_and_valid_values():
+    with pytest.raises(ValueError, match="ridge_choices"):
+        BoxRegressorConfig(ridge_choices=(100.0, -1.0))
+    with pytest.raises(ValueError, match="ridge_folds"):
+        BoxRegressorConfig(ridge_choices=(100.0,), ridge_folds=1)
+    features, boxes, targets, labels, overlaps, _ = _windows_of_images(4, 3, signal=1.0, seed=2)
+    with pytest.raises(ValueError, match="groups"):
+        fit_box_regressors(features, boxes, targets, labels, overlaps, 2, BoxRegressorConfig(ridge_choices=(1.0,)))
