@@ -179,8 +179,8 @@ def train_box_regression(features: WindowFeatures, records: Sequence[ImageRecord
                          config: BoxRegressorConfig, num_classes: int) -> BoxRegressors:
     """Class-specific ridge regression from pool5 to the box deltas of the
     windows overlapping a ground truth by more than ``config.min_overlap``."""
-    pool5, boxes, targets, labels, overlaps, groups = [], [], [], [], [], []
-    for image_index, record in enumerate(records):
+    pool5, boxes, targets, labels, overlaps = [], [], [], [], []
+    for record in records:
         if record.image_id not in windows or len(record.boxes) == 0:
             continue
         labelled = windows[record.image_id]
@@ -192,13 +192,12 @@ def train_box_regression(features: WindowFeatures, records: Sequence[ImageRecord
         targets.append(record.boxes[labelled.gt_index[chosen]])
         labels.append(labelled.labels[chosen])
         overlaps.append(labelled.overlaps[chosen])
-        groups.append(torch.full((int(chosen.sum()),), image_index, dtype=torch.int64))
     if not pool5:
-        return BoxRegressors(torch.zeros(num_classes, 1, 4), 1.0, config.ridge)
+        return BoxRegressors(torch.zeros(num_classes, 1, 4), 1.0)
     pool5 = torch.cat(pool5)
     scale = feature_scale(pool5, config.feature_norm)
     return fit_box_regressors(pool5, torch.cat(boxes), torch.cat(targets), torch.cat(labels), torch.cat(overlaps),
-                              num_classes, config, scale, torch.cat(groups))
+                              num_classes, config, scale)
 
 
 @dataclass

@@ -247,8 +247,8 @@ def load_svms(path: Path) -> tuple[LinearSVMs, float]:
 
 
 def load_regressors(path: Path) -> BoxRegressors:
-    state = load_weights(path)  # runs before session 29 did not store their lambda
-    return BoxRegressors(state["weights"], float(state["scale"]), float(state["ridge"]) if "ridge" in state else None)
+    state = load_weights(path)
+    return BoxRegressors(state["weights"], float(state["scale"]))
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
@@ -277,13 +277,8 @@ def box_regression_stage(path: Path, features: WindowFeatures, records: Sequence
         return load_regressors(path)
     log("training box regressors")
     regressors = train_box_regression(features, records, windows, config, num_classes)
-    if regressors.held_out_errors:
-        log(f"  lambda {regressors.ridge:g} chosen by {config.ridge_folds}-fold cross-validation over the training "
-            "images (held-out squared error of the deltas: "
-            + ", ".join(f"{ridge:g}: {error:.1f}" for ridge, error in regressors.held_out_errors.items()) + ")")
     _check_finite("the box regressors", regressors.weights)
-    save_weights(path, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale),
-                        "ridge": torch.tensor(regressors.ridge)})
+    save_weights(path, {"weights": regressors.weights, "scale": torch.tensor(regressors.feature_scale)})
     return regressors
 
 

@@ -7,26 +7,17 @@ to the deltas that move it onto its ground truth (``BoxCoder`` with unit
 stds): W = argmin ||[X 1] W - T||^2 + lambda ||W||^2, bias included in the
 penalty as in the authors' code. Trained on windows with IoU > 0.5 (R-CNN:
 0.6); lambda 4000 (R-CNN: 1000).
-
-The penalty weighs against a sum over the training windows, so a lambda set
-on one dataset is not the same prior on a set with fewer windows. With
-``ridge_choices`` lambda is instead chosen among those values by
-cross-validation over the training images (all windows of an image in one
-fold: windows of one object share its target, and a split inside an image
-would reward fitting them).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from sppnet.ops import BoxCoder
 
-__all__ = ["BoxRegressorConfig", "BoxRegressors", "choose_ridge", "fit_box_regressors"]
+__all__ = ["BoxRegressorConfig", "BoxRegressors", "fit_box_regressors"]
 
 
 @dataclass(frozen=True)
@@ -34,29 +25,14 @@ class BoxRegressorConfig:
     ridge: float = 4000.0  # lambda (SPP-net code); R-CNN used 1000
     min_overlap: float = 0.5  # train on windows with IoU above this
     feature_norm: float = 20.0  # rows scaled to this mean L2 norm, as for the SVMs
-    # Not empty: lambda is the one of these with the lowest held-out squared error of the
-    # deltas over ridge_folds folds of the training images (``ridge`` is then unused).
-    ridge_choices: tuple[float, ...] = ()
-    ridge_folds: int = 3
-
-    def __post_init__(self) -> None:
-        for value in (self.ridge, *self.ridge_choices):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"bbox.ridge and bbox.ridge_choices must be positive numbers, got {value!r}")
-        if isinstance(self.ridge_folds, bool) or not isinstance(self.ridge_folds, int) or self.ridge_folds < 2:
-            raise ValueError(f"bbox.ridge_folds must be an integer >= 2, got {self.ridge_folds!r}")
 
 
 @dataclass
 class BoxRegressors:
-    """weights (K+1, D + 1, 4): row 0 unused (background); last input row is the bias.
-    ``ridge``: the lambda they were fitted with; ``held_out_errors``: when it was
-    chosen by cross-validation, each candidate's summed held-out squared error."""
+    """weights (K+1, D + 1, 4): row 0 unused (background); last input row is the bias."""
 
     weights: torch.Tensor
     feature_scale: float
-    ridge: float | None = None
-    held_out_errors: dict[float, float] | None = None
 
     def predict_deltas(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Deltas (R, 4) of each window for its class ``labels`` (R,)."""
@@ -92,26 +68,15 @@ def _ridge(x: torch.Tensor, t: torch.Tensor, ridge: float) -> torch.Tensor:
     return torch.linalg.solve(gram, x.T @ t)
 
 
-def _held_out_errors(x_train: torch.Tensor, t_train: torch.Tensor, x_val: torch.Tensor, t_val: torch.Tensor,
-                     ridges: Sequence[float]) -> torch.Tensor:
-    """Summed squared error on (x_val, t_val) of the ridge solution fitted on
-    (x_train, t_train), for each lambda of ``ridges``: one eigendecomposition
-    of the smaller Gram matrix serves them all (x^T x = V diag(s) V^T gives
-    (x^T x + lambda I)^-1 = V diag(1 / (s + lambda)) V^T, and likewise x x^T
-    in the dual form)."""
-    count, dim = x_train.shape
-    if count < dim:
-        eigenvalues, vectors = torch.linalg.eigh(x_train @ x_train.T)
-        left, right = x_val @ (x_train.T @ vectors), vectors.T @ t_train
-    else:
-        eigenvalues, vectors = torch.linalg.eigh(x_train.T @ x_train)
-        left, right = x_val @ vectors, vectors.T @ (x_train.T @ t_train)
-    eigenvalues = eigenvalues.clamp_min(0)
-    return torch.stack([((left @ (right / (eigenvalues + ridge)[:, None]) - t_val) ** 2).sum() for ridge in ridges])
-
-
-def _class_problems(features, boxes, targets, labels, overlaps, num_classes, config, feature_scale):
-    """Per object class with training windows: (label, chosen mask, x with a bias column, delta targets)."""
+def fit_box_regressors(
+    features: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, overlaps: torch.Tensor,
+    num_classes: int, config: BoxRegressorConfig = BoxRegressorConfig(), feature_scale: float = 1.0,
+) -> BoxRegressors:
+    """features (N, D) pool5 of windows ``boxes`` (N, 4) whose max-IoU ground
+    truth is ``targets`` (N, 4) of class ``labels`` (N,) with IoU ``overlaps``;
+    classes without training windows keep zero weights (no movement)."""
+    dim = features.shape[1]
+    weights = torch.zeros(num_classes, dim + 1, 4, dtype=torch.float64)
     keep = overlaps > config.min_overlap
     coder = BoxCoder()
     for label in range(1, num_classes):
@@ -119,53 +84,6 @@ def _class_problems(features, boxes, targets, labels, overlaps, num_classes, con
         if not bool(chosen.any()):
             continue
         x = torch.cat([features[chosen].double() * feature_scale, torch.ones(int(chosen.sum()), 1, dtype=torch.float64)], 1)
-        yield label, chosen, x, coder.encode(boxes[chosen].double(), targets[chosen].double())
-
-
-def choose_ridge(
-    features: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, overlaps: torch.Tensor,
-    groups: torch.Tensor, num_classes: int, config: BoxRegressorConfig, feature_scale: float = 1.0,
-) -> tuple[float, dict[float, float]]:
-    """The lambda of ``config.ridge_choices`` with the lowest held-out squared
-    error of the deltas, summed over the object classes and
-    ``config.ridge_folds`` folds; ``groups`` (N,) names each window's image,
-    and an image's windows stay in one fold (images in sorted order go to
-    folds 0, 1, ..., folds - 1, 0, ...). Ties go to the larger lambda.
-    Returns the lambda and each candidate's error."""
-    choices = sorted({float(value) for value in config.ridge_choices}, reverse=True)
-    images, index = torch.unique(groups, return_inverse=True)
-    fold = index % config.ridge_folds
-    errors = torch.zeros(len(choices), dtype=torch.float64)
-    for _, chosen, x, t in _class_problems(features, boxes, targets, labels, overlaps, num_classes, config,
-                                           feature_scale):
-        window_fold = fold[chosen]
-        for held_out in range(config.ridge_folds):
-            val = window_fold == held_out
-            if bool(val.any()) and not bool(val.all()):
-                errors += _held_out_errors(x[~val], t[~val], x[val], t[val], choices)
-    best = int(torch.argmin(errors))  # the first minimum: the largest lambda among equals
-    return choices[best], dict(zip(choices, errors.tolist()))
-
-
-def fit_box_regressors(
-    features: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, overlaps: torch.Tensor,
-    num_classes: int, config: BoxRegressorConfig = BoxRegressorConfig(), feature_scale: float = 1.0,
-    groups: torch.Tensor | None = None,
-) -> BoxRegressors:
-    """features (N, D) pool5 of windows ``boxes`` (N, 4) whose max-IoU ground
-    truth is ``targets`` (N, 4) of class ``labels`` (N,) with IoU ``overlaps``;
-    classes without training windows keep zero weights (no movement).
-    ``groups`` (N,): each window's image, needed when ``config.ridge_choices``
-    is set (lambda chosen by :func:`choose_ridge`)."""
-    dim = features.shape[1]
-    weights = torch.zeros(num_classes, dim + 1, 4, dtype=torch.float64)
-    ridge, errors = config.ridge, None
-    if config.ridge_choices:
-        if groups is None:
-            raise ValueError("bbox.ridge_choices needs each window's image (groups) for its cross-validation")
-        ridge, errors = choose_ridge(features, boxes, targets, labels, overlaps, groups, num_classes, config,
-                                     feature_scale)
-    for label, _, x, t in _class_problems(features, boxes, targets, labels, overlaps, num_classes, config,
-                                          feature_scale):
-        weights[label] = _ridge(x, t, ridge)
-    return BoxRegressors(weights.float(), feature_scale, ridge, errors)
+        t = coder.encode(boxes[chosen].double(), targets[chosen].double())
+        weights[label] = _ridge(x, t, config.ridge)
+    return BoxRegressors(weights.float(), feature_scale)
