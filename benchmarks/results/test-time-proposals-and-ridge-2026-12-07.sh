@@ -8,7 +8,7 @@
 #    stage runs again), then tested.
 #
 #   RUNS="spp:/runs/set-0/spp rcnn:/runs/set-0/rcnn fr:/runs/set-0/fr" DATA=/data/det-0 OUT=/tmp/check \
-#     RIDGES="1000 250" bash benchmarks/results/test-time-proposals-and-ridge-2026-12-07.sh
+#     RIDGES="4000 250 100" bash benchmarks/results/test-time-proposals-and-ridge-2026-12-07.sh
 #
 # RUNS: NAME:RUN pairs trained on DATA; the ridge part takes the runs named spp (SPP-net).
 set -uo pipefail
@@ -22,7 +22,7 @@ for pair in $RUNS; do
     .venv/bin/python benchmarks/retest.py "$run" "$DATA" "$OUT/$name-$tag" "$edit" 2>&1 | tail -1
   done
   [ "$name" = spp ] || continue
-  for R in ${RIDGES:-1000 250}; do
+  for R in ${RIDGES:-4000 1000 500 250 100}; do
     copy=$OUT/$name-ridge$R
     rm -rf "$copy"; mkdir -p "$copy"
     for f in "$run"/*; do
