@@ -104,8 +104,7 @@ def _classifier_args(data: Path, config: Path, out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def classifier_straight(tmp_path_factory):
     """The data, the config and the uninterrupted run both seeds compare with
-    (made once per process: xdist's default scheduling usually gives both
-    seeds to one worker)."""
+    (made once: both seeds run in one xdist worker)."""
     root = tmp_path_factory.mktemp("classifier-straight")
     data, config = root / "data", root / "tiny.yaml"
     synthesize_classification(data, train=24, test=8, seed=0, min_side=64, max_side=100)
@@ -114,6 +113,9 @@ def classifier_straight(tmp_path_factory):
     return data, config, root / "run"
 
 
+# Both seeds of a test in one xdist worker (scripts/test.sh runs --dist loadgroup), so that
+# the module's uninterrupted run is made once, not once per worker.
+@pytest.mark.xdist_group("kill-resume-classifier")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_classifier_killed_at_random_moments_resumes_bit_identical(classifier_straight, tmp_path, seed):
     data, config, straight = classifier_straight
@@ -146,6 +148,7 @@ def sppnet_straight(detection_backbone, tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.xdist_group("kill-resume-sppnet")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sppnet_every_stage_killed_resumes_bit_identical(detection_backbone, sppnet_straight, tmp_path, seed):
     """Kills land in proposals, the conv5 cache, fine-tuning (checkpoints every

@@ -193,6 +193,9 @@ def test_bf16_training_follows_the_float32_run(detection_backbone, tmp_path):
 def test_interrupted_bf16_run_resumes_to_identical_weights(detection_backbone, tmp_path):
     """bf16 training repeats itself: interrupted and resumed from its
     checkpoint, the run ends with the uninterrupted one's weights and log."""
+    if training_precision("bf16", log=lambda message: None) != "bf16":
+        # bf16 trains in float32 there: test_interrupted_run_resumes_to_identical_weights covers it.
+        pytest.skip("this CPU has no bfloat16 instructions: bf16 training runs in float32 here")
     data, backbone = detection_backbone
     overrides = [o for o in OVERRIDES if not o.startswith(("train.iterations", "train.lr_steps", "train.precision"))]
     config = load_config(FastRCNNConfig, "detect-fast-rcnn-tiny", overrides + [
