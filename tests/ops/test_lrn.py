@@ -98,6 +98,25 @@ def test_parallel_kernels_match_serial_and_do_not_depend_on_thread_count(monkeyp
         assert torch.equal(out, results[0][0]) and torch.equal(grad, results[0][1])
 
 
+def test_one_thread_runs_the_serial_builds(monkeypatch):
+    # A one-thread process (a test worker) never compiles the multi-threaded builds.
+    def must_not_run(*args):
+        raise AssertionError("a multi-threaded build ran on one thread")
+
+    for (name, parallel) in list(lrn_module._KERNELS):
+        if parallel:
+            monkeypatch.setitem(lrn_module._KERNELS, (name, parallel), must_not_run)
+    x = _input((2, 40, 40, 50), 5)  # above _PARALLEL_MIN_VALUES
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for fmt in (torch.contiguous_format, CL):
+            xg = x.clone(memory_format=fmt).requires_grad_()
+            LocalResponseNorm(5, 1e-2, 0.75, 1.0)(xg).sum().backward()
+    finally:
+        torch.set_num_threads(before)
+
+
 def _bf16_ulp(values: torch.Tensor) -> torch.Tensor:
     """One bfloat16 unit in the last place at each value (8 significant bits)."""
     exponent = torch.frexp(values.float().abs().clamp_min(torch.finfo(torch.bfloat16).tiny)).exponent

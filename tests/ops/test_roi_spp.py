@@ -247,6 +247,11 @@ def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, paralle
 
     monkeypatch.setattr(module, "_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
     monkeypatch.setattr(module, "_BACKWARD_PARALLEL_MIN_OUTPUTS", 0 if parallel else 2**62)
+    # The multi-threaded builds run only where the kernels get more than one thread.
+    monkeypatch.setattr(module, "kernel_threads", lambda: 2 if parallel else 1)
+    for build in ("spp_forward", "spp_backward"):
+        unwanted = f"{build}_{'serial' if parallel else 'parallel'}"
+        monkeypatch.setattr(module._spp_cpu, unwanted, _must_not_run(unwanted))
     g = torch.Generator().manual_seed(9)
     features = torch.randn(2, 16, 21, 17, generator=g)
     rois = random_rois(300, 2, 21, 17, g)
@@ -259,6 +264,41 @@ def test_serial_and_parallel_kernels_agree_with_torchvision(monkeypatch, paralle
         out.backward(seed)
         grads.append((out.detach(), x.grad))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def _must_not_run(name):
+    def kernel(*args):
+        raise AssertionError(f"{name} ran")
+    return kernel
+
+
+def test_one_thread_runs_the_serial_builds_with_the_same_results(monkeypatch):
+    # A one-thread process (a test worker) never compiles the multi-threaded
+    # builds; the serial ones sum the same tasks in the same order.
+    module = importlib.import_module("sppnet.ops.roi_spp")
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 64, 40, 50, generator=generator)
+    rois = random_rois(3000, 2, 40, 50, generator)
+    weights = torch.randn(3000, spp_output_size(64, (6, 3, 2, 1)), generator=generator)
+
+    def run():
+        x = features.clone().requires_grad_(True)
+        out = roi_spp(x, rois, (6, 3, 2, 1))
+        (out * weights).sum().backward()
+        return out.detach(), x.grad
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        parallel = run()
+        torch.set_num_threads(1)
+        with monkeypatch.context() as patch:
+            for name in ("spp_forward_parallel", "spp_backward_parallel"):
+                patch.setattr(module._spp_cpu, name, _must_not_run(name))
+            serial = run()
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(parallel[0], serial[0]) and torch.equal(parallel[1], serial[1])
 
 
 def test_results_do_not_depend_on_the_thread_count():
@@ -274,14 +314,16 @@ def test_results_do_not_depend_on_the_thread_count():
     rois = torch.stack([torch.randint(0, 2, (n,), generator=generator), xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], 1)
     weights = torch.randn(n, 64 * 50, generator=generator)
     results = []
-    before = numba.get_num_threads()
+    before, torch_before = numba.get_num_threads(), torch.get_num_threads()
     try:
         for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
             numba.set_num_threads(threads)
+            torch.set_num_threads(threads)
             x = features.clone().requires_grad_(True)
             out = roi_spp(x, rois, (6, 3, 2, 1))
             (out * weights).sum().backward()
             results.append((out.detach(), x.grad))
     finally:
         numba.set_num_threads(before)
+        torch.set_num_threads(torch_before)
     assert all(torch.equal(a, b) for a, b in zip(results[0], results[-1]))

@@ -55,7 +55,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 from torch.autograd.function import once_differentiable
 
-from sppnet.ops.threads import cached_kernel, torch_thread_count_kept
+from sppnet.ops.threads import cached_kernel, kernel_threads, torch_thread_count_kept
 from sppnet.ops.tracing import is_exporting
 
 __all__ = ["LocalResponseNorm", "local_response_norm"]
@@ -423,8 +423,8 @@ def _as_array(x: torch.Tensor, channels_last: bool) -> np.ndarray:
 
 
 def _launch(name: str, x: torch.Tensor, channels_last: bool, *arrays, size, alpha, beta, k) -> None:
-    """Run kernel ``name``_cl or ``name``_nchw on the arrays (serial when small)."""
-    parallel = x.numel() >= _PARALLEL_MIN_VALUES
+    """Run kernel ``name``_cl or ``name``_nchw on the arrays (serial when small or on one thread)."""
+    parallel = x.numel() >= _PARALLEL_MIN_VALUES and kernel_threads() > 1
     n, c, h, w = x.shape
     extra = ()
     if channels_last:

@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_pool
 
 from sppnet.ops import _spp_cpu
-from sppnet.ops.threads import torch_thread_count_kept
+from sppnet.ops.threads import kernel_threads, torch_thread_count_kept
 from sppnet.ops.tracing import is_exporting, shape_of
 
 __all__ = ["roi_spp", "spp_output_size", "check_levels"]
@@ -152,7 +152,8 @@ def _cpu_forward(features: torch.Tensor, cells: torch.Tensor, levels: tuple[int,
     h, w = features.shape[2:]
     index_dtype = np.uint16 if h * w <= np.iinfo(np.uint16).max + 1 else np.int32
     argmax = torch.from_numpy(np.empty((num_rois, width) if store_argmax else (1, 1), dtype=index_dtype))
-    kernel = _spp_cpu.spp_forward_parallel if out.numel() >= _PARALLEL_MIN_OUTPUTS else _spp_cpu.spp_forward_serial
+    parallel = out.numel() >= _PARALLEL_MIN_OUTPUTS and kernel_threads() > 1
+    kernel = _spp_cpu.spp_forward_parallel if parallel else _spp_cpu.spp_forward_serial
     with torch_thread_count_kept():
         kernel(
             feat.numpy(), cells.numpy(), levels_arr, order, sources, bin_offsets, out_offsets,
@@ -174,7 +175,8 @@ def _cpu_backward(grad_out: torch.Tensor, argmax: torch.Tensor, cells: torch.Ten
         tasks = 1
     partial = torch.zeros((tasks, n, c, h * w), dtype=compute_dtype)
     channel_of_column = np.concatenate([np.repeat(np.arange(c, dtype=np.int64), k * k) for k in levels])
-    kernel = _spp_cpu.spp_backward_serial if tasks == 1 else _spp_cpu.spp_backward_parallel
+    # On one thread the serial build runs the same tasks one after another.
+    kernel = _spp_cpu.spp_backward_parallel if tasks > 1 and kernel_threads() > 1 else _spp_cpu.spp_backward_serial
     with torch_thread_count_kept():
         kernel(
             grad_out.numpy(), argmax.numpy(), cells[:, 0].contiguous().numpy(), channel_of_column, partial.numpy()

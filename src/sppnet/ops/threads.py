@@ -11,7 +11,11 @@ the thread count. Every parallel kernel runs inside
 is put back if numba changed it.
 
 Each kernel is built twice, multi-threaded and serial (:func:`cached_kernel`),
-and numba's on-disk cache must keep the two apart.
+and numba's on-disk cache must keep the two apart. Where that count is 1
+(:func:`kernel_threads`), the serial build runs: the same sums in the same
+order, without waking numba's pool, and a one-thread process (a test worker)
+never compiles the multi-threaded builds, the slow ones to compile (2-6 s
+each against 1-2.5 s).
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ from contextlib import contextmanager
 import numba
 import torch
 
-__all__ = ["cached_kernel", "torch_thread_count_kept"]
+__all__ = ["cached_kernel", "kernel_threads", "torch_thread_count_kept"]
+
+
+def kernel_threads() -> int:
+    """The threads a parallel kernel runs on: torch's count, at most numba's pool size."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 @contextmanager
@@ -31,7 +40,7 @@ def torch_thread_count_kept() -> Iterator[None]:
     """Run numba's parallel kernels with torch's thread count (at most
     numba's pool size); torch's count is the same afterwards."""
     threads = torch.get_num_threads()
-    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    wanted = kernel_threads()
     try:
         if numba.get_num_threads() != wanted:
             numba.set_num_threads(wanted)
