@@ -104,6 +104,10 @@ class ClassifyTrainConfig:
     label_smoothing: float = 0.0  # cross-entropy targets (1 - e) on the label, e / K spread (torch's definition)
     optimizer: Literal["sgd", "adam"] = "sgd"  # the paper uses SGD; adam helps tiny from-scratch runs
     lr: float = 0.01
+    # The conv trunk's lr as a fraction of ``lr`` (the fc layers train at ``lr``):
+    # below 1 a pre-trained trunk (model.weights, the generic stage) moves less
+    # than the freshly started fc layers; 0 freezes it.
+    trunk_lr_scale: float = 1.0
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
     warmup_iterations: int = 0  # the lr rises linearly from lr / warmup_iterations to lr over these first steps
     momentum: float = 0.9
@@ -124,6 +128,8 @@ class ClassifyTrainConfig:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.trunk_lr_scale <= 1:
+            raise ValueError(f"trunk_lr_scale must be in [0, 1], got {self.trunk_lr_scale}")
         if self.crop_area is not None and not (len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1):
             raise ValueError(f"crop_area must be null or [min, max] with 0 < min <= max <= 1, got {self.crop_area}")
         if not 0 <= self.colour_jitter < 1:
@@ -215,10 +221,29 @@ def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tu
     return epochs, scaled_steps(config.lr_steps, config.epochs, epochs)
 
 
-def _make_optimizer(model: torch.nn.Module, config: ClassifyTrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(model: SPPClassifier, config: ClassifyTrainConfig) -> torch.optim.Optimizer:
+    """Each parameter group's ``lr_scale`` multiplies the schedule's lr
+    (:func:`_set_lr`): one group at one lr, or the trunk's and the rest's
+    when ``trunk_lr_scale`` < 1. A frozen trunk (scale 0) is left out and
+    stops needing gradients."""
+    if config.trunk_lr_scale == 1:
+        groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    else:
+        trunk = list(model.trunk.parameters())
+        trunk_ids = {id(p) for p in trunk}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in trunk_ids], "lr_scale": 1.0}]
+        if config.trunk_lr_scale > 0:
+            groups.insert(0, {"params": trunk, "lr_scale": config.trunk_lr_scale})
+        else:
+            model.trunk.requires_grad_(False)
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before trunk_lr_scale have no scale
 
 
 def _generic_start(config: ClassifyConfig, run_dir: Path, log) -> Path:
@@ -304,8 +329,7 @@ def train_classifier(
         step = distributed.wrap_ddp(_SummedLoss(model, train_config.label_smoothing))
         for epoch in range(start_epoch, epochs):
             lr = step_lr(train_config.lr, lr_steps, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            _set_lr(optimizer, lr)
             size = train_config.second_size if train_config.multi_size and epoch % 2 == 1 else train_config.crop
             order = torch.Generator().manual_seed(train_config.seed * 7919 + epoch)
             batches = [distributed.shard(batch) for batch in global_batches(len(dataset), train_config.batch_size, order)]
@@ -316,8 +340,7 @@ def train_classifier(
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs} ({size}px)",
                        disable=None if progress and main else True, leave=False)
             for batch_index, (images, labels, indices, batch_errors) in enumerate(bar):
-                for group in optimizer.param_groups:
-                    group["lr"] = warmed_up_lr(lr, epoch * len(batches) + batch_index, train_config.warmup_iterations)
+                _set_lr(optimizer, warmed_up_lr(lr, epoch * len(batches) + batch_index, train_config.warmup_iterations))
                 errors.extend(batch_errors)
                 if images is not None:
                     if size != images.shape[-1]:
