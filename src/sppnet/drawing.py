@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import draw_bounding_boxes
 
 from sppnet.data.images import load_image
 
@@ -59,6 +58,8 @@ def draw_detections(
         return image.clone()
     # Captions sit on a patch of the box's colour, in black or white, whichever
     # contrasts more: the box colour on a busy image was unreadable.
+    from torchvision.utils import draw_bounding_boxes  # on first use: see sppnet.ops.boxes
+
     return draw_bounding_boxes(image, boxes, captions, colors=colours, width=width, fill_labels=True,
                                label_colors=[_text_colour(colour) for colour in colours])
 

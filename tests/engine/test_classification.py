@@ -68,6 +68,30 @@ def test_divergence_stops_with_a_clear_message(data, tmp_path):
         train_classifier(diverging, data, tmp_path / "run", progress=False, log=lambda *_: None)
 
 
+def test_the_trunk_takes_a_scaled_step_and_a_frozen_one_none(data, tmp_path):
+    # One SGD step (16 images, batch 16, no momentum, decay or dropout) from the same
+    # start: the fc layers take the same step at every scale, the trunk a step scaled
+    # by train.trunk_lr_scale (0: none at all, the start itself).
+    runs = {}
+    for scale in (1.0, 0.5, 0.0):
+        run = tmp_path / f"scale-{scale}"
+        train_classifier(config(optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0, epochs=1, batch_size=16,
+                                trunk_lr_scale=scale, val_split=None), data, run, progress=False, log=lambda *_: None)
+        runs[scale] = load_weights(run / "model.safetensors")
+    start = runs[0.0]
+    trunk = [k for k in start if k.startswith("trunk.")]
+    heads = [k for k in start if not k.startswith("trunk.")]
+    assert trunk and heads
+    for k in heads:
+        assert torch.equal(runs[1.0][k], runs[0.5][k]) and torch.equal(runs[1.0][k], runs[0.0][k]), k
+    moved = [k for k in trunk if not torch.equal(runs[1.0][k], start[k])]
+    assert moved
+    for k in trunk:
+        torch.testing.assert_close(runs[0.5][k] - start[k], 0.5 * (runs[1.0][k] - start[k]), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="trunk_lr_scale"):
+        config(trunk_lr_scale=1.5)
+
+
 # Halfway between chance (0.75) and the worst measured run (see the test's docstring).
 ERROR_BAR = 0.67
 TRAIN_ERROR_BAR = 0.68

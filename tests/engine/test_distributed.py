@@ -15,8 +15,13 @@ from sppnet.data.synthetic import DetectionSynthConfig, synthesize_classificatio
 from sppnet.engine import distributed
 from sppnet.engine.checkpoint import load_weights
 
-pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                                reason="needs torch.distributed with gloo")
+pytestmark = [
+    pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                       reason="needs torch.distributed with gloo"),
+    # One xdist worker runs the whole module (scripts/test.sh: --dist loadgroup), so that
+    # its module-scoped runs are made once, not once in each worker.
+    pytest.mark.xdist_group("distributed"),
+]
 
 TOLERANCE = 1e-5  # max |w1 - w2| over all weights, 1 vs 2 processes
 

@@ -12,6 +12,9 @@ from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 
 # Selective search: grid windows rarely overlap the small generated objects by 0.5, and
 # with almost no foreground RoIs a short run only learns the background prior.
+# One xdist worker runs the whole module (scripts/test.sh: --dist loadgroup), so that its
+# module-scoped trained detector is trained once, not once in each worker.
+pytestmark = pytest.mark.xdist_group("fast-rcnn")
 GAP_BAR = 0.009  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fast", "max_proposals=300",
              "train.iterations=150", "train.lr=0.003", "train.lr_steps=[120]",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, replace
+
 import pytest
 import torch
 
 from sppnet.data.pretrain_set import PRETRAIN_CLASSES
-from sppnet.engine.generic_pretrain import cache_root, generic_classify_config, generic_trunk, generic_trunk_key
+from sppnet.engine.generic_pretrain import GENERATOR_VERSION, cache_root, generic_classify_config, generic_trunk, generic_trunk_key
 from sppnet.engine.pretrain import PretrainConfig, pretrain_classify_config
 from sppnet.models.backbones import build_backbone
 
@@ -25,6 +29,20 @@ def test_the_key_changes_with_what_shapes_the_trunk():
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(classify, 4400, 1)
     longer = generic_classify_config("classify-crops-tiny", 20)
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(longer, 4400, 0)
+    scaled = replace(classify, train=replace(classify.train, trunk_lr_scale=0.5))
+    assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(scaled, 4400, 0)
+
+
+def test_fields_added_later_leave_the_key_of_the_trunks_cached_before_them():
+    # train.trunk_lr_scale (session 31) at 1 trains as before it existed: the key
+    # is the hash of the config without it, as the caches made before it were keyed.
+    classify = generic_classify_config("classify-crops-tiny", 10)
+    before = asdict(classify)
+    del before["train"]["trunk_lr_scale"]
+    described = {"generator": GENERATOR_VERSION, "images": 4400, "seed": 0, "torch": torch.__version__,
+                 "classify": before}
+    expected = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert generic_trunk_key(classify, 4400, 0) == expected
 
 
 def test_generic_recipe_warms_up_and_keeps_the_step_fraction():

@@ -159,6 +159,9 @@ train: {{epochs: 15, batch_size: 16, resize: 74, crop: 64, multi_size: false, se
         channel_order: true, optimizer: adam, lr: 0.001, lr_steps: [12], weight_decay: 0.0001, workers: 0, seed: {seed},
         val_split: null}}
 """
+# One xdist worker runs the whole module (scripts/test.sh: --dist loadgroup), so that its
+# module-scoped trained detector is trained once, not once in each worker.
+pytestmark = pytest.mark.xdist_group("rcnn")
 GAP_BAR = 0.0035  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = [
     "warp_size=64", "context=5", "window_batch=64", "max_proposals=100", "pretrain.epochs=15",

@@ -8,6 +8,9 @@ from tests.mirror import assert_mirror_symmetric
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppnet
 
+# One xdist worker runs the whole module (scripts/test.sh: --dist loadgroup), so that its
+# module-scoped trained detector is trained once, not once in each worker.
+pytestmark = pytest.mark.xdist_group("sppnet-detection")
 GAP_BAR = 0.028  # mAP above chance: half the worst measured run (see the learning test's docstring)
 OVERRIDES = [
     # Selective search as in the Fast R-CNN test (the same cached boxes): grid windows rarely

@@ -80,10 +80,20 @@ def generic_classify_config(preset: str, epochs: int) -> ClassifyConfig:
         "train.warmup_iterations=500", "train.val_split=test", "model.fc_bias=1.0"])
 
 
+# Config fields added after trunks were first cached, with the value that trains
+# as before they existed: left out of the key at that value, so that the caches
+# made before them stay valid.
+_NEWER_FIELDS = {("train", "trunk_lr_scale"): 1.0}
+
+
 def generic_trunk_key(classify: ClassifyConfig, images: int, seed: int) -> str:
     """A hash of everything the generic trunk depends on."""
+    config = asdict(classify)
+    for (section, name), value in _NEWER_FIELDS.items():
+        if config[section][name] == value:
+            del config[section][name]
     described = {"generator": GENERATOR_VERSION, "images": images, "seed": seed, "torch": torch.__version__,
-                 "classify": asdict(classify)}
+                 "classify": config}
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

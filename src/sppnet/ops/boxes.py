@@ -11,9 +11,12 @@ Box convention (DESIGN "Conventions"): xyxy, 0-based continuous pixel
 coordinates, width = x2 - x1 and height = y2 - y1 (no +1 anywhere). An image of
 height H and width W spans [0, W] x [0, H].
 
-Everything torchvision already does is re-exported from ``torchvision.ops``
+Everything torchvision already does is passed on to ``torchvision.ops``
 (``box_iou``, ``box_area``, ``nms``, ``batched_nms``, ``clip_boxes_to_image``,
-``remove_small_boxes``); they use the same convention. This module adds input
+``remove_small_boxes``), which uses the same convention; torchvision is
+imported on the first call, since its import takes ~2 s (most of it
+``torch._dynamo``), a third of a ``sppnet`` command's start, and classifying
+or generating data never needs it. This module adds input
 checking, a (height, width) clipping wrapper and :class:`BoxCoder`, the
 R-CNN / SPP-net / Fast R-CNN regression parameterisation (SPEC sections 4, 6)::
 
@@ -32,14 +35,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import (
-    batched_nms,
-    box_area,
-    box_iou,
-    clip_boxes_to_image,
-    nms,
-    remove_small_boxes,
-)
 
 from sppnet.ops.tracing import is_exporting
 
@@ -58,6 +53,48 @@ __all__ = [
     "remove_small_boxes",
     "vote_boxes",
 ]
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """``torchvision.ops.box_iou``: IoU ``(N, M)`` of every pair of boxes."""
+    from torchvision.ops import box_iou as torchvision_box_iou
+
+    return torchvision_box_iou(boxes1, boxes2)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """``torchvision.ops.box_area``: ``(N,)`` areas."""
+    from torchvision.ops import box_area as torchvision_box_area
+
+    return torchvision_box_area(boxes)
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """``torchvision.ops.nms``: indices of the kept boxes, by decreasing score."""
+    from torchvision.ops import nms as torchvision_nms
+
+    return torchvision_nms(boxes, scores, iou_threshold)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """``torchvision.ops.batched_nms``: NMS within each ``idxs`` category."""
+    from torchvision.ops import batched_nms as torchvision_batched_nms
+
+    return torchvision_batched_nms(boxes, scores, idxs, iou_threshold)
+
+
+def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """``torchvision.ops.clip_boxes_to_image``: boxes clipped to ``size`` = (height, width)."""
+    from torchvision.ops import clip_boxes_to_image as torchvision_clip
+
+    return torchvision_clip(boxes, size)
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """``torchvision.ops.remove_small_boxes``: indices of the boxes with both sides >= ``min_size``."""
+    from torchvision.ops import remove_small_boxes as torchvision_remove_small_boxes
+
+    return torchvision_remove_small_boxes(boxes, min_size)
 
 
 def mirror_boxes(boxes: Tensor, width: float) -> Tensor:

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
-from torchvision.ops import roi_pool
 
 from sppnet.ops import _spp_cpu
 from sppnet.ops.threads import kernel_threads, torch_thread_count_kept
@@ -248,6 +247,8 @@ def _torchvision_spp(features: torch.Tensor, cells: torch.Tensor, levels: tuple[
     on every bin's box (see the module docstring for why not roi_pool at
     n x n). Bins and argmax ties (first maximum in row-major order) are the
     same as the CPU kernel's."""
+    from torchvision.ops import roi_pool  # on first use: see sppnet.ops.boxes
+
     dtype = features.dtype
     work = features if dtype != torch.bfloat16 else features.float()
     num_rois, channels = cells.shape[0], work.shape[1]

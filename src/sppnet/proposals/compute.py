@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
+from sppnet.ops.boxes import box_iou
 
 from sppnet.data.images import load_image
 from sppnet.data.records import ImageRecord, Skipped

@@ -31,9 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from sppnet.ops.geometry import FeatureGeometry, feature_geometry
 
@@ -133,6 +131,8 @@ def _load_state(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path
 
 def _block_paths(block: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """(main path, shortcut path) of a torchvision residual block, in order."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck  # on first use: see sppnet.ops.boxes
+
     if isinstance(block, BasicBlock):
         main = [block.conv1, block.conv2]
     elif isinstance(block, Bottleneck):
@@ -176,6 +176,8 @@ def residual_geometry(trunk: nn.Module) -> FeatureGeometry:
 def _build_torchvision(name: str) -> nn.Module:
     if name not in TORCHVISION_TRUNKS:
         raise ValueError(f"unknown torchvision trunk {name!r}; choose one of {TORCHVISION_TRUNKS}")
+    import torchvision  # on first use: see sppnet.ops.boxes
+
     return getattr(torchvision.models, name)(weights=None)
 
 
