@@ -208,6 +208,9 @@ def mixup_weights(config: ClassifyTrainConfig, epoch: int, indices: list[int]) -
     return torch.tensor([max(w, 1 - w) for w in draws], dtype=torch.float32)
 
 
+_PLOT_EVERY_S = 30.0  # curves.png's redrawing interval during training
+
+
 def training_schedule(config: ClassifyTrainConfig, images: int) -> tuple[int, tuple[int, ...]]:
     """(epochs, lr steps) on a training split of ``images``: the config's, or,
     when those epochs make fewer than ``min_iterations`` mini-batches, the
@@ -325,6 +328,7 @@ def train_classifier(
     if epochs != train_config.epochs:
         log(f"{len(dataset)} training images: {epochs} epochs instead of {train_config.epochs} to reach "
             f"train.min_iterations={train_config.min_iterations}, lr steps after epochs {list(lr_steps)}")
+    last_plot = -math.inf
     with distributed.per_sample_dropout(model) as set_dropout_generators:
         step = distributed.wrap_ddp(_SummedLoss(model, train_config.label_smoothing))
         for epoch in range(start_epoch, epochs):
@@ -376,7 +380,11 @@ def train_classifier(
                    "seconds": round(time.perf_counter() - started, 2)}
             rows.append(row)
             if main:
-                _write_epoch(run_dir, writer, rows, model, optimizer, config)
+                # curves.png takes ~0.2 s to draw: a small folder's 200 short epochs spent a
+                # tenth of their time on it. Drawn at most every 30 s, and after the last epoch.
+                plot = epoch == epochs - 1 or time.perf_counter() - last_plot >= _PLOT_EVERY_S
+                _write_epoch(run_dir, writer, rows, model, optimizer, config, plot)
+                last_plot = time.perf_counter() if plot else last_plot
             log(f"epoch {epoch + 1}/{epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
                 f"train error {row['train_top1_error']:.3f}"
                 + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
@@ -389,15 +397,16 @@ def train_classifier(
 
 
 def _write_epoch(run_dir: Path, writer, rows: list[dict], model: SPPClassifier, optimizer: torch.optim.Optimizer,
-                 config: ClassifyConfig) -> None:
-    """Rank 0, after each epoch: TensorBoard scalars, metrics.csv, curves.png and the checkpoint."""
+                 config: ClassifyConfig, plot: bool = True) -> None:
+    """Rank 0, after each epoch: TensorBoard scalars, metrics.csv, curves.png (if ``plot``) and the checkpoint."""
     row = rows[-1]
     if writer is not None:
         for key in ("train_loss", "train_top1_error", "lr") + (("val_top1_error",) if row["val_top1_error"] != "" else ()):
             writer.add_scalar(key, row[key], row["epoch"])
         writer.flush()
     write_rows_csv(run_dir / "metrics.csv", rows, list(row))
-    plot_classifier_curves(rows, run_dir / "curves.png")
+    if plot:
+        plot_classifier_curves(rows, run_dir / "curves.png")
     save_checkpoint(run_dir / "checkpoint.safetensors", Checkpoint(
         model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
         extra={"epoch": row["epoch"], "rows": rows, "config": to_dict(config)}))
