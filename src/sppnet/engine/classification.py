@@ -106,7 +106,8 @@ class ClassifyTrainConfig:
     lr: float = 0.01
     # The conv trunk's lr as a fraction of ``lr`` (the fc layers train at ``lr``):
     # below 1 a pre-trained trunk (model.weights, the generic stage) moves less
-    # than the freshly started fc layers; 0 freezes it.
+    # than the freshly started fc layers; 0 freezes its weights (a batch-norm
+    # trunk's running statistics still follow the training crops).
     trunk_lr_scale: float = 1.0
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
     warmup_iterations: int = 0  # the lr rises linearly from lr / warmup_iterations to lr over these first steps
