@@ -20,10 +20,12 @@ for S in ${SEEDS:-0 1 2}; do
   [ -d "$DATA" ] || $PY benchmarks/heldout_set.py "$DATA" --task classify --seed "$S" > /dev/null
   for X in ${SCALES:-1 0.1 0}; do
     RUN=$OUT/run-$S-$X
-    [ -d "$RUN" ] && continue
+    [ -f "$RUN-multi.json" ] && continue  # measured already
+    # A folder left by an interrupted run is resumed, not skipped (skipping lost a run once).
+    RESUME=$([ -d "$RUN" ] && echo --resume || true)
     start=$(date +%s)
     PYTHONPATH=$SRC $PY -m sppnet train classify --config classify-tiny --data "$DATA" --out "$RUN" \
-      --set train.trunk_lr_scale="$X" --no-progress ${EXTRA:-} > "$RUN.log" 2>&1
+      --set train.trunk_lr_scale="$X" --no-progress $RESUME ${EXTRA:-} >> "$RUN.log" 2>&1
     seconds=$(( $(date +%s) - start ))
     for V in full multi; do
       PYTHONPATH=$SRC $PY -m sppnet eval classify --run "$RUN" --data "$DATA" --views "$V" --json "$RUN-$V.json" >> "$RUN.log" 2>&1
