@@ -92,6 +92,41 @@ def test_the_trunk_takes_a_scaled_step_and_a_frozen_one_none(data, tmp_path):
         config(trunk_lr_scale=1.5)
 
 
+def test_the_run_saves_the_weight_average_and_resumes_it(data, tmp_path):
+    from sppnet.engine.checkpoint import load_checkpoint
+    from sppnet.engine.classification import build_classifier
+
+    # One SGD step: the first update's decay is min(0.5, 1 / 10), so the saved
+    # weights are 0.1 * start + 0.9 * (the weights after the step).
+    one_step = config(optimizer="sgd", lr=0.05, epochs=1, batch_size=16, average_decay=0.5, val_split=None)
+    train_classifier(one_step, data, tmp_path / "one", progress=False, log=lambda *_: None)
+    torch.manual_seed(one_step.train.seed)
+    start = build_classifier(one_step.model, 4, one_step.train.crop).state_dict()
+    after = load_checkpoint(tmp_path / "one" / "checkpoint.safetensors").model
+    saved = load_weights(tmp_path / "one" / "model.safetensors")
+    assert any(not torch.equal(after[k], start[k]) for k in start)
+    for k in start:
+        torch.testing.assert_close(saved[k], 0.1 * start[k] + 0.9 * after[k], rtol=1e-5, atol=1e-7)
+    # Interrupted after epoch 1 and resumed: the average is restored with its count of updates.
+    averaged = config(average_decay=0.9)
+    train_classifier(averaged, data, tmp_path / "straight", progress=False, log=lambda *_: None)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(averaged, data, tmp_path / "resumed", progress=False, log=interrupt_after_first_epoch)
+    train_classifier(averaged, data, tmp_path / "resumed", resume=True, progress=False, log=lambda *_: None)
+    straight = load_weights(tmp_path / "straight" / "model.safetensors")
+    resumed = load_weights(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    last = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors").model
+    assert any(not torch.equal(straight[k], last[k]) for k in straight)  # not the last step's weights
+    with pytest.raises(ValueError, match="average_decay"):
+        config(average_decay=1.0)
+
+
 # Halfway between chance (0.75) and the worst measured run (see the test's docstring).
 ERROR_BAR = 0.67
 TRAIN_ERROR_BAR = 0.68

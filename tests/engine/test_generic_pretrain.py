@@ -31,14 +31,17 @@ def test_the_key_changes_with_what_shapes_the_trunk():
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(longer, 4400, 0)
     scaled = replace(classify, train=replace(classify.train, trunk_lr_scale=0.5))
     assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(scaled, 4400, 0)
+    averaged = replace(classify, train=replace(classify.train, average_decay=0.99))
+    assert generic_trunk_key(classify, 4400, 0) != generic_trunk_key(averaged, 4400, 0)
 
 
 def test_fields_added_later_leave_the_key_of_the_trunks_cached_before_them():
-    # train.trunk_lr_scale (session 31) at 1 trains as before it existed: the key
-    # is the hash of the config without it, as the caches made before it were keyed.
+    # train.trunk_lr_scale (session 31) at 1 and train.average_decay (session 32) at 0
+    # train as before they existed: the key is the hash of the config without them,
+    # as the caches made before them were keyed.
     classify = generic_classify_config("classify-crops-tiny", 10)
     before = asdict(classify)
-    del before["train"]["trunk_lr_scale"]
+    del before["train"]["trunk_lr_scale"], before["train"]["average_decay"]
     described = {"generator": GENERATOR_VERSION, "images": 4400, "seed": 0, "torch": torch.__version__,
                  "classify": before}
     expected = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,6 +1,7 @@
 """Checkpoints: one safetensors file per save, written atomically.
 
-A checkpoint holds model tensors under ``model.``, optimizer state (tensors
+A checkpoint holds model tensors under ``model.`` (and a weight average's,
+if the loop keeps one, under ``averaged.``), optimizer state (tensors
 under ``optimizer.state.<param>.<name>``, everything else as JSON in the
 file's metadata), the global torch RNG state, the state of a training loop's
 own ``torch.Generator`` and a JSON ``extra`` dict (epoch, config, ...). Nothing is pickled, so loading an untrusted file cannot
@@ -36,6 +37,7 @@ class Checkpoint:
     rng_state: torch.Tensor | None = None  # torch.get_rng_state()
     extra: dict = field(default_factory=dict)
     generator_state: torch.Tensor | None = None  # a loop's own torch.Generator().get_state()
+    averaged: dict[str, torch.Tensor] | None = None  # engine.weight_average's weights
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -60,6 +62,8 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in checkpoint.model.items()}
+    if checkpoint.averaged is not None:
+        tensors.update({f"averaged.{k}": v.detach().contiguous().clone() for k, v in checkpoint.averaged.items()})
     metadata = {"extra": json.dumps(checkpoint.extra)}
     if checkpoint.optimizer is not None:
         optimizer_tensors, optimizer_rest = _split_optimizer(checkpoint.optimizer)
@@ -85,11 +89,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as error:
         raise ValueError(f"{path}: not a readable sppnet checkpoint ({error})") from None
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    averaged = {k[len("averaged."):]: v for k, v in tensors.items() if k.startswith("averaged.")} or None
     optimizer = None
     if optimizer_rest is not None:
         optimizer = _join_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")}, optimizer_rest)
     return Checkpoint(model=model, optimizer=optimizer, rng_state=tensors.get("rng.torch"),
-                      generator_state=tensors.get("rng.generator"), extra=extra)
+                      generator_state=tensors.get("rng.generator"), extra=extra, averaged=averaged)
 
 
 def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -8,7 +8,8 @@ SPP makes the fc layers independent of the input size.
 
 A run folder holds ``config.yaml``, ``classes.txt``, ``checkpoint.safetensors``
 (everything needed to resume, written atomically after every epoch),
-``model.safetensors`` (final weights), ``metrics.csv``, ``curves.png`` and
+``model.safetensors`` (final weights: the weight average's with
+``train.average_decay``), ``metrics.csv``, ``curves.png`` and
 TensorBoard events (when tensorboard is installed). Data order,
 augmentation and dropout masks are functions of (seed, epoch, index), so
 ``--resume`` after an interruption continues exactly where the last
@@ -52,6 +53,7 @@ from sppnet.engine.classification_data import (
 from sppnet.engine.run_folder import read_classes, record_environment
 from sppnet.engine.schedule import scaled_steps, step_lr, warmed_up_lr
 from sppnet.engine.training_log import plot_classifier_curves, write_rows_csv
+from sppnet.engine.weight_average import WeightAverage
 from sppnet.data.folder import read_image_folder
 from sppnet.engine.checkpoint import (
     Checkpoint, TrainingDiverged, load_checkpoint, load_weights, save_checkpoint, save_weights,
@@ -111,6 +113,10 @@ class ClassifyTrainConfig:
     trunk_lr_scale: float = 1.0
     lr_steps: tuple[int, ...] = (30, 60)  # epochs after which the lr is divided by 10 (paper: twice, on plateaus)
     warmup_iterations: int = 0  # the lr rises linearly from lr / warmup_iterations to lr over these first steps
+    # Weight averaging (engine/weight_average.py): > 0 keeps an exponential moving
+    # average of the weights over steps with this decay; it is what each epoch
+    # validates and what the run saves. 0 = off: the last step's weights.
+    average_decay: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     workers: int = 0  # DataLoader worker processes (decoding)
@@ -123,6 +129,8 @@ class ClassifyTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_iterations < 0:
             raise ValueError(f"warmup_iterations must be >= 0, got {self.warmup_iterations}")
+        if not 0 <= self.average_decay < 1:
+            raise ValueError(f"average_decay must be in [0, 1) (0 = off), got {self.average_decay}")
         if self.min_iterations < 0:
             raise ValueError(f"min_iterations must be >= 0, got {self.min_iterations}")
         if self.crop > self.resize:
@@ -305,6 +313,7 @@ def train_classifier(
     torch.manual_seed(train_config.seed)
     model = build_classifier(model_config, len(dataset.classes), train_config.crop)
     optimizer = _make_optimizer(model, train_config)
+    average = WeightAverage(model, train_config.average_decay) if train_config.average_decay else None
     start_epoch, rows = 0, []
     if resume and main and run_dir.is_dir():
         remove_stale_temp_files(run_dir)  # left by a process killed while writing
@@ -315,6 +324,8 @@ def train_classifier(
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(saved.optimizer)
         torch.set_rng_state(saved.rng_state)
+        if average is not None:
+            average.load_state_dict(saved.averaged, saved.extra["average_updates"])
         start_epoch, rows = saved.extra["epoch"], saved.extra["rows"]
         log(f"resuming {run_dir} after epoch {start_epoch}")
     elif main:
@@ -368,6 +379,8 @@ def train_classifier(
                 if batch_count == 0:
                     continue
                 optimizer.step()
+                if average is not None:
+                    average.update(model)
                 loss_sum += batch_loss
                 wrong += int(batch_wrong)
                 seen += int(batch_count)
@@ -375,7 +388,8 @@ def train_classifier(
             for gathered in distributed.gather_objects(errors):
                 for error in gathered:
                     log(f"skipped: {error}")
-            val_error = center_view_error(model, val, train_config.resize, train_config.crop) if val else ""
+            scored = model if average is None else average.averaged
+            val_error = center_view_error(scored, val, train_config.resize, train_config.crop) if val else ""
             row = {"epoch": epoch + 1, "size": size, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                    "train_top1_error": wrong / max(seen, 1), "val_top1_error": val_error,
                    "seconds": round(time.perf_counter() - started, 2)}
@@ -384,21 +398,22 @@ def train_classifier(
                 # curves.png takes ~0.2 s to draw: a small folder's 200 short epochs spent a
                 # tenth of their time on it. Drawn at most every 30 s, and after the last epoch.
                 plot = epoch == epochs - 1 or time.perf_counter() - last_plot >= _PLOT_EVERY_S
-                _write_epoch(run_dir, writer, rows, model, optimizer, config, plot)
+                _write_epoch(run_dir, writer, rows, model, optimizer, config, plot, average)
                 last_plot = time.perf_counter() if plot else last_plot
             log(f"epoch {epoch + 1}/{epochs}: size {size}, lr {lr:g}, loss {row['train_loss']:.4f}, "
                 f"train error {row['train_top1_error']:.3f}"
                 + (f", val error {val_error:.3f}" if val_error != "" else "") + f" ({row['seconds']:.0f} s)")
+    final = model if average is None else average.averaged
     if main:
-        save_weights(run_dir / "model.safetensors", model.state_dict())
+        save_weights(run_dir / "model.safetensors", final.state_dict())
     if writer is not None:
         writer.close()
     distributed.barrier()  # the other ranks may read the finished run (e.g. a detector's pre-trained trunk)
-    return model
+    return final
 
 
 def _write_epoch(run_dir: Path, writer, rows: list[dict], model: SPPClassifier, optimizer: torch.optim.Optimizer,
-                 config: ClassifyConfig, plot: bool = True) -> None:
+                 config: ClassifyConfig, plot: bool = True, average: WeightAverage | None = None) -> None:
     """Rank 0, after each epoch: TensorBoard scalars, metrics.csv, curves.png (if ``plot``) and the checkpoint."""
     row = rows[-1]
     if writer is not None:
@@ -408,9 +423,12 @@ def _write_epoch(run_dir: Path, writer, rows: list[dict], model: SPPClassifier, 
     write_rows_csv(run_dir / "metrics.csv", rows, list(row))
     if plot:
         plot_classifier_curves(rows, run_dir / "curves.png")
+    extra = {"epoch": row["epoch"], "rows": rows, "config": to_dict(config)}
+    if average is not None:
+        extra["average_updates"] = average.updates
     save_checkpoint(run_dir / "checkpoint.safetensors", Checkpoint(
         model=model.state_dict(), optimizer=optimizer.state_dict(), rng_state=torch.get_rng_state(),
-        extra={"epoch": row["epoch"], "rows": rows, "config": to_dict(config)}))
+        extra=extra, averaged=None if average is None else average.state_dict()))
 
 
 def load_classify_config(run_dir: str | Path) -> ClassifyConfig:
