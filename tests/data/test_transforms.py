@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sppnet.data.transforms import (
-    center_box, colour_jitter, multi_view_boxes, random_channel_order, random_crop, random_right_angle,
+    center_box, colour_jitter, multi_view_boxes, random_channel_order, random_crop, random_erasing, random_right_angle,
     random_scaled_crop, resize_min_side, ten_view_boxes, to_tensor,
 )
 
@@ -110,3 +110,27 @@ def test_channel_order_of_a_batch_is_one_order_for_all():
     assert sorted(order) == [0, 1, 2]
     for n in range(4):
         assert torch.equal(out[n], batch[n, order])
+
+
+def test_erasing_replaces_one_rectangle_within_its_area_and_aspect_bounds():
+    image = torch.full((3, 40, 50), 7.0)  # no normalised pixel is 7: every erased one shows
+    generator = torch.Generator().manual_seed(0)
+    erased = 0
+    for _ in range(200):
+        out = random_erasing(image, 0.5, generator)
+        changed = (out != image).any(0)
+        assert torch.equal((out != image).all(0), changed)  # all three channels of an erased pixel
+        if not changed.any():
+            assert torch.equal(out, image)
+            continue
+        erased += 1
+        rows, cols = changed.nonzero(as_tuple=True)
+        top, bottom, left, right = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        assert int(changed.sum()) == (bottom - top) * (right - left)  # one full rectangle
+        area = (bottom - top) * (right - left) / (40 * 50)
+        aspect = (bottom - top) / (right - left)
+        # Rounding to whole pixels and shrinking to the image move the bounds a little.
+        assert 0.015 <= area <= 0.36 and 1 / 3.9 <= aspect <= 3.9 or bottom - top == 40, (area, aspect)
+    assert 70 <= erased <= 130  # probability 0.5 of 200
+    assert torch.equal(random_erasing(image, 0.0, generator), image)
+    assert (random_erasing(image, 1.0, generator) != image).any()

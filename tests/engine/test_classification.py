@@ -125,6 +125,8 @@ def test_the_run_saves_the_weight_average_and_resumes_it(data, tmp_path):
     assert any(not torch.equal(straight[k], last[k]) for k in straight)  # not the last step's weights
     with pytest.raises(ValueError, match="average_decay"):
         config(average_decay=1.0)
+    with pytest.raises(ValueError, match="erase"):
+        config(erase=1.5)
 
 
 # Halfway between chance (0.75) and the worst measured run (see the test's docstring).

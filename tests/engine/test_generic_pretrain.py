@@ -36,12 +36,12 @@ def test_the_key_changes_with_what_shapes_the_trunk():
 
 
 def test_fields_added_later_leave_the_key_of_the_trunks_cached_before_them():
-    # train.trunk_lr_scale (session 31) at 1 and train.average_decay (session 32) at 0
+    # train.trunk_lr_scale (session 31) at 1, train.average_decay and train.erase (session 32) at 0
     # train as before they existed: the key is the hash of the config without them,
     # as the caches made before them were keyed.
     classify = generic_classify_config("classify-crops-tiny", 10)
     before = asdict(classify)
-    del before["train"]["trunk_lr_scale"], before["train"]["average_decay"]
+    del before["train"]["trunk_lr_scale"], before["train"]["average_decay"], before["train"]["erase"]
     described = {"generator": GENERATOR_VERSION, "images": 4400, "seed": 0, "torch": torch.__version__,
                  "classify": before}
     expected = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]

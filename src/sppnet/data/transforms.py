@@ -22,6 +22,7 @@ __all__ = [
     "colour_jitter",
     "random_right_angle",
     "random_channel_order",
+    "random_erasing",
     "center_box",
     "ten_view_boxes",
     "multi_view_boxes",
@@ -115,6 +116,30 @@ def random_right_angle(image: torch.Tensor, generator: torch.Generator | None = 
     resampling), for objects with no up, such as shapes seen from above."""
     turns = int(torch.randint(0, 4, (1,), generator=generator))
     return image.rot90(turns, dims=(-2, -1)) if turns else image
+
+
+def random_erasing(image: torch.Tensor, probability: float, generator: torch.Generator | None = None,
+                   area: tuple[float, float] = (0.02, 0.33), max_aspect: float = 10 / 3) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): with ``probability``, one rectangle
+    of ``area`` (a fraction of the image's) and aspect ratio between
+    1 / ``max_aspect`` and ``max_aspect`` (log-uniform) is replaced by noise
+    drawn from the normalised pixels' distribution (standard normal). The
+    net cannot rest on any one part of an object; it learns the rest too.
+    A rectangle that does not fit is shrunk to the image. ``[3, H, W]`` in and out."""
+    if probability <= 0 or float(torch.rand(1, generator=generator)) >= probability:
+        return image
+    height, width = image.shape[-2:]
+    low, high = area
+    fraction = low + (high - low) * float(torch.rand(1, generator=generator))
+    aspect = max_aspect ** (2 * float(torch.rand(1, generator=generator)) - 1)  # height / width
+    erase_height = min(height, max(1, round((fraction * height * width * aspect) ** 0.5)))
+    erase_width = min(width, max(1, round((fraction * height * width / aspect) ** 0.5)))
+    top = int(torch.randint(0, height - erase_height + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - erase_width + 1, (1,), generator=generator))
+    out = image.clone()
+    out[:, top:top + erase_height, left:left + erase_width] = torch.randn(
+        image.shape[0], erase_height, erase_width, generator=generator, dtype=image.dtype)
+    return out
 
 
 def random_channel_order(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

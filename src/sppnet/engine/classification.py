@@ -99,6 +99,7 @@ class ClassifyTrainConfig:
     colour_jitter: float = 0.0  # per-channel gain and shift, see data.transforms.colour_jitter
     right_angles: bool = False  # turn each crop by a random multiple of 90 degrees (data.transforms.random_right_angle)
     channel_order: bool = False  # shuffle each crop's colour channels (data.transforms.random_channel_order)
+    erase: float = 0.0  # probability of noise over a random rectangle of each crop (data.transforms.random_erasing)
     # Mixup (Zhang et al. 2018): each crop blended with the next one of its
     # mini-batch shard, weight w ~ Beta(mixup, mixup) folded to w >= 0.5, and its
     # loss w * CE(own label) + (1 - w) * CE(partner's). 0 = off.
@@ -141,6 +142,8 @@ class ClassifyTrainConfig:
             raise ValueError(f"trunk_lr_scale must be in [0, 1], got {self.trunk_lr_scale}")
         if self.crop_area is not None and not (len(self.crop_area) == 2 and 0 < self.crop_area[0] <= self.crop_area[1] <= 1):
             raise ValueError(f"crop_area must be null or [min, max] with 0 < min <= max <= 1, got {self.crop_area}")
+        if not 0 <= self.erase <= 1:
+            raise ValueError(f"erase must be a probability in [0, 1], got {self.erase}")
         if not 0 <= self.colour_jitter < 1:
             raise ValueError(f"colour_jitter must be in [0, 1), got {self.colour_jitter}")
         if self.mixup < 0:

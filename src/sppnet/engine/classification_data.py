@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from sppnet.data.folder import ClassificationDataset
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import (
-    center_box, colour_jitter, crop, random_channel_order, random_crop, random_right_angle, random_scaled_crop,
+    center_box, colour_jitter, crop, random_channel_order, random_crop, random_erasing, random_right_angle,
+    random_scaled_crop,
     resize_min_side, to_tensor,
 )
 from sppnet.engine import distributed
@@ -58,7 +59,10 @@ class TrainCrops(Dataset):
             image = random_right_angle(image, generator)
         if self.config.channel_order:
             image = random_channel_order(image, generator)
-        return colour_jitter(image, self.config.colour_jitter, generator), label, index
+        image = colour_jitter(image, self.config.colour_jitter, generator)
+        if self.config.erase:
+            image = random_erasing(image, self.config.erase, generator)
+        return image, label, index
 
 
 def collate_crops(items):
