@@ -54,3 +54,67 @@ def test_no_spp_baseline_refuses_variable_size_views():
             predict_views(baseline, image, mode, 256, 224)
     with pytest.raises(ValueError, match="pools to 6 x 6"):
         baseline(torch.randn(1, 3, 180, 180))
+
+
+def test_the_full_image_side_matches_the_mean_scale_of_the_training_crops():
+    import math
+    from dataclasses import replace
+
+    from sppnet.engine.classification import ClassifyTrainConfig
+    from sppnet.evaluation.classification import full_image_side
+
+    paper = ClassifyTrainConfig(resize=110, crop=96)
+    assert full_image_side(paper) == 110  # the paper's crops: the image at the training side
+    # Hand-worked: E[a ** -0.5] over a uniform in [0.25, 1] is 2 (1 - 0.5) / 0.75 = 4 / 3: 96 * 4 / 3.
+    assert full_image_side(replace(paper, crop_area=(0.25, 1.0))) == 128
+    assert full_image_side(replace(paper, crop_area=(0.5, 0.5))) == round(96 / math.sqrt(0.5))  # one area: 136
+    # Against the mean of crop / sqrt(a) over a fine grid of a (midpoint rule).
+    for low, high in ((0.1, 1.0), (0.3, 0.6), (0.8, 1.0)):
+        grid = [low + (high - low) * (i + 0.5) / 100_000 for i in range(100_000)]
+        expected = sum(96 / math.sqrt(a) for a in grid) / len(grid)
+        assert abs(full_image_side(replace(paper, crop_area=(low, high))) - expected) <= 0.5
+
+
+def test_evaluation_takes_the_full_image_view_at_the_matched_side(tmp_path, monkeypatch):
+    import yaml
+
+    from sppnet.evaluation import classification
+
+    from sppnet.config import from_dict, to_dict
+    from sppnet.data.images import load_image
+    from sppnet.data.synthetic import synthesize_classification
+    from sppnet.data.transforms import to_tensor
+    from sppnet.engine.checkpoint import save_weights
+    from sppnet.engine.classification import ClassifyConfig, build_classifier
+    from sppnet.evaluation.classification import evaluate_classifier
+
+    data = tmp_path / "data"
+    synthesize_classification(data, train=4, test=12, seed=0, min_side=64, max_side=100)
+    config = from_dict(ClassifyConfig, {"model": {"backbone": "zf5", "width": 0.125, "hidden": 16},
+                                        "train": {"resize": 110, "crop": 96, "crop_area": [0.25, 1.0]}})
+    classes = sorted(p.name for p in (data / "test").iterdir())
+    torch.manual_seed(1)
+    model = build_classifier(config.model, len(classes), 96).eval()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    (run / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    save_weights(run / "model.safetensors", model.state_dict())
+    images = [(to_tensor(load_image(path)), classes.index(path.parent.name))
+              for path in sorted((data / "test").glob("*/*"))]
+
+    def error_at(side):
+        return sum(int(predict_views(model, image, "full", side, 96).argmax() != label) for image, label in images) / len(images)
+
+    sides = []
+
+    def recording(model, image, mode, resize, crop_size):  # passes through, noting the side
+        sides.append(resize)
+        return predict_views(model, image, mode, resize, crop_size)
+
+    monkeypatch.setattr(classification, "predict_views", recording)
+    assert evaluate_classifier(run, data, "test", "full", log=lambda *_: None)["top1_error"] == pytest.approx(error_at(128))
+    assert sides == [128] * len(images)
+    sides.clear()
+    evaluate_classifier(run, data, "test", "center", log=lambda *_: None)
+    assert sides == [110] * len(images)  # the other views keep the training side

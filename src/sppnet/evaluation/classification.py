@@ -4,7 +4,10 @@ Shapes: V views, K classes; images are normalised ``Tensor[3, H, W]``.
 
 - ``center``: shorter side resized to ``resize``, the centre crop x crop view.
 - ``10``: the four corners and the centre at the same size, and their mirrors.
-- ``full``: the whole image at shorter side ``resize``, aspect ratio kept.
+- ``full``: the whole image, aspect ratio kept, at shorter side ``resize``
+  for a net trained on the paper's crops, and at the side where objects have
+  their training crops' mean scale for one trained with scale augmentation
+  (``full_image_side``).
 - ``multi``: SPP-net's multi-view testing on feature maps: at each of six
   scales (224, 256, 300, 360, 448, 560 for crop 224, scaled with the crop) the
   conv layers run once on the image and once on its mirror; the 9 windows
@@ -17,6 +20,7 @@ The softmax outputs of all views are averaged.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -26,11 +30,12 @@ from torch.nn import functional as F
 from sppnet.data.folder import read_image_folder
 from sppnet.data.images import ImageError, load_image
 from sppnet.data.transforms import center_box, crop, multi_view_boxes, resize_min_side, ten_view_boxes, to_tensor
-from sppnet.engine.classification import load_classifier
+from sppnet.engine.classification import ClassifyTrainConfig, load_classifier
 from sppnet.models.classifier import SPPClassifier
 from sppnet.ops import boxes_to_rois, roi_spp
 
-__all__ = ["VIEW_MODES", "MULTI_VIEW_SCALES", "multi_view_scales", "predict_views", "evaluate_classifier", "load_classifier"]
+__all__ = ["VIEW_MODES", "MULTI_VIEW_SCALES", "multi_view_scales", "full_image_side", "predict_views",
+           "evaluate_classifier", "load_classifier"]
 
 VIEW_MODES = ("center", "10", "full", "multi")
 MULTI_VIEW_SCALES = (224, 256, 300, 360, 448, 560)
@@ -39,6 +44,27 @@ MULTI_VIEW_SCALES = (224, 256, 300, 360, 448, 560)
 def multi_view_scales(crop_size: int) -> tuple[int, ...]:
     """The paper's six scales for a 224 view, scaled to ``crop_size``."""
     return tuple(round(s * crop_size / 224) for s in MULTI_VIEW_SCALES)
+
+
+def full_image_side(train: ClassifyTrainConfig) -> int:
+    """The full-image view's shorter side: the one at which objects appear at
+    the mean scale they had in the training crops (the train-test resolution
+    discrepancy of Touvron et al., NeurIPS 2019).
+
+    The paper's crops (``crop_area`` None) are ``crop``-pixel windows of the
+    image at shorter side ``resize``: the view is at ``resize``, as in the
+    paper. A scale-augmented crop, a window of area fraction ``a`` of that
+    image resized to ``crop`` pixels, enlarges a square image's objects by
+    ``crop / (resize * sqrt(a))``; over ``a`` uniform in [lo, hi] the mean
+    factor is ``crop / resize * 2 (sqrt(hi) - sqrt(lo)) / (hi - lo)``, matched
+    at shorter side ``crop * 2 (sqrt(hi) - sqrt(lo)) / (hi - lo)``: 128 for
+    96-pixel crops of 25-100% of the image, against ``resize`` 110.
+    """
+    if train.crop_area is None:
+        return train.resize
+    low, high = train.crop_area
+    mean_inverse_side = 2 / (math.sqrt(high) + math.sqrt(low))  # E[a ** -0.5], also where low == high
+    return round(train.crop * mean_inverse_side)
 
 
 def _views_on_feature_maps(model: SPPClassifier, image: torch.Tensor, crop_size: int) -> torch.Tensor:
@@ -83,6 +109,7 @@ def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views
     dataset = read_image_folder(data, split, classes)
     for item in dataset.skipped:
         log(f"skipped: {item}")
+    resize = full_image_side(config.train) if views == "full" else config.train.resize
     top1 = top5 = total = 0
     started = time.perf_counter()
     for path, label in dataset.samples:
@@ -91,7 +118,7 @@ def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views
         except ImageError as error:
             log(f"skipped: {error}")
             continue
-        probs = predict_views(model, image, views, config.train.resize, config.train.crop)
+        probs = predict_views(model, image, views, resize, config.train.crop)
         ranked = probs.argsort(descending=True)
         top1 += int(ranked[0] == label)
         top5 += int(label in ranked[:5].tolist())
