@@ -19,7 +19,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-
 from sppnet.data.folder import read_image_folder
 from sppnet.data.images import load_image
 from sppnet.data.transforms import to_tensor
