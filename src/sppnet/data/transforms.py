@@ -75,6 +75,21 @@ def random_crop(image: torch.Tensor, size: int, flip: bool, generator: torch.Gen
     return out
 
 
+def _random_window(height: int, width: int, area: tuple[float, float], max_aspect: float,
+                   generator: torch.Generator | None) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random window of an image: its area a
+    fraction in ``area`` of the image's (uniform), its aspect ratio (width /
+    height) in [1 / max_aspect, max_aspect] (log-uniform), clipped to the image."""
+    low, high = area
+    fraction = low + (high - low) * float(torch.rand(1, generator=generator))
+    aspect = max_aspect ** (2 * float(torch.rand(1, generator=generator)) - 1)
+    window_width = min(width, max(1, round((fraction * height * width * aspect) ** 0.5)))
+    window_height = min(height, max(1, round((fraction * height * width / aspect) ** 0.5)))
+    top = int(torch.randint(0, height - window_height + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - window_width + 1, (1,), generator=generator))
+    return top, left, window_height, window_width
+
+
 def random_scaled_crop(image: torch.Tensor, size: int, area: tuple[float, float], flip: bool,
                        generator: torch.Generator | None = None, max_aspect: float = 4 / 3) -> torch.Tensor:
     """Scale augmentation: a random window covering a fraction in ``area`` of
@@ -85,13 +100,7 @@ def random_scaled_crop(image: torch.Tensor, size: int, area: tuple[float, float]
     low, high = area
     if not 0 < low <= high <= 1:
         raise ValueError(f"crop area must satisfy 0 < min <= max <= 1, got {area}")
-    height, width = image.shape[-2:]
-    fraction = low + (high - low) * float(torch.rand(1, generator=generator))
-    aspect = max_aspect ** (2 * float(torch.rand(1, generator=generator)) - 1)  # width / height
-    crop_width = min(width, max(1, round((fraction * height * width * aspect) ** 0.5)))
-    crop_height = min(height, max(1, round((fraction * height * width / aspect) ** 0.5)))
-    top = int(torch.randint(0, height - crop_height + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))
+    top, left, crop_height, crop_width = _random_window(*image.shape[-2:], area, max_aspect, generator)
     out = image[:, top: top + crop_height, left: left + crop_width]
     out = F.interpolate(out[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     if flip and torch.rand(1, generator=generator).item() < 0.5:
@@ -128,14 +137,7 @@ def random_erasing(image: torch.Tensor, probability: float, generator: torch.Gen
     A rectangle that does not fit is shrunk to the image. ``[3, H, W]`` in and out."""
     if probability <= 0 or float(torch.rand(1, generator=generator)) >= probability:
         return image
-    height, width = image.shape[-2:]
-    low, high = area
-    fraction = low + (high - low) * float(torch.rand(1, generator=generator))
-    aspect = max_aspect ** (2 * float(torch.rand(1, generator=generator)) - 1)  # height / width
-    erase_height = min(height, max(1, round((fraction * height * width * aspect) ** 0.5)))
-    erase_width = min(width, max(1, round((fraction * height * width / aspect) ** 0.5)))
-    top = int(torch.randint(0, height - erase_height + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - erase_width + 1, (1,), generator=generator))
+    top, left, erase_height, erase_width = _random_window(*image.shape[-2:], area, max_aspect, generator)
     out = image.clone()
     out[:, top:top + erase_height, left:left + erase_width] = torch.randn(
         image.shape[0], erase_height, erase_width, generator=generator, dtype=image.dtype)
