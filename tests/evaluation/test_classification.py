@@ -113,8 +113,16 @@ def test_evaluation_takes_the_full_image_view_at_the_matched_side(tmp_path, monk
         return predict_views(model, image, mode, resize, crop_size)
 
     monkeypatch.setattr(classification, "predict_views", recording)
-    assert evaluate_classifier(run, data, "test", "full", log=lambda *_: None)["top1_error"] == pytest.approx(error_at(128))
+    summary = evaluate_classifier(run, data, "test", "full", log=lambda *_: None)
+    assert summary["top1_error"] == pytest.approx(error_at(128))
     assert sides == [128] * len(images)
+    # The confusion counts and each class's error, against the same slow loop.
+    expected = [[0] * len(classes) for _ in classes]
+    for image, label in images:
+        expected[label][int(predict_views(model, image, "full", 128, 96).argmax())] += 1
+    assert summary["classes"] == classes and summary["confusion"] == expected
+    assert summary["per_class_top1_error"] == {
+        name: pytest.approx(1 - row[k] / sum(row)) for k, (name, row) in enumerate(zip(classes, expected))}
     sides.clear()
     evaluate_classifier(run, data, "test", "center", log=lambda *_: None)
     assert sides == [110] * len(images)  # the other views keep the training side

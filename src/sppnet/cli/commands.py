@@ -113,6 +113,9 @@ def _eval_classify(args: argparse.Namespace) -> int:
     summary = evaluate_classifier(args.run, args.data, args.split, args.views)
     print(f"{args.views} views on {summary['images']} images of {args.split}: top-1 error {summary['top1_error']:.4f}, "
           f"top-5 error {summary['top5_error']:.4f} ({summary['seconds_per_image'] * 1e3:.0f} ms/image)")
+    worst = sorted(((error, name) for name, error in summary["per_class_top1_error"].items() if error is not None),
+                   reverse=True)[:10]
+    print("top-1 error by class, worst first: " + ", ".join(f"{name} {error:.3f}" for error, name in worst))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

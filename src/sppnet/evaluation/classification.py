@@ -104,13 +104,15 @@ def predict_views(model: SPPClassifier, image: torch.Tensor, mode: str, resize: 
 
 
 def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views: str, log=print) -> dict:
-    """Top-1 and top-5 error of a run on ``data/split`` with view mode ``views``."""
+    """Top-1 and top-5 error of a run on ``data/split`` with view mode ``views``,
+    with each class's top-1 error and the confusion counts."""
     model, config, classes = load_classifier(run_dir)
     dataset = read_image_folder(data, split, classes)
     for item in dataset.skipped:
         log(f"skipped: {item}")
     resize = full_image_side(config.train) if views == "full" else config.train.resize
     top1 = top5 = total = 0
+    confusion = [[0] * len(classes) for _ in classes]  # rows: the true class; columns: the top-1 guess
     started = time.perf_counter()
     for path, label in dataset.samples:
         try:
@@ -121,6 +123,7 @@ def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views
         probs = predict_views(model, image, views, resize, config.train.crop)
         ranked = probs.argsort(descending=True)
         top1 += int(ranked[0] == label)
+        confusion[label][int(ranked[0])] += 1
         top5 += int(label in ranked[:5].tolist())
         total += 1
     if total == 0:
@@ -132,4 +135,11 @@ def evaluate_classifier(run_dir: str | Path, data: str | Path, split: str, views
         "top1_error": 1 - top1 / total,
         "top5_error": 1 - top5 / total,
         "seconds_per_image": (time.perf_counter() - started) / total,
+        # Where the errors are: each class's top-1 error (None without test
+        # images) and the confusion counts, so a class the net cannot tell
+        # from another shows by name.
+        "classes": list(classes),
+        "per_class_top1_error": {name: (1 - row[k] / sum(row)) if sum(row) else None
+                                 for k, (name, row) in enumerate(zip(classes, confusion))},
+        "confusion": confusion,
     }
