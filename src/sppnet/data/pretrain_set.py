@@ -118,22 +118,14 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _paint(image: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> None:
-    """Composite a surface through ``alpha``, in place: half of the time a
-    random colour (flat, or with a little grain), else a pattern of the
-    backgrounds' kinds (stripes, gradients, colour noise, speckle, clutter).
-    A real object's surface is patterned as often as not; a trunk that only
-    ever saw flat figures learns "uniform region" for "object" (RESULTS.md,
-    session 33)."""
-    weight = alpha[..., None]
-    background_mean = (image * weight).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
+    """Composite a random colour (flat, or with a little texture) through ``alpha``, in place."""
+    background_mean = (image * alpha[..., None]).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
     for _ in range(8):  # an object the colour of what lies under it would not be seen
-        if rng.random() < 0.5:
-            paint = rng.random(3).astype(np.float32) + rng.normal(0, rng.uniform(0, 0.06), image.shape).astype(np.float32)
-        else:
-            paint = _background(image.shape[0], rng)
-        if np.abs((paint * weight).sum((0, 1)) / max(float(alpha.sum()), 1e-6) - background_mean).sum() > 0.4:
+        colour = rng.random(3).astype(np.float32)
+        if np.abs(colour - background_mean).sum() > 0.4:
             break
-    image[:] = weight * paint + (1 - weight) * image
+    paint = colour + rng.normal(0, rng.uniform(0, 0.06), image.shape).astype(np.float32)
+    image[:] = alpha[..., None] * paint + (1 - alpha[..., None]) * image
 
 
 def _random_box(size: int, rng: np.random.Generator, low: float, high: float, cut: bool) -> tuple[float, ...]:

@@ -49,7 +49,7 @@ __all__ = ["GENERATOR_VERSION", "cache_root", "generic_classifier", "generic_cla
 
 # Bump when sppnet.data.pretrain_set draws different images for the same seed:
 # trunks cached from the old images are then not reused.
-GENERATOR_VERSION = 2  # 2: patterned object surfaces (session 33)
+GENERATOR_VERSION = 1
 _TEST_FRACTION = 15  # one test image per this many training images: the stage's validation curve
 # Whether a run leaves the plateau of uniform outputs depends on its random
 # start and on the machine's rounding: the same recipe left it in epoch 4 on
