@@ -111,6 +111,8 @@ def test_paper_presets_pretrain_with_the_papers_classifier(method):
 @pytest.mark.parametrize("edit, message", [
     ({"box_vote": 0.0}, "test.box_vote must be an IoU in"), ({"box_vote": 1.5}, "test.box_vote must be an IoU in"),
     ({"nms_sigma": 0.0}, "test.nms_sigma must be > 0"),
+    ({"refine": -1}, "test.refine must be an int >= 0"), ({"refine": 2.5}, "test.refine must be an int >= 0"),
+    ({"refine": True}, "test.refine must be an int >= 0"),
 ])
 def test_detection_test_settings_refuse_values_out_of_range(edit, message):
     from sppnet.engine.detection_stages import TestConfig

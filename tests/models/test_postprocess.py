@@ -62,3 +62,28 @@ def test_box_voting_moves_kept_boxes_to_the_weighted_mean_of_regressed_windows()
     mirror = MirrorView(scores, lambda w: features[w], width=100.0)
     flipped = postprocess(boxes, scores, (80, 100), box_vote=0.5, mirror=mirror, **kwargs)
     torch.testing.assert_close(flipped["boxes"], torch.tensor([[10.5, 10.0, 30.5, 40.0], [60.0, 20.0, 90.0, 50.0]]))
+
+
+def test_regress_first_runs_nms_over_each_class_regressed_windows():
+    # Two 20 x 30 windows 10 px apart in x (IoU 300 / 900 = 1/3: NMS at 0.5 keeps both)
+    # that the regressors move onto one another: the first right by half its width, the
+    # second not at all (the regressor reads the feature).
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 40.0], [20.0, 10.0, 40.0, 40.0]])
+    scores = torch.tensor([[0.9], [0.6]])
+    features = torch.tensor([[1.0], [0.0]])
+    weights = torch.zeros(2, 2, 4)
+    weights[1, 0, 0] = 0.5  # delta x = 0.5 * feature
+    regressors = BoxRegressors(weights, feature_scale=1.0)
+    kwargs = dict(nms=0.5, top_k=10, regressors=regressors, regression_features=lambda w: features[w])
+    plain = postprocess(boxes, scores, (80, 100), **kwargs)
+    # NMS over the proposals keeps both; each is then regressed: the first onto the second.
+    torch.testing.assert_close(plain["boxes"], torch.tensor([[20.0, 10.0, 40.0, 40.0], [20.0, 10.0, 40.0, 40.0]]))
+    torch.testing.assert_close(plain["scores"], torch.tensor([0.9, 0.6]))
+    first = postprocess(boxes, scores, (80, 100), regress_first=True, **kwargs)
+    # NMS over the regressed boxes: the two are one box, the better-scored kept.
+    torch.testing.assert_close(first["boxes"], torch.tensor([[20.0, 10.0, 40.0, 40.0]]))
+    torch.testing.assert_close(first["scores"], torch.tensor([0.9]))
+    assert first["labels"].tolist() == [1]
+    # Without regressors the option changes nothing.
+    torch.testing.assert_close(postprocess(boxes, scores, (80, 100), 0.5, 10, None, None, regress_first=True)["boxes"],
+                               boxes)

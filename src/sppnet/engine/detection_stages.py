@@ -72,6 +72,15 @@ class TestConfig:
     # that overlap it at IoU >= box_vote (the paper: 0.5). None: off. Without
     # box regression the windows vote as proposed.
     box_vote: float | None = None
+    # SPP-net and R-CNN: every window regressed by every class before NMS,
+    # which then compares each class's regressed boxes (Fast R-CNN's order),
+    # instead of NMS over the proposals and regression of the kept ones (the
+    # SPP-net paper's order).
+    regress_first: bool = False
+    # SPP-net: iterative localisation, one step (Gidaris & Komodakis 2015):
+    # each class's `refine` best-scored windows are regressed by its
+    # regressor and scored again, and join the windows before NMS. 0: off.
+    refine: int = 0
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -81,6 +90,8 @@ class TestConfig:
             raise ValueError(f"test.box_vote must be an IoU in (0, 1] or null, got {self.box_vote}")
         if self.scorer is not None:
             check_scorer(self.scorer)
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"test.refine must be an int >= 0, got {self.refine!r}")
 
 
 # Fewer images than this are searched in the process itself: a worker pool's
@@ -216,6 +227,13 @@ class RunDetector:
         self.set_flip(self.config.test.flip)
         self.model.nms_sigma = self.config.test.nms_sigma
         self.model.box_vote = self.config.test.box_vote
+        if hasattr(self.model, "regress_first"):  # Fast R-CNN regresses before its NMS anyway
+            self.model.regress_first = self.config.test.regress_first
+        if self.config.test.refine:
+            if not hasattr(self.model, "refine"):
+                raise ValueError(f"test.refine is SPP-net's (windows scored again from its conv5 maps); "
+                                 f"{type(self.model).__name__} has no such step: set it to 0")
+            self.model.refine = self.config.test.refine
 
     def set_precision(self, precision: str) -> None:
         self.model.set_precision(precision)

@@ -43,7 +43,8 @@ def empty_detections() -> dict:
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int], nms: float, top_k: int,
                 regressors: BoxRegressors | None, regression_features: Callable[[torch.Tensor], torch.Tensor],
                 timer: StageTimer | None = None, mirror: MirrorView | None = None,
-                soft_sigma: float | None = None, box_vote: float | None = None) -> dict:
+                soft_sigma: float | None = None, box_vote: float | None = None,
+                regress_first: bool = False) -> dict:
     """``boxes (R, 4)`` with ``scores (R, K)`` -> ``{"boxes" (D, 4), "labels"
     (D,), "scores" (D,)}``.
 
@@ -54,21 +55,34 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     ``soft_sigma``: Gaussian soft-NMS instead of ``nms`` (``class_nms``).
     ``box_vote``: box voting at this IoU (``vote_boxes``): every window is
     then regressed by every class's regressor, to vote; without
-    ``regressors`` the windows vote as they are.
+    ``regressors`` the windows vote as they are. ``regress_first``: every
+    window is regressed by every class before NMS, which then compares the
+    regressed boxes of each class (Fast R-CNN's order) instead of the
+    proposals.
     """
     if mirror is not None:
         scores = (scores + mirror.scores) / 2
+    if regressors is not None and regress_first:
+        with stage(timer, "classifier"):
+            everyone = torch.arange(len(boxes))
+            candidates = clip_boxes(regress_windows(everyone, boxes, regressors, regression_features, mirror), image_size)
+        with stage(timer, "nms"):
+            window, labels, out_boxes, out_scores = class_nms(candidates, scores, nms, top_k, soft_sigma)
+        if box_vote is not None:
+            with stage(timer, "nms"):
+                out_boxes = vote_boxes(out_boxes, labels, candidates, scores, box_vote)
+        return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
     with stage(timer, "nms"):
         window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k, soft_sigma)
     candidates = boxes
     if regressors is not None:
         with stage(timer, "classifier"):
             if box_vote is None:  # only the windows NMS kept, each for its class
-                regressed = _regress(window, boxes, regressors, regression_features, mirror)
+                regressed = regress_windows(window, boxes, regressors, regression_features, mirror)
                 out_boxes = regressed[torch.arange(len(window)), labels - 1]
             else:  # every window by every class: they all vote
                 everyone = torch.arange(len(boxes))
-                candidates = clip_boxes(_regress(everyone, boxes, regressors, regression_features, mirror), image_size)
+                candidates = clip_boxes(regress_windows(everyone, boxes, regressors, regression_features, mirror), image_size)
                 out_boxes = candidates[window, labels - 1]
     if box_vote is not None:
         with stage(timer, "nms"):
@@ -79,7 +93,7 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
 _REGRESSION_BLOCK = 256  # windows whose features are fetched at once (SPP-net: 256 x 12,800 pool5 floats)
 
 
-def _regress(window: torch.Tensor, boxes: torch.Tensor, regressors: BoxRegressors,
+def regress_windows(window: torch.Tensor, boxes: torch.Tensor, regressors: BoxRegressors,
              regression_features: Callable[[torch.Tensor], torch.Tensor], mirror: MirrorView | None) -> torch.Tensor:
     """The windows ``window`` (indices into ``boxes``) regressed by every
     class, ``(W, K, 4)``, a block of windows' features at a time; with

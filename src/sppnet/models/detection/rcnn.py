@@ -113,6 +113,7 @@ class RCNN(nn.Module):
         self.nms, self.top_k = nms, top_k
         self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
         self.box_vote: float | None = None  # box voting's IoU (TestConfig.box_vote)
+        self.regress_first = False  # NMS over the regressed windows (TestConfig.regress_first)
         self.scorer = check_scorer(scorer)
         self.flip = flip  # flip testing: each window also warped from the mirrored image (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
@@ -158,7 +159,7 @@ class RCNN(nn.Module):
             mirror = MirrorView(mirror_scores, lambda window: mirror_pooled[window], width)
         return postprocess(boxes, scores, tuple(image.shape[-2:]), self.nms, self.top_k,
                            self.regressors if box_regression else None, lambda window: pooled[window], self.timer,
-                           mirror, self.nms_sigma, self.box_vote)
+                           mirror, self.nms_sigma, self.box_vote, self.regress_first)
 
     def _scores(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pool5 ``(R, C * B)`` and the scorer's ``(R, K)`` of the windows."""

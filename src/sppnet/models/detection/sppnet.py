@@ -6,7 +6,7 @@ classes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -14,7 +14,9 @@ from torch import nn
 from sppnet.data.transforms import normalise
 from sppnet.fast_path import autocast, check_precision
 from sppnet.models.box_regression import BoxRegressors
-from sppnet.models.detection.postprocess import MirrorView, check_test_call, empty_detections, postprocess
+from sppnet.models.detection.postprocess import (
+    MirrorView, check_test_call, empty_detections, postprocess, regress_windows,
+)
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
 from sppnet.models.windows import (
@@ -74,6 +76,8 @@ class SPPNet(nn.Module):
         self.nms, self.top_k = nms, top_k
         self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
         self.box_vote: float | None = None  # box voting's IoU (TestConfig.box_vote)
+        self.regress_first = False  # NMS over the regressed windows (TestConfig.regress_first)
+        self.refine = 0  # windows per class regressed and scored again (TestConfig.refine)
         self.scorer = check_scorer(scorer)
         self.flip = flip  # flip testing: each window scored in the image and in its mirror (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (sppnet.fast_path)
@@ -112,17 +116,50 @@ class SPPNet(nn.Module):
         boxes = boxes.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
+        width = float(image_size[1])
+        if self.flip and mirror_maps is None:
+            raise ValueError("flip testing needs the mirrored image's maps")
+        scores, features, mirror = self._scored(maps, mirror_maps, boxes, width)
+        regressors = self.regressors if box_regression else None
+        if self.refine and regressors is not None:
+            boxes, scores, features, mirror = self._refined(maps, mirror_maps, boxes, scores, features, mirror,
+                                                            image_size)
+        return postprocess(boxes, scores, image_size, self.nms, self.top_k, regressors, features, self.timer, mirror,
+                           self.nms_sigma, self.box_vote, self.regress_first)
+
+    def _scored(self, maps: Mapping[int, CachedMap], mirror_maps: Mapping[int, CachedMap] | None,
+                boxes: torch.Tensor, width: float):
+        """Windows ``(R, 4)`` scored in the image (and in its mirror with flip
+        testing): ``(scores (R, K), pool5 of rows, MirrorView or None)``."""
         scores, pooler = self._scores(maps, boxes)
         mirror = None
         if self.flip:
-            if mirror_maps is None:
-                raise ValueError("flip testing needs the mirrored image's maps")
-            width = float(image_size[1])
             mirror_scores, mirror_pooler = self._scores(mirror_maps, boxes, width)
             mirror = MirrorView(mirror_scores, mirror_pooler.pool, width)
-        return postprocess(boxes, scores, image_size, self.nms, self.top_k,
-                           self.regressors if box_regression else None, pooler.pool, self.timer, mirror,
-                           self.nms_sigma, self.box_vote)
+        return scores, pooler.pool, mirror
+
+    def _refined(self, maps, mirror_maps, boxes: torch.Tensor, scores: torch.Tensor, features, mirror,
+                 image_size: tuple[int, int]):
+        """Iterative localisation, one step (Gidaris & Komodakis 2015, section
+        4; ``TestConfig.refine``): each class's ``refine`` best-scored windows
+        are regressed by that class's regressor, and the regressed boxes are
+        scored (pooled from the same maps: no conv pass) and join the windows.
+        A window at IoU 0.3-0.5 with an object scores as background; its
+        regressed box, nearer the object, is scored as what it now frames."""
+        seen = scores if mirror is None else (scores + mirror.scores) / 2
+        count = min(self.refine, len(boxes))
+        with stage(self.timer, "classifier"):
+            moved = [regress_windows(seen[:, k].topk(count).indices, boxes, self.regressors, features, mirror)[:, k]
+                     for k in range(seen.shape[1])]
+            moved = clip_boxes(torch.cat(moved), image_size)
+            moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
+        new_scores, new_features, new_mirror = self._scored(maps, mirror_maps, moved, float(image_size[1]))
+        if mirror is not None:
+            mirror = MirrorView(torch.cat([mirror.scores, new_mirror.scores]),
+                                _joined(mirror.regression_features, len(boxes), new_mirror.regression_features),
+                                mirror.width)
+        return (torch.cat([boxes, moved]), torch.cat([scores, new_scores]), _joined(features, len(boxes), new_features),
+                mirror)
 
     def _scores(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor,
                 mirror_width: float | None = None) -> tuple[torch.Tensor, WindowPooler]:
@@ -164,3 +201,16 @@ class SPPNet(nn.Module):
                 mirror_maps = self.conv_maps(image.flip(-1)) if self.flip else None
             results.append(self.detect_on_maps(maps, boxes, tuple(image.shape[-2:]), mirror_maps=mirror_maps))
         return results
+
+
+def _joined(first: Callable[[torch.Tensor], torch.Tensor], count: int,
+            second: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The features of rows of two window sets one after the other: rows
+    below ``count`` from ``first``, the others from ``second``."""
+    def features(rows: torch.Tensor) -> torch.Tensor:
+        ahead = rows < count
+        a, b = first(rows[ahead]), second(rows[~ahead] - count)
+        out = a.new_empty((len(rows), a.shape[1]))
+        out[ahead], out[~ahead] = a, b.to(a.dtype)
+        return out
+    return features
