@@ -7,7 +7,7 @@ windows (`test.regress_first`) and one step of iterative localisation
 For each run (tested on its DATA's test split) and each variant below, a view
 of the run (``ablations.view``: links to the weights, the config's test
 section edited) is scored by ``sppnet eval detect``; one JSON line per
-evaluation is appended to OUT/refine.jsonl: NAME, the run, the edits, VOC07
+evaluation is appended to OUT/refine.jsonl (those there are skipped): NAME, the run, the edits, VOC07
 mAP and AP per class (%), and the evaluation's wall seconds (conv5 maps
 cached in the run, so the seconds are pooling, fc layers and NMS).
 """
@@ -25,6 +25,7 @@ from ablations import evaluate, view  # noqa: E402
 VARIANTS = {
     "preset": {},
     "regress-first": {"regress_first": True},
+    "refine-20": {"refine": 20},
     "refine-50": {"refine": 50},
     "refine-10-regress-first": {"refine": 10, "regress_first": True},
     "refine-20-regress-first": {"refine": 20, "regress_first": True},
@@ -38,17 +39,22 @@ def main() -> None:
         sys.exit(__doc__)
     out, name, pairs = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
     out.mkdir(parents=True, exist_ok=True)
+    lines = out / "refine.jsonl"
+    done = {(r["name"], r["run"], r["variant"]) for r in map(json.loads, lines.read_text().splitlines())} \
+        if lines.is_file() else set()
     for run, data in zip(pairs[::2], pairs[1::2]):
         run, data = Path(run), Path(data)
         for variant, edits in VARIANTS.items():
-            folder = out / f"{name}-{run.name}-{variant}"
+            if (name, str(run), variant) in done:
+                continue
+            folder = out / f"{name}-{run.parent.name}-{run.name}-{variant}"
             started = time.perf_counter()
             result = evaluate(view(run, folder / "view", edits), data, folder, "view", [])
             line = {"name": name, "run": str(run), "variant": variant, "edits": edits,
                     "map": round(100 * result["map"], 2),
                     "ap": {k: round(100 * v, 2) for k, v in result["ap"].items()},
                     "seconds": round(time.perf_counter() - started, 1)}
-            with open(out / "refine.jsonl", "a") as handle:
+            with open(lines, "a") as handle:
                 handle.write(json.dumps(line) + "\n")
             print(name, run.name, variant, line["map"], line["seconds"], flush=True)
 

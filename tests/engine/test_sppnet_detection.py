@@ -215,11 +215,13 @@ def test_refine_scores_each_class_best_windows_regressed_and_nms_compares_regres
                                                                torch.full((len(windows),), k + 1)), size)
                              for k in range(classes)], 1)
     _, labels, boxes, kept_scores = class_nms(regressed, every_scores, detector.test.nms, detector.test.top_k)
-    model.refine, model.regress_first = 20, True
+    detector.set_refine(20)  # what `sppnet eval detect --refine 20` calls
+    model.regress_first = True
     try:
         out = detector.detect(record, proposals)
     finally:
-        model.refine, model.regress_first = 0, False
+        detector.set_refine(0)
+        model.regress_first = False
     assert torch.equal(out["labels"], labels)
     torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["boxes"], boxes, rtol=1e-5, atol=1e-3)

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--box-vote", type=_iou_or_off, default=None, metavar="IOU|off",
                         help="box voting: move each kept detection to the score-weighted mean of its class's "
                              "windows overlapping it at IoU >= IOU (default: the run's test.box_vote)")
+    detect.add_argument("--refine", type=int, default=None, metavar="N",
+                        help="SPP-net: iterative localisation, each class's N best-scored windows regressed and "
+                             "scored again (0: off; default: the run's test.refine)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")
     detect.add_argument("--plot", type=Path, default=None, help="precision-recall PNG (default: next to --json)")

@@ -133,6 +133,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.box_vote is not None:
         for detector in detectors:
             detector.set_box_vote(None if args.box_vote == "off" else args.box_vote)
+    if args.refine is not None:
+        for detector in detectors:
+            detector.set_refine(args.refine)
     if args.scorer:
         for run, detector in zip([args.run, *args.combine], detectors):
             if method_of_run(run).name == "fast-rcnn":

@@ -229,11 +229,7 @@ class RunDetector:
         self.model.box_vote = self.config.test.box_vote
         if hasattr(self.model, "regress_first"):  # Fast R-CNN regresses before its NMS anyway
             self.model.regress_first = self.config.test.regress_first
-        if self.config.test.refine:
-            if not hasattr(self.model, "refine"):
-                raise ValueError(f"test.refine is SPP-net's (windows scored again from its conv5 maps); "
-                                 f"{type(self.model).__name__} has no such step: set it to 0")
-            self.model.refine = self.config.test.refine
+        self.set_refine(self.config.test.refine)
 
     def set_precision(self, precision: str) -> None:
         self.model.set_precision(precision)
@@ -245,6 +241,15 @@ class RunDetector:
     def set_box_vote(self, iou: float | None) -> None:
         """Box voting at this IoU, or off (None) (``TestConfig.box_vote``)."""
         self.model.box_vote = replace(self.config.test, box_vote=iou).box_vote  # TestConfig checks the range
+
+    def set_refine(self, windows: int) -> None:
+        """Iterative localisation with ``windows`` per class, or off (0) (``TestConfig.refine``)."""
+        windows = replace(self.config.test, refine=windows).refine  # TestConfig checks the value
+        if windows and not hasattr(self.model, "refine"):
+            raise ValueError(f"test.refine is SPP-net's (windows scored again from its conv5 maps); "
+                             f"{type(self.model).__name__} has no such step: set it to 0")
+        if hasattr(self.model, "refine"):
+            self.model.refine = windows
 
     @property
     def timer(self) -> StageTimer | None:
