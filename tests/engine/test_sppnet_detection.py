@@ -26,6 +26,8 @@ OVERRIDES = [
     "test.flip=false",
     # and without box voting (the preset's since session 21); it has its own test.
     "test.box_vote=null",
+    # and without iterative localisation (the preset's since session 34); it has its own test.
+    "test.refine=0", "test.regress_first=false",
     # and with the papers' window sampling, not hard example mining (the preset's since
     # session 22; tests/engine/test_window_training.py tests it).
     "finetune.hard_mining_nms=0.0", "finetune.bg_low=0.1",
