@@ -230,6 +230,31 @@ def test_refine_scores_each_class_best_windows_regressed_and_nms_compares_regres
     assert len(moved) > 0.9 * 20 * classes  # the regressed windows were scored, not dropped
 
 
+def test_refine_without_a_regressed_box_left_detects_as_without_refine(trained):
+    # Regressors that move every window 100 widths right: clipped to the image, each
+    # regressed box collapses to zero width at the border and is dropped, so refine has
+    # nothing to add and the detections are those of NMS over the regressed boxes alone.
+    from sppnet.models.box_regression import BoxRegressors
+
+    data, _, detector, _, _ = trained
+    record = open_detection_dataset(data, "test").images[0]
+    proposals = _scored_at_once(detector, record, 100, seed=4)[0]
+    model = detector.model
+    kept = model.regressors
+    weights = torch.zeros_like(kept.weights)
+    weights[1:, -1, 0] = 100.0  # the bias row, delta x
+    model.regressors, model.regress_first = BoxRegressors(weights, kept.feature_scale), True
+    try:
+        plain = detector.detect(record, proposals)
+        detector.set_refine(20)
+        refined = detector.detect(record, proposals)
+    finally:
+        detector.set_refine(0)
+        model.regressors, model.regress_first = kept, False
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(refined[key], plain[key]), key
+
+
 def test_the_model_on_tensors_detects_as_the_run_does_on_its_cached_maps(trained):
     # models.detection.SPPNet computes each image's maps itself (image_maps); the
     # engine's detector reads them from the feature cache. Same numbers.

@@ -1,6 +1,8 @@
 """From window scores to one image's detections, for the detectors that score
 each proposal once (SPP-net, R-CNN): per-class NMS, box regression of the
-windows NMS kept, clipping to the image (SPEC sections 4 and 7).
+windows NMS kept, clipping to the image (SPEC sections 4 and 7); or, with
+``regress_first``, every window regressed first and NMS over each class's
+regressed boxes.
 
 Fast R-CNN regresses every window per class before its NMS, so it has its
 own step (``FastRCNN._score``).

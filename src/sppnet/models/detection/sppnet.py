@@ -153,6 +153,8 @@ class SPPNet(nn.Module):
                      for k in range(seen.shape[1])]
             moved = clip_boxes(torch.cat(moved), image_size)
             moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
+        if len(moved) == 0:  # every regressed box collapsed at the image's border
+            return boxes, scores, features, mirror
         new_scores, new_features, new_mirror = self._scored(maps, mirror_maps, moved, float(image_size[1]))
         if mirror is not None:
             mirror = MirrorView(torch.cat([mirror.scores, new_mirror.scores]),
