@@ -64,28 +64,22 @@ def postprocess(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int
     """
     if mirror is not None:
         scores = (scores + mirror.scores) / 2
-    if regressors is not None and regress_first:
+    candidates = boxes
+    every_window = regressors is not None and (regress_first or box_vote is not None)
+    if every_window:  # every window by every class: NMS compares them (regress_first), or they vote
         with stage(timer, "classifier"):
             everyone = torch.arange(len(boxes))
             candidates = clip_boxes(regress_windows(everyone, boxes, regressors, regression_features, mirror), image_size)
-        with stage(timer, "nms"):
-            window, labels, out_boxes, out_scores = class_nms(candidates, scores, nms, top_k, soft_sigma)
-        if box_vote is not None:
-            with stage(timer, "nms"):
-                out_boxes = vote_boxes(out_boxes, labels, candidates, scores, box_vote)
-        return {"boxes": clip_boxes(out_boxes, image_size), "labels": labels, "scores": out_scores}
     with stage(timer, "nms"):
-        window, labels, out_boxes, out_scores = class_nms(boxes, scores, nms, top_k, soft_sigma)
-    candidates = boxes
-    if regressors is not None:
-        with stage(timer, "classifier"):
-            if box_vote is None:  # only the windows NMS kept, each for its class
+        window, labels, out_boxes, out_scores = class_nms(candidates if regress_first else boxes, scores, nms, top_k,
+                                                          soft_sigma)
+    if regressors is not None and not regress_first:  # NMS ran over the proposals: their regressed boxes
+        if every_window:
+            out_boxes = candidates[window, labels - 1]
+        else:  # only the windows NMS kept, each for its class
+            with stage(timer, "classifier"):
                 regressed = regress_windows(window, boxes, regressors, regression_features, mirror)
-                out_boxes = regressed[torch.arange(len(window)), labels - 1]
-            else:  # every window by every class: they all vote
-                everyone = torch.arange(len(boxes))
-                candidates = clip_boxes(regress_windows(everyone, boxes, regressors, regression_features, mirror), image_size)
-                out_boxes = candidates[window, labels - 1]
+            out_boxes = regressed[torch.arange(len(window)), labels - 1]
     if box_vote is not None:
         with stage(timer, "nms"):
             out_boxes = vote_boxes(out_boxes, labels, candidates, scores, box_vote)
