@@ -11,7 +11,8 @@
 # measured while the checkout changes; PY the Python with sppnet's dependencies.
 # DATASET=heldout (session 33) makes each data folder with benchmarks/heldout_set.py --seed S
 # instead (the held-out sets: other objects and backgrounds, 300 + 100 images), a user's first run
-# on data sppnet did not generate.
+# on data sppnet did not generate. SETS (session 35): --set overrides for the training, e.g.
+# SETS="finetune.iterations=1500 finetune.lr_steps=[1000]"; NAME then labels the runs (METHOD-NAME-SEED).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to a folder for the runs}
@@ -19,19 +20,22 @@ SRC=${SRC:-$PWD/src}
 PY=${PY:-.venv/bin/python}
 DATASET=${DATASET:-synth}
 mkdir -p "$OUT"
+SET_ARGS=()
+for A in ${SETS:-}; do SET_ARGS+=(--set "$A"); done
+LABEL=${NAME:+-$NAME}
 for S in ${SEEDS:-0 1 2}; do
   for M in ${METHODS:-sppnet fast-rcnn rcnn}; do
-    DATA=$OUT/data-$S-$M; RUN=$OUT/$M-$S
+    DATA=$OUT/data-$S-$M; RUN=$OUT/$M$LABEL-$S
     if [ ! -d "$DATA" ] && [ "$DATASET" = heldout ]; then
       $PY benchmarks/heldout_set.py "$DATA" --seed "$S" > /dev/null
     elif [ ! -d "$DATA" ]; then
       PYTHONPATH=$SRC $PY -m sppnet data synth --task detect --out "$DATA" --train 300 --test 100 --seed "$S" > /dev/null
     fi
     start=$(date +%s)
-    PYTHONPATH=$SRC $PY -m sppnet train detect --method "$M" --data "$DATA" --out "$RUN" > "$RUN.log" 2>&1
-    echo "$M seed $S training: $(( $(date +%s) - start )) s" >> "$OUT/time.txt"
+    PYTHONPATH=$SRC $PY -m sppnet train detect --method "$M" --data "$DATA" --out "$RUN" "${SET_ARGS[@]}" > "$RUN.log" 2>&1
+    echo "$M$LABEL seed $S training: $(( $(date +%s) - start )) s" >> "$OUT/time.txt"
     PYTHONPATH=$SRC $PY -m sppnet eval detect --run "$RUN" --data "$DATA" --split test \
       --json "$RUN.json" >> "$RUN.log" 2>&1
-    $PY -c "import json; print('$M seed $S', round(100 * json.load(open('$RUN.json'))['map'], 2))" >> "$OUT/time.txt"
+    $PY -c "import json; print('$M$LABEL seed $S', round(100 * json.load(open('$RUN.json'))['map'], 2))" >> "$OUT/time.txt"
   done
 done
