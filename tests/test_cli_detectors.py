@@ -49,9 +49,13 @@ def test_train_eval_and_detect_each_method(method, overrides, detection_backbone
         main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--box-vote", "1.5"])
     assert refused.value.code == 2
     assert "expected an IoU in (0, 1] or off, got '1.5'" in capsys.readouterr().err
-    # Iterative localisation is SPP-net's (tests/engine/test_sppnet_detection.py); the others refuse it.
-    assert main(["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--refine", "20"]) == 2
-    assert "test.refine is SPP-net's" in capsys.readouterr().err
+    # Iterative localisation is SPP-net's and R-CNN's (tests/engine/test_sppnet_detection.py, test_rcnn.py);
+    # Fast R-CNN, whose regression is trained end to end with its scores, refuses it.
+    refined = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--refine", "20",
+               "--results", str(tmp_path / "refined")]
+    assert main(refined) == (0 if method == "rcnn" else 2)
+    if method == "fast-rcnn":
+        assert "test.refine is SPP-net's and R-CNN's" in capsys.readouterr().err
     # R-CNN scores with its fine-tuned softmax (its preset trains no SVMs); Fast R-CNN has only the softmax.
     softmax = ["eval", "detect", "--run", str(run), "--data", str(data), "--split", "test", "--scorer", "softmax",
                "--results", str(tmp_path / "softmax")]

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="box voting: move each kept detection to the score-weighted mean of its class's "
                              "windows overlapping it at IoU >= IOU (default: the run's test.box_vote)")
     detect.add_argument("--refine", type=int, default=None, metavar="N",
-                        help="SPP-net: iterative localisation, each class's N best-scored windows regressed and "
+                        help="SPP-net and R-CNN: iterative localisation, each class's N best-scored windows regressed and "
                              "scored again (0: off; default: the run's test.refine)")
     detect.add_argument("--metric", choices=("voc07", "voc12", "coco"), default="voc07")
     detect.add_argument("--json", type=Path, default=None, help="write {metric, map, ap} here")

@@ -77,8 +77,8 @@ class TestConfig:
     # instead of NMS over the proposals and regression of the kept ones (the
     # SPP-net paper's order).
     regress_first: bool = False
-    # SPP-net: iterative localisation, one step (Gidaris & Komodakis 2015):
-    # each class's `refine` best-scored windows are regressed by its
+    # SPP-net and R-CNN: iterative localisation, one step (Gidaris & Komodakis
+    # 2015): each class's `refine` best-scored windows are regressed by its
     # regressor and scored again, and join the windows before NMS. 0: off.
     refine: int = 0
 
@@ -246,8 +246,8 @@ class RunDetector:
         """Iterative localisation with ``windows`` per class, or off (0) (``TestConfig.refine``)."""
         windows = replace(self.config.test, refine=windows).refine  # TestConfig checks the value
         if windows and not hasattr(self.model, "refine"):
-            raise ValueError(f"test.refine is SPP-net's (windows scored again from its conv5 maps); "
-                             f"{type(self.model).__name__} has no such step: set it to 0")
+            raise ValueError(f"test.refine is SPP-net's and R-CNN's (their separately trained regressors' "
+                             f"windows scored again); {type(self.model).__name__} has no such step: set it to 0")
         if hasattr(self.model, "refine"):
             self.model.refine = windows
 

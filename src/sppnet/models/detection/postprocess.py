@@ -7,6 +7,9 @@ regressed boxes.
 Fast R-CNN regresses every window per class before its NMS, so it has its
 own step (``FastRCNN._score``).
 
+Iterative localisation (``test.refine``, ``refine_windows``): each class's best
+windows regressed and scored again, joining the windows before NMS.
+
 Flip testing (``test.flip``): each window is scored in the image and, mirrored,
 in the image's mirror; the two scores are averaged before NMS and the two
 regressed boxes (the mirror's mirrored back) after it.
@@ -23,7 +26,7 @@ from sppnet.models.box_regression import BoxRegressors
 from sppnet.ops import class_nms, clip_boxes, mirror_boxes, vote_boxes
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["MirrorView", "empty_detections", "postprocess", "check_test_call"]
+__all__ = ["MirrorView", "empty_detections", "postprocess", "refine_windows", "regress_windows", "check_test_call"]
 
 
 @dataclass
@@ -105,6 +108,51 @@ def regress_windows(window: torch.Tensor, boxes: torch.Tensor, regressors: BoxRe
             regressed = (regressed + mirror_boxes(seen.reshape(-1, 4), width).reshape(seen.shape)) / 2
         blocks.append(regressed)
     return torch.cat(blocks)
+
+
+def refine_windows(boxes: torch.Tensor, scores: torch.Tensor,
+                   regression_features: Callable[[torch.Tensor], torch.Tensor], mirror: MirrorView | None,
+                   image_size: tuple[int, int], count: int, regressors: BoxRegressors,
+                   score_windows: Callable[[torch.Tensor], tuple], timer: StageTimer | None = None) -> tuple:
+    """Iterative localisation, one step (Gidaris & Komodakis 2015, section 4;
+    ``TestConfig.refine``): each class's ``count`` best-scored windows (the
+    scores averaged with the mirror's under flip testing) are regressed by
+    that class's regressor and clipped, and the regressed boxes are scored by
+    ``score_windows(moved) -> (scores (M, K), regression_features, mirror
+    or None)`` and join the windows. A window at IoU 0.3-0.5 with an object
+    scores as background; its regressed box, nearer the object, is scored as
+    what it now frames. Returns ``(boxes, scores, regression_features,
+    mirror)`` of the joined windows, the given ones first; unchanged when
+    every regressed box collapses at the image's border."""
+    seen = scores if mirror is None else (scores + mirror.scores) / 2
+    count = min(count, len(boxes))
+    with stage(timer, "classifier"):
+        moved = [regress_windows(seen[:, k].topk(count).indices, boxes, regressors, regression_features, mirror)[:, k]
+                 for k in range(seen.shape[1])]
+        moved = clip_boxes(torch.cat(moved), image_size)
+        moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
+    if len(moved) == 0:
+        return boxes, scores, regression_features, mirror
+    new_scores, new_features, new_mirror = score_windows(moved)
+    if mirror is not None:
+        mirror = MirrorView(torch.cat([mirror.scores, new_mirror.scores]),
+                            _joined(mirror.regression_features, len(boxes), new_mirror.regression_features),
+                            mirror.width)
+    return (torch.cat([boxes, moved]), torch.cat([scores, new_scores]),
+            _joined(regression_features, len(boxes), new_features), mirror)
+
+
+def _joined(first: Callable[[torch.Tensor], torch.Tensor], count: int,
+            second: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The features of rows of two window sets one after the other: rows
+    below ``count`` from ``first``, the others from ``second``."""
+    def features(rows: torch.Tensor) -> torch.Tensor:
+        ahead = rows < count
+        a, b = first(rows[ahead]), second(rows[~ahead] - count)
+        out = a.new_empty((len(rows), a.shape[1]))
+        out[ahead], out[~ahead] = a, b.to(a.dtype)
+        return out
+    return features
 
 
 def check_test_call(model: torch.nn.Module, images, proposals, targets, trainer: str) -> None:

@@ -18,7 +18,9 @@ from sppnet.data.transforms import normalise
 from sppnet.fast_path import as_input, autocast, prepare
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.classifier import SPPClassifier
-from sppnet.models.detection.postprocess import MirrorView, check_test_call, empty_detections, postprocess
+from sppnet.models.detection.postprocess import (
+    MirrorView, check_test_call, empty_detections, postprocess, refine_windows,
+)
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
 from sppnet.ops import mirror_boxes
@@ -114,6 +116,7 @@ class RCNN(nn.Module):
         self.nms_sigma: float | None = None  # Gaussian soft-NMS instead of nms (TestConfig.nms_sigma)
         self.box_vote: float | None = None  # box voting's IoU (TestConfig.box_vote)
         self.regress_first = False  # NMS over the regressed windows (TestConfig.regress_first)
+        self.refine = 0  # windows per class regressed and scored again (TestConfig.refine)
         self.scorer = check_scorer(scorer)
         self.flip = flip  # flip testing: each window also warped from the mirrored image (postprocess)
         self.precision = "fp32"  # "bf16": the CPU fast path (bfloat16 autocast, channels-last convs)
@@ -151,15 +154,28 @@ class RCNN(nn.Module):
         boxes = boxes.float().reshape(-1, 4)
         if len(boxes) == 0:
             return empty_detections()
+        size = tuple(image.shape[-2:])
+        mirrored = image.flip(-1) if self.flip else None
+        scores, features, mirror = self._scored(image, mirrored, boxes)
+        regressors = self.regressors if box_regression else None
+        if self.refine and regressors is not None:  # the regressed windows warped and through the network too
+            boxes, scores, features, mirror = refine_windows(
+                boxes, scores, features, mirror, size, self.refine, regressors,
+                lambda moved: self._scored(image, mirrored, moved), self.timer)
+        return postprocess(boxes, scores, size, self.nms, self.top_k, regressors, features, self.timer, mirror,
+                           self.nms_sigma, self.box_vote, self.regress_first)
+
+    def _scored(self, image: torch.Tensor, mirrored: torch.Tensor | None, boxes: torch.Tensor):
+        """Windows ``(R, 4)`` scored in the image (and, mirrored, in its mirror
+        ``mirrored`` with flip testing): ``(scores (R, K), pool5 of rows,
+        MirrorView or None)``."""
         pooled, scores = self._scores(image, boxes)
         mirror = None
-        if self.flip:
+        if mirrored is not None:
             width = float(image.shape[-1])
-            mirror_pooled, mirror_scores = self._scores(image.flip(-1), mirror_boxes(boxes, width))
+            mirror_pooled, mirror_scores = self._scores(mirrored, mirror_boxes(boxes, width))
             mirror = MirrorView(mirror_scores, lambda window: mirror_pooled[window], width)
-        return postprocess(boxes, scores, tuple(image.shape[-2:]), self.nms, self.top_k,
-                           self.regressors if box_regression else None, lambda window: pooled[window], self.timer,
-                           mirror, self.nms_sigma, self.box_vote, self.regress_first)
+        return scores, (lambda window: pooled[window]), mirror
 
     def _scores(self, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pool5 ``(R, C * B)`` and the scorer's ``(R, K)`` of the windows."""

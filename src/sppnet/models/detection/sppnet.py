@@ -6,7 +6,7 @@ classes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from sppnet.data.transforms import normalise
 from sppnet.fast_path import autocast, check_precision
 from sppnet.models.box_regression import BoxRegressors
 from sppnet.models.detection.postprocess import (
-    MirrorView, check_test_call, empty_detections, postprocess, regress_windows,
+    MirrorView, check_test_call, empty_detections, postprocess, refine_windows,
 )
 from sppnet.models.scoring import check_scorer, window_scores
 from sppnet.models.svm import LinearSVMs
@@ -121,9 +121,10 @@ class SPPNet(nn.Module):
             raise ValueError("flip testing needs the mirrored image's maps")
         scores, features, mirror = self._scored(maps, mirror_maps, boxes, width)
         regressors = self.regressors if box_regression else None
-        if self.refine and regressors is not None:
-            boxes, scores, features, mirror = self._refined(maps, mirror_maps, boxes, scores, features, mirror,
-                                                            image_size)
+        if self.refine and regressors is not None:  # the regressed windows pooled from the same maps: no conv pass
+            boxes, scores, features, mirror = refine_windows(
+                boxes, scores, features, mirror, image_size, self.refine, regressors,
+                lambda moved: self._scored(maps, mirror_maps, moved, width), self.timer)
         return postprocess(boxes, scores, image_size, self.nms, self.top_k, regressors, features, self.timer, mirror,
                            self.nms_sigma, self.box_vote, self.regress_first)
 
@@ -137,31 +138,6 @@ class SPPNet(nn.Module):
             mirror_scores, mirror_pooler = self._scores(mirror_maps, boxes, width)
             mirror = MirrorView(mirror_scores, mirror_pooler.pool, width)
         return scores, pooler.pool, mirror
-
-    def _refined(self, maps, mirror_maps, boxes: torch.Tensor, scores: torch.Tensor, features, mirror,
-                 image_size: tuple[int, int]):
-        """Iterative localisation, one step (Gidaris & Komodakis 2015, section
-        4; ``TestConfig.refine``): each class's ``refine`` best-scored windows
-        are regressed by that class's regressor, and the regressed boxes are
-        scored (pooled from the same maps: no conv pass) and join the windows.
-        A window at IoU 0.3-0.5 with an object scores as background; its
-        regressed box, nearer the object, is scored as what it now frames."""
-        seen = scores if mirror is None else (scores + mirror.scores) / 2
-        count = min(self.refine, len(boxes))
-        with stage(self.timer, "classifier"):
-            moved = [regress_windows(seen[:, k].topk(count).indices, boxes, self.regressors, features, mirror)[:, k]
-                     for k in range(seen.shape[1])]
-            moved = clip_boxes(torch.cat(moved), image_size)
-            moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
-        if len(moved) == 0:  # every regressed box collapsed at the image's border
-            return boxes, scores, features, mirror
-        new_scores, new_features, new_mirror = self._scored(maps, mirror_maps, moved, float(image_size[1]))
-        if mirror is not None:
-            mirror = MirrorView(torch.cat([mirror.scores, new_mirror.scores]),
-                                _joined(mirror.regression_features, len(boxes), new_mirror.regression_features),
-                                mirror.width)
-        return (torch.cat([boxes, moved]), torch.cat([scores, new_scores]), _joined(features, len(boxes), new_features),
-                mirror)
 
     def _scores(self, maps: Mapping[int, CachedMap], boxes: torch.Tensor,
                 mirror_width: float | None = None) -> tuple[torch.Tensor, WindowPooler]:
@@ -204,15 +180,3 @@ class SPPNet(nn.Module):
             results.append(self.detect_on_maps(maps, boxes, tuple(image.shape[-2:]), mirror_maps=mirror_maps))
         return results
 
-
-def _joined(first: Callable[[torch.Tensor], torch.Tensor], count: int,
-            second: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The features of rows of two window sets one after the other: rows
-    below ``count`` from ``first``, the others from ``second``."""
-    def features(rows: torch.Tensor) -> torch.Tensor:
-        ahead = rows < count
-        a, b = first(rows[ahead]), second(rows[~ahead] - count)
-        out = a.new_empty((len(rows), a.shape[1]))
-        out[ahead], out[~ahead] = a, b.to(a.dtype)
-        return out
-    return features
