@@ -10,11 +10,16 @@ section edited) is scored by ``sppnet eval detect``; one JSON line per
 evaluation is appended to OUT/refine.jsonl (those there are skipped): NAME, the run, the edits, VOC07
 mAP and AP per class (%), and the evaluation's wall seconds (conv5 maps
 cached in the run, so the seconds are pooling, fc layers and NMS).
+
+Session 36: R-CNN runs too (their windows warped and scored again: the seconds
+are whole-network passes); VARIANTS="preset refine-20 ..." (an environment
+variable) tests only those variants.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,13 +43,18 @@ def main() -> None:
     if len(sys.argv) < 5 or len(sys.argv) % 2 == 0:
         sys.exit(__doc__)
     out, name, pairs = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    chosen = os.environ.get("VARIANTS", "").split() or list(VARIANTS)
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown VARIANTS {sorted(unknown)}; choose from {list(VARIANTS)}")
     out.mkdir(parents=True, exist_ok=True)
     lines = out / "refine.jsonl"
     done = {(r["name"], r["run"], r["variant"]) for r in map(json.loads, lines.read_text().splitlines())} \
         if lines.is_file() else set()
     for run, data in zip(pairs[::2], pairs[1::2]):
         run, data = Path(run), Path(data)
-        for variant, edits in VARIANTS.items():
+        for variant in chosen:
+            edits = VARIANTS[variant]
             if (name, str(run), variant) in done:
                 continue
             folder = out / f"{name}-{run.parent.name}-{run.name}-{variant}"

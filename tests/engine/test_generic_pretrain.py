@@ -37,11 +37,12 @@ def test_the_key_changes_with_what_shapes_the_trunk():
 
 def test_fields_added_later_leave_the_key_of_the_trunks_cached_before_them():
     # train.trunk_lr_scale (session 31) at 1, train.average_decay and train.erase (session 32) at 0
-    # train as before they existed: the key is the hash of the config without them,
-    # as the caches made before them were keyed.
+    # and pretrain.generic_fc (session 36) off train as before they existed: the key is the
+    # hash of the config without them, as the caches made before them were keyed.
     classify = generic_classify_config("classify-crops-tiny", 10)
     before = asdict(classify)
     del before["train"]["trunk_lr_scale"], before["train"]["average_decay"], before["train"]["erase"]
+    del before["pretrain"]["generic_fc"]
     described = {"generator": GENERATOR_VERSION, "images": 4400, "seed": 0, "torch": torch.__version__,
                  "classify": before}
     expected = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -126,6 +127,17 @@ def test_a_classifier_starts_from_the_generic_trunk(tmp_path, monkeypatch):
     # the same stage as a detector's pre-training with the same recipe: one cached trunk for both
     stage = generic_classify_config(config.pretrain.generic_preset, config.pretrain.generic_epochs)
     assert trunks[0].parent.name == generic_trunk_key(stage, len(PRETRAIN_CLASSES), 0)
+    # pretrain.generic_fc: fc6 and fc7 start from the generic classifier's too, fc8 is new
+    from sppnet.engine.generic_pretrain import generic_classifier
+
+    generic = load_weights(generic_classifier(stage, len(PRETRAIN_CLASSES)) / "model.safetensors")
+    assert not torch.allclose(model.fc6[0].weight, generic["fc6.0.weight"])  # off: fc6 starts at random
+    with_fc = train_classifier(_tiny_classify(tmp_path, len(PRETRAIN_CLASSES), "pretrain.generic_fc=true"),
+                               tmp_path / "cls", tmp_path / "run-fc", progress=False, log=lambda m: None)
+    for name, value in with_fc.state_dict().items():
+        if name.startswith(("fc6.", "fc7.", "trunk.")):
+            torch.testing.assert_close(value, generic[name], atol=1e-8, rtol=0)
+    assert with_fc.fc8.weight.shape[0] == 4 != generic["fc8.weight"].shape[0]
     # off: the trunk starts from random weights
     scratch = train_classifier(_tiny_classify(tmp_path, 0), tmp_path / "cls", tmp_path / "run0", progress=False,
                                log=lambda m: None)
@@ -141,6 +153,9 @@ def test_a_classifier_of_another_trunk_cannot_take_the_generic_one(tmp_path, mon
     with pytest.raises(ValueError, match="generic_preset 'classify-crops-tiny'.*width 0.125"):
         train_classifier(_tiny_classify(tmp_path, 44, "model.width=0.125"), tmp_path / "cls", tmp_path / "run",
                          progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="generic_fc needs the fc layers.*levels \\[6, 3, 2, 1\\].*levels \\[4, 2, 1\\]"):
+        train_classifier(_tiny_classify(tmp_path, 44, "pretrain.generic_fc=true", "model.levels=[4,2,1]"),
+                         tmp_path / "cls", tmp_path / "run-levels", progress=False, log=lambda m: None)
     assert not (tmp_path / "cache" / "generic-trunks").exists() or not any((tmp_path / "cache" / "generic-trunks").iterdir())
 
 

@@ -159,10 +159,14 @@ class ClassifyPretrainConfig:
     ``model.weights``, the model starts from the trunk of preset
     ``generic_preset`` trained for ``generic_epochs`` epochs on that many
     generated images of 44 shape classes, made once per machine and cached
-    (the detectors' pre-training shares it). 0 = from random weights."""
+    (the detectors' pre-training shares it). 0 = from random weights.
+    ``generic_fc``: fc6 and fc7 start from that generic classifier's too (only
+    fc8 new, as fine-tuning from an ImageNet model keeps every layer but the
+    last); the model's levels and fc width must then be the stage's."""
     generic_images: int = 0
     generic_epochs: int = 10
     generic_preset: str = "classify-crops-tiny"
+    generic_fc: bool = False
 
     def __post_init__(self) -> None:
         if self.generic_images < 0 or self.generic_epochs < 1:
@@ -263,7 +267,8 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def _generic_start(config: ClassifyConfig, run_dir: Path, log) -> Path:
     """The generic stage's trunk file for ``config`` (``config.pretrain``); its
-    model must have the same trunk as the stage's preset."""
+    model must have the same trunk as the stage's preset (and the same fc
+    layers with ``generic_fc``)."""
     from sppnet.engine.generic_pretrain import generic_classify_config, generic_trunk  # imports this module
 
     stage = generic_classify_config(config.pretrain.generic_preset, config.pretrain.generic_epochs)
@@ -273,7 +278,26 @@ def _generic_start(config: ClassifyConfig, run_dir: Path, log) -> Path:
                          f"{config.pretrain.generic_preset!r} ({theirs.backbone} at width {theirs.width}); "
                          f"this model is {ours.backbone} at width {ours.width}: set pretrain.generic_images=0 "
                          f"or model.weights")
+    if config.pretrain.generic_fc and (ours.spp, tuple(ours.levels), ours.hidden) != (
+            theirs.spp, tuple(theirs.levels), theirs.hidden):
+        raise ValueError(f"pretrain.generic_fc needs the fc layers of pretrain.generic_preset "
+                         f"{config.pretrain.generic_preset!r} (spp {theirs.spp}, levels {list(theirs.levels)}, "
+                         f"hidden {theirs.hidden}); this model has spp {ours.spp}, levels {list(ours.levels)}, "
+                         f"hidden {ours.hidden}: set pretrain.generic_fc=false")
     return generic_trunk(stage, config.pretrain.generic_images, log=log, fallback=run_dir / "pretrain-generic")
+
+
+def _load_generic_fc(model: SPPClassifier, config: ClassifyConfig, run_dir: Path, log) -> None:
+    """fc6 and fc7 of the generic classifier (``pretrain.generic_fc``; its
+    shapes checked by ``_generic_start``) into ``model``."""
+    from sppnet.engine.generic_pretrain import generic_classifier, generic_classify_config  # imports this module
+
+    stage = generic_classify_config(config.pretrain.generic_preset, config.pretrain.generic_epochs)
+    run = generic_classifier(stage, config.pretrain.generic_images, log=log, fallback=run_dir / "pretrain-generic")
+    weights = load_weights(run / "model.safetensors")
+    fc = {name: value for name, value in weights.items() if name.split(".")[0] in ("fc6", "fc7")}
+    model.load_state_dict({**model.state_dict(), **fc})
+    log(f"fc6 and fc7 from the generic classifier {run}")
 
 
 def _tensorboard(run_dir: Path):
@@ -315,6 +339,8 @@ def train_classifier(
         model_config = replace(model_config, weights=_generic_start(config, run_dir, log))
     torch.manual_seed(train_config.seed)
     model = build_classifier(model_config, len(dataset.classes), train_config.crop)
+    if config.pretrain.generic_images and config.pretrain.generic_fc and config.model.weights is None:
+        _load_generic_fc(model, config, run_dir, log)  # a resumed run's checkpoint then replaces them
     optimizer = _make_optimizer(model, train_config)
     average = WeightAverage(model, train_config.average_decay) if train_config.average_decay else None
     start_epoch, rows = 0, []

@@ -84,7 +84,7 @@ def generic_classify_config(preset: str, epochs: int) -> ClassifyConfig:
 # as before they existed: left out of the key at that value, so that the caches
 # made before them stay valid.
 _NEWER_FIELDS = {("train", "trunk_lr_scale"): 1.0, ("train", "average_decay"): 0.0,
-                 ("train", "erase"): 0.0}
+                 ("train", "erase"): 0.0, ("pretrain", "generic_fc"): False}
 
 
 def generic_trunk_key(classify: ClassifyConfig, images: int, seed: int) -> str:
