@@ -12,6 +12,7 @@ from sppnet.data.synthetic import DetectionSynthConfig, synthesize_detection
 from sppnet.engine.checkpoint import TrainingDiverged
 from sppnet.engine.detection_stages import dataset_proposals, detect_dataset, label_dataset
 from tests.mirror import assert_mirror_symmetric
+from tests.refine import assert_refined_as_reference
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 from sppnet.engine.rcnn import RCNNConfig, _finetune, load_rcnn, train_rcnn
 from sppnet.models.detection.rcnn import context_boxes, warp_windows
@@ -348,9 +349,8 @@ def test_refine_scores_each_class_best_windows_warped_again_and_nms_compares_reg
     # best-scored windows are regressed by that class's regressor, warped from the image
     # and scored again, and with test.regress_first NMS runs over every window's
     # regressed box. The reference scores every window at once and regresses class by
-    # class; the detector scores the regressed windows as a second set.
+    # class (tests/refine.py); the detector scores the regressed windows as a second set.
     from sppnet.models.scoring import window_scores
-    from sppnet.ops import class_nms, clip_boxes
 
     data, _, detector, _, _ = trained
     record = open_detection_dataset(data, "test").images[1]
@@ -358,35 +358,12 @@ def test_refine_scores_each_class_best_windows_warped_again_and_nms_compares_reg
     corners = torch.rand(150, 2, generator=generator) * torch.tensor([record.width, record.height]) * 0.8
     proposals = torch.cat([corners, corners + 8 + torch.rand(150, 2, generator=generator) * 100], 1)
     model = detector.model
-    size = (record.height, record.width)
 
     def scored(boxes):
         pooled, fc7 = detector.window_features(record, boxes)
         return pooled, window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.network.fc8)
 
-    pooled, scores = scored(proposals)
-    classes = scores.shape[1]
-    moved = torch.cat([clip_boxes(model.regressors.apply(pooled[best], proposals[best], torch.full((20,), k + 1)), size)
-                       for k in range(classes) for best in [scores[:, k].topk(20).indices]])
-    moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
-    moved_pooled, moved_scores = scored(moved)
-    windows, every_pooled = torch.cat([proposals, moved]), torch.cat([pooled, moved_pooled])
-    regressed = torch.stack([clip_boxes(model.regressors.apply(every_pooled, windows,
-                                                               torch.full((len(windows),), k + 1)), size)
-                             for k in range(classes)], 1)
-    _, labels, boxes, kept_scores = class_nms(regressed, torch.cat([scores, moved_scores]), detector.test.nms,
-                                              detector.test.top_k)
-    detector.set_refine(20)  # what `sppnet eval detect --refine 20` calls
-    model.regress_first = True
-    try:
-        out = detector.detect(record, proposals)
-    finally:
-        detector.set_refine(0)
-        model.regress_first = False
-    assert torch.equal(out["labels"], labels)
-    torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["boxes"], boxes, rtol=1e-5, atol=1e-3)
-    assert len(moved) > 0.9 * 20 * classes  # the regressed windows were scored, not dropped
+    assert_refined_as_reference(detector, record, proposals, scored)
 
 
 def test_flip_testing_is_mirror_symmetric(trained):

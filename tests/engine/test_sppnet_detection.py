@@ -5,6 +5,7 @@ from sppnet.config import load_config
 from sppnet.data.datasets import open_detection_dataset
 from sppnet.engine.detection_stages import detect_dataset
 from tests.mirror import assert_mirror_symmetric
+from tests.refine import assert_refined_as_reference
 from tests.learning import LEARNING_SEED, map_and_chance, record_learning
 from sppnet.engine.sppnet_detection import SPPNetConfig, load_sppnet, train_sppnet
 
@@ -190,44 +191,20 @@ def test_refine_scores_each_class_best_windows_regressed_and_nms_compares_regres
     # test.refine N (iterative localisation): each class's N best-scored windows are
     # regressed by that class's regressor and scored again, and with test.regress_first
     # NMS runs over every window's regressed box. The reference pools every window at
-    # once and regresses class by class; the detector pools blocks and scores the new
-    # windows as a second set.
+    # once and regresses class by class (tests/refine.py); the detector pools blocks and
+    # scores the new windows as a second set.
     from sppnet.models.scoring import window_scores
-    from sppnet.ops import class_nms, clip_boxes
 
     data, _, detector, _, _ = trained
     record = open_detection_dataset(data, "test").images[2]
-    proposals, pooled, scores = _scored_at_once(detector, record, 300, seed=3)
+    proposals = _scored_at_once(detector, record, 300, seed=3)[0]
     model = detector.model
-    size = (record.height, record.width)
-    classes = scores.shape[1]
-    moved = []
-    for k in range(classes):
-        best = scores[:, k].topk(20).indices
-        label = torch.full((20,), k + 1)
-        moved.append(clip_boxes(model.regressors.apply(pooled[best], proposals[best], label), size))
-    moved = torch.cat(moved)
-    moved = moved[(moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)]
-    moved_pooled, moved_fc7 = detector.window_features(record, moved)
-    windows = torch.cat([proposals, moved])
-    every_pooled = torch.cat([pooled, moved_pooled])
-    every_scores = torch.cat([scores, window_scores(moved_fc7, model.scorer, model.svms, model.svm_scale,
-                                                    model.head.fc8)])
-    regressed = torch.stack([clip_boxes(model.regressors.apply(every_pooled, windows,
-                                                               torch.full((len(windows),), k + 1)), size)
-                             for k in range(classes)], 1)
-    _, labels, boxes, kept_scores = class_nms(regressed, every_scores, detector.test.nms, detector.test.top_k)
-    detector.set_refine(20)  # what `sppnet eval detect --refine 20` calls
-    model.regress_first = True
-    try:
-        out = detector.detect(record, proposals)
-    finally:
-        detector.set_refine(0)
-        model.regress_first = False
-    assert torch.equal(out["labels"], labels)
-    torch.testing.assert_close(out["scores"], kept_scores, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["boxes"], boxes, rtol=1e-5, atol=1e-3)
-    assert len(moved) > 0.9 * 20 * classes  # the regressed windows were scored, not dropped
+
+    def scored(boxes):
+        pooled, fc7 = detector.window_features(record, boxes)
+        return pooled, window_scores(fc7, model.scorer, model.svms, model.svm_scale, model.head.fc8)
+
+    assert_refined_as_reference(detector, record, proposals, scored)
 
 
 def test_refine_without_a_regressed_box_left_detects_as_without_refine(trained):
