@@ -26,7 +26,7 @@ from sppnet.models.box_regression import BoxRegressors
 from sppnet.ops import class_nms, clip_boxes, mirror_boxes, vote_boxes
 from sppnet.timing import StageTimer, stage
 
-__all__ = ["MirrorView", "empty_detections", "postprocess", "refine_windows", "regress_windows", "check_test_call"]
+__all__ = ["MirrorView", "empty_detections", "postprocess", "refine_windows", "check_test_call"]
 
 
 @dataclass
