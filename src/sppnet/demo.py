@@ -156,7 +156,7 @@ def _detection(config: DemoConfig) -> dict:
         pretrain = replace(sppnet_config.pretrain, context_iterations=config.context_iterations,
                            context_warmup_iterations=config.context_warmup_iterations, context_fc=False)
         backbone = train_in_context(pretrain, train, data, config.out / "run-context", backbone,
-                                    log=lambda message: print(f"  {message}"))
+                                    log=lambda message: print(f"  {message}"), proposals=sppnet_config)
     detector = train_sppnet(sppnet_config, train, data, run, backbone=backbone, resume=True,
                             log=lambda message: print(f"  {message}"))
     print(f"  trained in {time.perf_counter() - started:.0f} s")

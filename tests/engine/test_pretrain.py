@@ -144,6 +144,22 @@ def test_context_overrides_change_the_preset_before_its_iterations_are_scaled():
     assert context_fast_rcnn_config(PretrainConfig(context_preset="detect-fast-rcnn-tiny")).train.sampling == preset
 
 
+def test_the_in_context_stage_trains_on_the_detectors_proposals():
+    """The detector's proposal settings replace the context preset's (one
+    proposal cache, the windows the detector sees), but for those that
+    context_overrides name."""
+    from sppnet.engine.pretrain import context_fast_rcnn_config
+    from sppnet.proposals import ProposalSettings
+
+    detector = ProposalSettings(proposals="grid", max_proposals=123, proposal_resize=None, proposal_min_size=5)
+    fast = context_fast_rcnn_config(PretrainConfig(context_preset="detect-fast-rcnn-tiny"), detector)
+    assert (fast.proposals, fast.max_proposals, fast.proposal_resize, fast.proposal_min_size) == ("grid", 123, None, 5)
+    named = PretrainConfig(context_preset="detect-fast-rcnn-tiny", context_overrides=("max_proposals=77",))
+    fast = context_fast_rcnn_config(named, detector)
+    assert (fast.proposals, fast.max_proposals, fast.proposal_min_size) == ("grid", 77, 5)
+    assert context_fast_rcnn_config(named).proposal_min_size == 16  # no detector given: the preset's own
+
+
 def test_a_given_backbone_is_used_as_it_is(tmp_path):
     from sppnet.engine.pretrain import pretrain_backbone
 

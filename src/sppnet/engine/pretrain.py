@@ -37,12 +37,14 @@ first trunk's classifier with the in-context trunk, and with
 ``pretrain.context_fc`` (SPP-net's tiny preset) the Fast R-CNN's fc6/fc7 too.
 ``pretrain.context_overrides`` change that preset for this stage only (SPP-net's
 tiny preset keeps the papers' RoI sampling there, without Fast R-CNN's OHEM).
+The stage trains on the detector's own proposals (its proposal settings, unless
+the overrides name them), so the two share one proposal cache.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,7 @@ from sppnet.engine.classification import ClassifyConfig, load_classifier, train_
 from sppnet.engine.generic_pretrain import generic_classifier, generic_classify_config, generic_trunk
 from sppnet.engine.run_folder import open_run_folder, record_backbone
 from sppnet.engine.schedule import scaled_steps
+from sppnet.proposals import ProposalSettings
 from sppnet.ops import box_iou
 
 if TYPE_CHECKING:  # engine.fast_rcnn's config holds a PretrainConfig: imported where used
@@ -217,12 +220,14 @@ def pretrain_classify_config(config: PretrainConfig, trunk_weights: Path | None 
 
 
 def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: Path, backbone: Path | None,
-                      seed: int, log=print, data_root: Path | None = None) -> Path:
+                      seed: int, log=print, data_root: Path | None = None,
+                      proposals: ProposalSettings | None = None) -> Path:
     """The classifier run whose trunk the detector uses: ``backbone`` when
     given (used as it is, like the paper's ImageNet model), else the one
     pre-trained here: ``RUN/pretrain`` (trained now, or resumed, unless
     finished) and, with ``config.context_preset``, its trunk trained further
-    in context (``RUN/pretrain-context``; ``data_root`` holds the proposal cache)."""
+    in context (``RUN/pretrain-context``; ``data_root`` holds the proposal cache,
+    ``proposals`` are the detector's proposal settings)."""
     if backbone is not None:
         return Path(backbone)
     if config.crop_stage:
@@ -231,13 +236,15 @@ def pretrain_backbone(config: PretrainConfig, train: DetectionDataset, run_dir: 
         classifier_run = _generic_classifier_copy(config, run_dir, log)
     if config.context_preset is None:
         return classifier_run
-    return train_in_context(config, train, data_root, run_dir, classifier_run, log)
+    return train_in_context(config, train, data_root, run_dir, classifier_run, log, proposals)
 
 
-def context_fast_rcnn_config(config: PretrainConfig) -> FastRCNNConfig:
+def context_fast_rcnn_config(config: PretrainConfig, proposals: ProposalSettings | None = None) -> FastRCNNConfig:
     """The in-context stage's Fast R-CNN config: ``config.context_preset`` with
     ``context_overrides``, ``context_iterations`` (lr steps scaled with it) and
-    ``context_warmup_iterations``, and no pre-training of its own (the trunk is given)."""
+    ``context_warmup_iterations``, and no pre-training of its own (the trunk is given).
+    ``proposals`` (the detector's config): its proposal settings replace the
+    preset's, except those ``context_overrides`` set."""
     from sppnet.engine.fast_rcnn import FastRCNNConfig
 
     try:
@@ -246,6 +253,10 @@ def context_fast_rcnn_config(config: PretrainConfig) -> FastRCNNConfig:
         raise ValueError(f"the in-context stage's preset {config.context_preset} with pretrain.context_overrides "
                          f"{list(config.context_overrides)}: {error}") from None
     fast_config = replace(fast_config, pretrain=replace(fast_config.pretrain, context_preset=None))
+    if proposals is not None:
+        overridden = {override.split("=", 1)[0].strip() for override in config.context_overrides}
+        fast_config = replace(fast_config, **{field.name: getattr(proposals, field.name)
+                                              for field in fields(ProposalSettings) if field.name not in overridden})
     if config.context_iterations is not None:
         preset = fast_config.train
         steps = scaled_steps(preset.lr_steps, preset.iterations, config.context_iterations)
@@ -257,9 +268,9 @@ def context_fast_rcnn_config(config: PretrainConfig) -> FastRCNNConfig:
 
 
 def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root: Path | None, run_dir: Path,
-                     trunk_run: Path, log=print) -> Path:
+                     trunk_run: Path, log=print, proposals: ProposalSettings | None = None) -> Path:
     """``trunk_run``'s classifier with its trunk trained as a Fast R-CNN
-    (``context_fast_rcnn_config``) on ``train``:
+    (``context_fast_rcnn_config``, on ``proposals``' settings) on ``train``:
     ``RUN/pretrain-context`` (made now unless done; an interrupted Fast R-CNN
     run is resumed)."""
     from sppnet.engine.checkpoint import save_weights
@@ -272,7 +283,7 @@ def train_in_context(config: PretrainConfig, train: DetectionDataset, data_root:
         return out
     if data_root is None:
         raise ValueError("training the trunk in context needs the data root (for its proposal cache)")
-    fast_config = context_fast_rcnn_config(config)
+    fast_config = context_fast_rcnn_config(config, proposals)
     changes = "".join(f", {change}" for change in config.context_overrides)
     log(f"training the trunk in context: Fast R-CNN ({config.context_preset}{changes}, "
         f"{fast_config.train.iterations} iterations) "
@@ -343,7 +354,7 @@ def start_detector_run(config, train: DetectionDataset, run_dir: Path, backbone:
     ``backbone`` run is used as given), pin it in ``backbone.txt`` and load
     it. Returns ``(classifier run folder, classifier)``."""
     open_run_folder(run_dir, config, resume, train.classes)
-    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, seed, log, data_root)
+    classifier_run = pretrain_backbone(config.pretrain, train, run_dir, backbone, seed, log, data_root, proposals=config)
     record_backbone(run_dir, classifier_run)
     classifier, _, _ = load_classifier(classifier_run)
     return classifier_run, classifier
