@@ -30,7 +30,8 @@ OVERRIDES = ["scales=[320]", "train_scales=null", "proposals=selective-search-fa
              "train.precision=fp32",
              # and with the papers' RoI sampling (the preset mines hard examples since session 25).
              "train.sampling.hard_mining_nms=0.0", "train.sampling.bg_low=0.1",
-             "test.box_vote=null"]  # and without box voting (the preset's since session 25)
+             "test.box_vote=null",  # and without box voting (the preset's since session 25)
+             "train.warmup_iterations=0"]  # and without the lr warm-up (the preset's since session 37)
 
 
 @pytest.fixture(scope="module")
