@@ -274,3 +274,38 @@ def test_hard_mining_trains_the_head_on_each_images_highest_loss_rois_left_by_nm
         if all(float(box_iou(boxes[i:i + 1], boxes[j:j + 1])) <= 0.5 for j in kept):
             kept.append(i)
     assert torch.allclose(seen[0], pooled[kept[:5]], atol=1e-6)
+
+
+def test_training_counts_the_rois_the_head_names_objects():
+    """The training losses' fourth output: how many of the RoIs trained on the
+    head names an object (highest score not background). A head biased to
+    background names none (the collapse the training log warns of), one biased
+    to a class names all."""
+    from sppnet.engine.fast_rcnn_training import _SummedLosses
+
+    model = _tiny_fast_rcnn().train()
+    image, proposals, target = _image_and_targets()
+    inputs = ([image, image.flip(-1)], [proposals, mirror_boxes(proposals, 120.0)], [target, {
+        "boxes": mirror_boxes(target["boxes"], 120.0), "labels": target["labels"]}],
+        [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)], [0, 1])
+    with torch.no_grad():
+        model.head.cls_score.weight.zero_()
+        model.head.cls_score.bias.copy_(torch.tensor([100.0, 0.0, 0.0]))
+    _, _, count, named = _SummedLosses(model)(*inputs)
+    assert count > 0 and named == 0
+    with torch.no_grad():
+        model.head.cls_score.bias.copy_(torch.tensor([0.0, 0.0, 100.0]))
+    _, _, again, named = _SummedLosses(model)(*inputs)
+    assert named == again == count
+
+
+def test_a_collapsed_head_is_warned_of_from_the_last_iterations_only():
+    from sppnet.engine.fast_rcnn_training import collapse_warning
+
+    assert collapse_warning([0.0] * 99) is None  # too short a run to tell
+    warning = collapse_warning([0.0] * 200)
+    assert "0.00% of the training RoIs" in warning and "last 200 iterations" in warning
+    assert "train.warmup_iterations" in warning
+    assert collapse_warning([0.3] * 100 + [0.0] * 500) is not None  # only the last 500 count
+    assert collapse_warning([0.0] * 100 + [0.02] * 500) is None
+    assert collapse_warning([0.0] * 499 + [6.0]) is None  # a mean of 1.2%

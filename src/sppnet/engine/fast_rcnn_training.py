@@ -102,19 +102,25 @@ class _SummedLosses(nn.Module):
     targets, generators, dropout_seeds)`` runs each image through
     ``FastRCNN.losses`` on its own, with its own generator (scale, RoI
     sampling) and dropout seed, and returns the classification and box losses
-    summed over the RoIs and the RoI count (a 0-d tensor); with no RoIs, zeros
-    that still reach every trainable parameter."""
+    summed over the RoIs, the RoI count and how many of them the head names
+    as an object (its highest score not background; 0-d tensors); with no
+    RoIs, zeros that still reach every trainable parameter."""
 
     def __init__(self, model: FastRCNN) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images, boxes, targets, generators, dropout_seeds):
-        classification, box, count = [], [], 0
+        classification, box, count, named = [], [], 0, 0
         for image, proposals, target, generator, seed in zip(images, boxes, targets, generators, dropout_seeds):
             torch.manual_seed(seed)  # dropout
-            rois = []
-            hook = self.model.head.register_forward_hook(lambda module, inputs, outputs: rois.append(len(outputs[0])))
+            rois, objects = [], []
+
+            def trained_on(module, inputs, outputs):  # the head's one pass over the RoIs trained on
+                rois.append(len(outputs[0]))
+                objects.append(int((outputs[0].detach().argmax(1) > 0).sum()))
+
+            hook = self.model.head.register_forward_hook(trained_on)
             try:
                 losses = self.model.losses([image], [proposals], [target], generator=generator)
             finally:
@@ -125,10 +131,35 @@ class _SummedLosses(nn.Module):
             classification.append(losses["loss_classifier"] * rois[0])
             box.append(losses["loss_box_reg"] * rois[0])
             count += rois[0]
+            named += objects[0]
         if count == 0:
             zero = distributed.zero_loss(self.model)
-            return zero, zero, torch.zeros(())
-        return torch.stack(classification).sum(), torch.stack(box).sum(), torch.tensor(float(count))
+            return zero, zero, torch.zeros(()), torch.zeros(())
+        return (torch.stack(classification).sum(), torch.stack(box).sum(), torch.tensor(float(count)),
+                torch.tensor(float(named)))
+
+
+# A head that names (almost) no RoI an object has collapsed to the class prior: every
+# window scores background at one probability, and the detector finds nothing. Checked
+# over a run's last iterations (at most _COLLAPSE_WINDOW of them, if it ran at least
+# _COLLAPSE_MIN). A working run names many: a quarter of the papers' sampled RoIs are
+# foreground, and OHEM's hardest RoIs include the objects it misses. The progress lines
+# show the share. Session 37's collapsed run (RESULTS.md) scored every window background.
+_COLLAPSE_WINDOW, _COLLAPSE_MIN, _COLLAPSE_SHARE = 500, 100, 0.01
+
+
+def collapse_warning(named_shares: list[float]) -> str | None:
+    """A warning for the log when the last iterations' RoIs were almost never
+    named objects (``named_shares``: per iteration, the share of its RoIs the
+    head named an object), else None."""
+    if len(named_shares) < _COLLAPSE_MIN:
+        return None
+    share = float(np.mean(named_shares[-_COLLAPSE_WINDOW:]))
+    if share >= _COLLAPSE_SHARE:
+        return None
+    return (f"warning: in its last {min(len(named_shares), _COLLAPSE_WINDOW)} iterations the head named "
+            f"{100 * share:.2f}% of the training RoIs an object: it has collapsed to the class prior and will "
+            "detect nothing. Train again with a longer lr warm-up (train.warmup_iterations) or a lower train.lr")
 
 
 def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: Path, run_dir: Path,
@@ -205,11 +236,12 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
 
     def forward_backward(iteration: int, precision: str) -> torch.Tensor:
         """The mini-batch's losses and their gradients (when finite): returns
-        the totals over all ranks (classification, box, RoI count; float64)."""
+        the totals over all ranks (classification, box, RoI count, RoIs named
+        an object; float64)."""
         with autocast(precision):
-            classification, box, count = summed_losses(*mini_batch(iteration))
+            classification, box, count, named = summed_losses(*mini_batch(iteration))
         totals = distributed.all_reduce_sum(torch.tensor(
-            [float(classification.detach()), float(box.detach()), float(count)], dtype=torch.float64))
+            [float(classification.detach()), float(box.detach()), float(count), float(named)], dtype=torch.float64))
         if bool(torch.isfinite(totals).all()):
             optimizer.zero_grad()
             # DDP averages over the N ranks: N / (global RoI count) turns the sums into the mini-batch's losses.
@@ -217,6 +249,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         return totals
 
     started = time.perf_counter()
+    named_shares: list[float] = []  # this process's iterations: the share of RoIs named an object
     iteration = start
     for iteration in range(start, settings.iterations):
         lr = warmed_up_lr(step_lr(settings.lr, settings.lr_steps, iteration), iteration, settings.warmup_iterations)
@@ -242,6 +275,7 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
                 f"checkpoint ({checkpoint_path if checkpoint_path.exists() else 'none yet'}) is kept; lower train.lr")
         if rois == 0:
             continue
+        named_shares.append(totals[3].item() / rois)
         optimizer.step()
         rows.append({"iteration": iteration + 1, "lr": lr, "loss_classifier": loss_classifier, "loss_box_reg": loss_box})
         done = iteration + 1
@@ -252,8 +286,12 @@ def train_fast_rcnn(config: FastRCNNConfig, train: DetectionDataset, data_root: 
         if done % max(1, settings.iterations // 10) == 0:
             recent = rows[-50:]
             log(f"  iteration {done}/{settings.iterations}: loss_cls {np.mean([r['loss_classifier'] for r in recent]):.3f}, "
-                f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, lr {lr:g} "
+                f"loss_box {np.mean([r['loss_box_reg'] for r in recent]):.3f}, "
+                f"RoIs named objects {100 * np.mean(named_shares[-50:]):.0f}%, lr {lr:g} "
                 f"({time.perf_counter() - started:.0f} s)")
+    warning = collapse_warning(named_shares)
+    if warning:
+        log(warning)
     model.set_precision("fp32")  # inference starts on the exact path (the trunk's weights contiguous again)
     if main:
         save_weights(final, model.state_dict())
