@@ -241,8 +241,10 @@ def make_set(out: Path, train: int, test: int, seed: int) -> None:
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def set_maker_cli(description: str, make_detection_set, make_classification_folder) -> None:
+    """The command line of a held-out set script (this one, ``heldout_set_b.py``):
+    OUT, --task detect|classify, --train, --test (300 / 100 or 400 / 200), --seed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out", type=Path)
     parser.add_argument("--task", choices=("detect", "classify"), default="detect")
     parser.add_argument("--train", type=int, help="training images (default 300 for detect, 400 for classify)")
@@ -251,11 +253,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.task == "detect":
         args.train, args.test = args.train or 300, args.test or 100
-        make_set(args.out, args.train, args.test, args.seed)
+        make_detection_set(args.out, args.train, args.test, args.seed)
     else:
         args.train, args.test = args.train or 400, args.test or 200
-        make_classification_set(args.out, args.train, args.test, args.seed)
+        make_classification_folder(args.out, args.train, args.test, args.seed)
     print(f"wrote {args.train} training and {args.test} test images to {args.out}")
+
+
+def main() -> None:
+    set_maker_cli(__doc__.split("\n\n")[0], make_set, make_classification_set)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,16 @@ classify``: one object per image filling 35-90% of the shorter side, images of
 
 from __future__ import annotations
 
-import argparse
 import math
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout_set import set_maker_cli  # noqa: E402
 
 CLASSES = ("heart", "tree", "fish", "bolt", "cloud")
 
@@ -274,20 +277,7 @@ def make_classification_set(out: Path, train: int, test: int, seed: int) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--task", choices=("detect", "classify"), default="detect")
-    parser.add_argument("--train", type=int, help="training images (default 300 for detect, 400 for classify)")
-    parser.add_argument("--test", type=int, help="test images (default 100 for detect, 200 for classify)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    if args.task == "detect":
-        args.train, args.test = args.train or 300, args.test or 100
-        make_set(args.out, args.train, args.test, args.seed)
-    else:
-        args.train, args.test = args.train or 400, args.test or 200
-        make_classification_set(args.out, args.train, args.test, args.seed)
-    print(f"wrote {args.train} training and {args.test} test images to {args.out}")
+    set_maker_cli(__doc__.split("\n\n")[0], make_set, make_classification_set)
 
 
 if __name__ == "__main__":
