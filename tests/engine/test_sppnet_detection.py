@@ -37,6 +37,8 @@ OVERRIDES = [
     "finetune.precision=fp32",
     # and with the paper's box-regression lambda (the preset's is 100 since session 29).
     "bbox.ridge=4000.0",
+    # and with boxes of 16 px a side at least (the preset's are 8 since session 37).
+    "proposal_min_size=16",
 ]
 
 
@@ -300,7 +302,7 @@ def test_fine_tuning_pools_each_image_once_and_trains_the_same(detection_backbon
     config = load_config(SPPNetConfig, "detect-sppnet-tiny", [
         "scales=[96, 160]", "train_scales=null", "proposals=grid", "max_proposals=30", "finetune.iterations=12",
         "finetune.lr_steps=[8]", "finetune.images_per_batch=2", "finetune.precision=fp32",
-        "pretrain.context_preset=null", "svm.train=false", "test.scorer=softmax", *sampling])
+        "pretrain.context_preset=null", "svm.train=false", "test.scorer=softmax", "proposal_min_size=16", *sampling])
     train = open_detection_dataset(data, "train")
     pooled = []
     pool_windows = module.pool_windows
