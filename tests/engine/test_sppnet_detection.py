@@ -37,7 +37,7 @@ OVERRIDES = [
     "finetune.precision=fp32",
     # and with the paper's box-regression lambda (the preset's is 100 since session 29).
     "bbox.ridge=4000.0",
-    # and with boxes of 16 px a side at least (the preset's are 8 since session 37).
+    # and with boxes of 16 px a side at least (the preset's are 8 since session 38).
     "proposal_min_size=16",
 ]
 
